@@ -1,0 +1,1 @@
+//! Typed CCS JSON (filled in by the message work).

@@ -1,0 +1,3 @@
+//! XML for one XMPP stream: framing, decoding, encoding.
+
+pub mod write;

@@ -1,0 +1,1 @@
+//! Encoders (filled in by the write work).
