@@ -49,5 +49,6 @@
 pub mod credentials;
 pub mod error;
 pub mod message;
+pub mod sasl;
 pub mod stanza;
 pub mod xml;

@@ -1,0 +1,1 @@
+//! SASL PLAIN (filled in by the write work).
