@@ -180,7 +180,10 @@ impl fmt::Display for XmlErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::StanzaTooLarge { limit } => {
-                write!(f, "stanza exceeds the limit of {limit} bytes before it closed")
+                write!(
+                    f,
+                    "stanza exceeds the limit of {limit} bytes before it closed"
+                )
             }
             Self::HeaderTooLarge { limit } => {
                 write!(f, "stream header exceeds the limit of {limit} bytes")
@@ -192,7 +195,10 @@ impl fmt::Display for XmlErrorKind {
                 f.write_str("processing instruction (forbidden in XMPP)")
             }
             Self::UndefinedEntity { name } => {
-                write!(f, "undefined entity reference `&{name}` (only the five predefined are allowed)")
+                write!(
+                    f,
+                    "undefined entity reference `&{name}` (only the five predefined are allowed)"
+                )
             }
             Self::InvalidCharRef { name } => write!(f, "invalid character reference `&{name};`"),
             Self::InvalidUtf8 => f.write_str("invalid UTF-8"),

@@ -98,8 +98,6 @@ pub enum Stanza {
     Iq(Iq),
     /// `<message>`: every CCS payload travels in one.
     Message(Message),
-    /// `<stream:error>`: the stream is over.
-    StreamError(StreamError),
     /// Any other element (presence, an unknown extension): kept as raw bytes, never dropped.
     Other(Other),
 }
@@ -257,7 +255,7 @@ pub struct StanzaError {
     pub text: Option<String>,
 }
 
-/// A `<stream:error>`.
+/// A `<stream:error>`: the stream is over (see [`crate::xml::Frame::StreamError`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StreamError {
     /// The condition element's name (`invalid-xml`, `see-other-host`, ...), empty if none.

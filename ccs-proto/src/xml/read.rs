@@ -1,0 +1,566 @@
+//! Decoding of complete stanzas into typed [`Stanza`] values.
+//!
+//! quick-xml only ever sees one complete stanza, cut out by the [`super::Framer`], so it never
+//! meets a short read. Namespaces are resolved with a resolver seeded from the stream header:
+//! an element is matched on (namespace, local name), never on its prefix.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use quick_xml::XmlVersion;
+use quick_xml::escape::resolve_predefined_entity;
+use quick_xml::events::attributes::Attribute;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::PrefixDeclaration;
+use quick_xml::reader::Reader;
+
+use crate::error::XmlErrorKind;
+use crate::stanza::{
+    Auth, Features, Iq, IqPayload, IqType, Message, Other, SaslFailure, Stanza, StanzaError,
+    StreamError, StreamHeader, ns,
+};
+
+/// Decodes one complete stanza (as handed out by [`super::Frame::Stanza`]) in the namespace
+/// context of `header` (the stream's header; `None` resolves only what the stanza declares).
+///
+/// Unknown elements decode to [`Stanza::Other`], keeping their bytes. An error means the
+/// stanza is not well-formed XML (or not UTF-8): the stream cannot go on.
+pub fn decode(stanza: &Bytes, header: Option<&StreamHeader>) -> Result<Stanza, XmlErrorKind> {
+    let text = std::str::from_utf8(stanza).map_err(|_| XmlErrorKind::InvalidUtf8)?;
+    let mut d = Decoder::new(text, header);
+    let (root, empty) = d.root()?;
+    let root_ns = d.namespace(&root);
+    let local = root.local_name();
+    let stanza = match (&*root_ns, local.as_ref()) {
+        (ns::CLIENT, "message") => Stanza::Message(d.message(&root, empty)?),
+        (ns::CLIENT, "iq") => Stanza::Iq(d.iq(&root, empty)?),
+        (ns::STREAMS, "features") => Stanza::Features(d.features(empty)?),
+        (ns::SASL, "auth") => Stanza::Auth(Auth {
+            mechanism: attr(&root, "mechanism")?.unwrap_or_default(),
+            payload: d.text(empty)?.trim().to_owned(),
+        }),
+        (ns::SASL, "success") => {
+            d.skip(empty)?;
+            Stanza::SaslSuccess
+        }
+        (ns::SASL, "failure") => {
+            let (condition, _, text) = d.condition(empty, ns::SASL)?;
+            Stanza::SaslFailure(SaslFailure { condition, text })
+        }
+        _ => {
+            let other = Other {
+                ns: root_ns.into_owned(),
+                name: local.as_ref().to_owned(),
+                raw: stanza.clone(),
+            };
+            d.skip(empty)?;
+            Stanza::Other(other)
+        }
+    };
+    d.finish()?;
+    Ok(stanza)
+}
+
+/// Decodes a top-level element if it is a `<stream:error>` (in the streams namespace).
+pub(crate) fn decode_stream_error(
+    stanza: &[u8],
+    header: Option<&StreamHeader>,
+) -> Result<Option<StreamError>, XmlErrorKind> {
+    let text = std::str::from_utf8(stanza).map_err(|_| XmlErrorKind::InvalidUtf8)?;
+    let mut d = Decoder::new(text, header);
+    let (root, empty) = d.root()?;
+    if d.namespace(&root) != ns::STREAMS || root.local_name().as_ref() != "error" {
+        return Ok(None);
+    }
+    let (condition, condition_text, text) = d.condition(empty, ns::STREAM_ERRORS)?;
+    d.finish()?;
+    Ok(Some(StreamError {
+        condition,
+        condition_text,
+        text,
+    }))
+}
+
+/// Parses the stream header's start tag (`<stream:stream ...>` or self-closed).
+pub(crate) fn parse_header(bytes: &[u8]) -> Result<StreamHeader, XmlErrorKind> {
+    let text = std::str::from_utf8(bytes).map_err(|_| XmlErrorKind::InvalidUtf8)?;
+    let inner = text
+        .strip_prefix('<')
+        .and_then(|t| t.strip_suffix('>'))
+        .ok_or_else(|| malformed("stream header is not a tag"))?;
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    let name_len = inner
+        .find([' ', '\t', '\r', '\n'])
+        .unwrap_or(inner.len());
+    let start = BytesStart::from_content(inner, name_len);
+    let mut header = StreamHeader::default();
+    for a in start.attributes().with_checks(true) {
+        let a = a.map_err(|e| malformed(&e.to_string()))?;
+        let value = attr_value(&a)?.into_owned();
+        match a.key.as_namespace_binding() {
+            Some(PrefixDeclaration::Default) => header.namespaces.push((None, value)),
+            Some(PrefixDeclaration::Named(p)) => {
+                header.namespaces.push((Some(p.to_owned()), value))
+            }
+            None => header.attributes.push((a.key.as_ref().to_owned(), value)),
+        }
+    }
+    let qname = &inner[..name_len];
+    let (prefix, local) = match qname.split_once(':') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, qname),
+    };
+    let uri = header
+        .namespaces
+        .iter()
+        .find(|(p, _)| p.as_deref() == prefix)
+        .map(|(_, u)| u.as_str());
+    if local != "stream" || uri != Some(ns::STREAMS) {
+        return Err(XmlErrorKind::NotAStreamHeader {
+            found: qname.to_owned(),
+        });
+    }
+    header.prefix = prefix.map(str::to_owned);
+    Ok(header)
+}
+
+/// One pass over one stanza, with the namespace scope.
+struct Decoder<'a> {
+    reader: Reader<&'a [u8]>,
+    header: &'a [(Option<String>, String)],
+    /// Declarations made inside the stanza, innermost last.
+    decls: Vec<(Option<String>, Cow<'static, str>)>,
+    /// `decls.len()` at each open element.
+    marks: Vec<usize>,
+}
+
+impl<'a> Decoder<'a> {
+    fn new(text: &'a str, header: Option<&'a StreamHeader>) -> Self {
+        let mut reader = Reader::from_str(text);
+        let config = reader.config_mut();
+        config.trim_text(false);
+        config.check_end_names = true;
+        config.expand_empty_elements = false;
+        Self {
+            reader,
+            header: header.map(|h| h.namespaces.as_slice()).unwrap_or(&[]),
+            decls: Vec::new(),
+            marks: Vec::new(),
+        }
+    }
+
+    fn event(&mut self) -> Result<Event<'a>, XmlErrorKind> {
+        self.reader
+            .read_event()
+            .map_err(|e| malformed(&e.to_string()))
+    }
+
+    /// Reads the root element's start tag.
+    fn root(&mut self) -> Result<(BytesStart<'a>, bool), XmlErrorKind> {
+        match self.event()? {
+            Event::Start(e) => {
+                self.enter(&e)?;
+                Ok((e, false))
+            }
+            Event::Empty(e) => {
+                self.enter(&e)?;
+                Ok((e, true))
+            }
+            _ => Err(malformed("stanza does not start with an element")),
+        }
+    }
+
+    /// Checks that nothing but whitespace follows the root element.
+    fn finish(&mut self) -> Result<(), XmlErrorKind> {
+        loop {
+            match self.event()? {
+                Event::Eof => return Ok(()),
+                Event::Text(t) if t.trim_ascii().is_empty() => {}
+                _ => return Err(malformed("data after the stanza's root element")),
+            }
+        }
+    }
+
+    /// Opens a namespace scope for an element and records its declarations.
+    fn enter(&mut self, e: &BytesStart<'a>) -> Result<(), XmlErrorKind> {
+        self.marks.push(self.decls.len());
+        for a in e.attributes().with_checks(true) {
+            let a = a.map_err(|err| malformed(&err.to_string()))?;
+            match a.key.as_namespace_binding() {
+                Some(PrefixDeclaration::Default) => {
+                    self.decls.push((None, intern(attr_value(&a)?)))
+                }
+                Some(PrefixDeclaration::Named(p)) => {
+                    let value = intern(attr_value(&a)?);
+                    self.decls.push((Some(p.to_owned()), value));
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        if let Some(mark) = self.marks.pop() {
+            self.decls.truncate(mark);
+        }
+    }
+
+    fn resolve(&self, prefix: Option<&str>) -> Option<&str> {
+        if prefix == Some("xml") {
+            return Some(ns::XML);
+        }
+        if let Some((_, uri)) = self
+            .decls
+            .iter()
+            .rev()
+            .find(|(p, _)| p.as_deref() == prefix)
+        {
+            return non_empty(uri);
+        }
+        self.header
+            .iter()
+            .find(|(p, _)| p.as_deref() == prefix)
+            .and_then(|(_, uri)| non_empty(uri))
+    }
+
+    /// The element's namespace: one of the [`ns`] constants without allocating, any other
+    /// namespace copied, `""` for none.
+    fn namespace(&self, e: &BytesStart<'_>) -> Cow<'static, str> {
+        let name = e.name();
+        let prefix = name.prefix().map(|p| p.into_inner());
+        match self.resolve(prefix) {
+            None => Cow::Borrowed(""),
+            Some(uri) => intern(Cow::Borrowed(uri)),
+        }
+    }
+
+    /// The next child element of the current element: its start tag, namespace and local
+    /// name, and whether it is empty. `None` at the current element's end tag.
+    fn child(&mut self) -> Result<Option<Child<'a>>, XmlErrorKind> {
+        loop {
+            match self.event()? {
+                Event::Start(e) => return self.open_child(e, false).map(Some),
+                Event::Empty(e) => return self.open_child(e, true).map(Some),
+                Event::End(_) => {
+                    self.leave();
+                    return Ok(None);
+                }
+                Event::Eof => return Err(malformed("stanza ended inside an element")),
+                Event::Comment(_) => return Err(XmlErrorKind::Comment),
+                Event::PI(_) | Event::Decl(_) => return Err(XmlErrorKind::ProcessingInstruction),
+                Event::DocType(_) => return Err(XmlErrorKind::Dtd),
+                Event::GeneralRef(r) => {
+                    resolve_ref(&r)?;
+                }
+                Event::Text(_) | Event::CData(_) => {}
+            }
+        }
+    }
+
+    fn open_child(&mut self, e: BytesStart<'a>, empty: bool) -> Result<Child<'a>, XmlErrorKind> {
+        self.enter(&e)?;
+        let ns = self.namespace(&e);
+        Ok(Child {
+            start: e,
+            ns,
+            empty,
+        })
+    }
+
+    /// Reads all character data up to the current element's end tag (entities decoded, CDATA
+    /// and split pieces joined; text of nested elements included) and closes the element.
+    fn text(&mut self, empty: bool) -> Result<String, XmlErrorKind> {
+        let mut out = String::new();
+        if empty {
+            self.leave();
+            return Ok(out);
+        }
+        let mut depth = 0usize;
+        loop {
+            match self.event()? {
+                Event::Text(t) => push_cow(&mut out, t.xml10_content()),
+                Event::CData(t) => push_cow(&mut out, t.xml10_content()),
+                Event::GeneralRef(r) => out.push_str(&resolve_ref(&r)?),
+                Event::Start(e) => {
+                    self.enter(&e)?;
+                    depth += 1;
+                }
+                Event::Empty(_) => {}
+                Event::End(_) => {
+                    self.leave();
+                    if depth == 0 {
+                        return Ok(out);
+                    }
+                    depth -= 1;
+                }
+                Event::Eof => return Err(malformed("stanza ended inside an element")),
+                Event::Comment(_) => return Err(XmlErrorKind::Comment),
+                Event::PI(_) | Event::Decl(_) => return Err(XmlErrorKind::ProcessingInstruction),
+                Event::DocType(_) => return Err(XmlErrorKind::Dtd),
+            }
+        }
+    }
+
+    /// Skips the rest of the current element (checking it is well-formed).
+    fn skip(&mut self, empty: bool) -> Result<(), XmlErrorKind> {
+        self.text(empty).map(drop)
+    }
+
+    fn message(&mut self, root: &BytesStart<'a>, empty: bool) -> Result<Message, XmlErrorKind> {
+        let mut msg = Message {
+            id: attr(root, "id")?,
+            kind: attr(root, "type")?,
+            to: attr(root, "to")?,
+            from: attr(root, "from")?,
+            gcm: None,
+            error: None,
+        };
+        if empty {
+            self.leave();
+            return Ok(msg);
+        }
+        while let Some(c) = self.child()? {
+            if msg.gcm.is_none() && c.is(ns::GCM, "gcm") {
+                msg.gcm = Some(trim_owned(self.text(c.empty)?));
+            } else if msg.error.is_none() && c.is(ns::CLIENT, "error") {
+                msg.error = Some(self.stanza_error(&c)?);
+            } else {
+                self.skip(c.empty)?;
+            }
+        }
+        Ok(msg)
+    }
+
+    fn stanza_error(&mut self, c: &Child<'a>) -> Result<StanzaError, XmlErrorKind> {
+        let code = attr(&c.start, "code")?;
+        let kind = attr(&c.start, "type")?;
+        let (condition, _, text) = self.condition(c.empty, ns::STANZAS)?;
+        Ok(StanzaError {
+            code,
+            kind,
+            condition,
+            text,
+        })
+    }
+
+    /// Reads an error-like element: a condition child in `cond_ns` (its name, and its text if
+    /// any) and a `<text>` in the same namespace.
+    #[allow(clippy::type_complexity)]
+    fn condition(
+        &mut self,
+        empty: bool,
+        cond_ns: &str,
+    ) -> Result<(String, Option<String>, Option<String>), XmlErrorKind> {
+        let (mut condition, mut condition_text, mut text) = (String::new(), None, None);
+        if empty {
+            self.leave();
+            return Ok((condition, condition_text, text));
+        }
+        while let Some(c) = self.child()? {
+            let in_ns = c.ns == cond_ns;
+            if c.is(cond_ns, "text") {
+                text = Some(trim_owned(self.text(c.empty)?));
+            } else if in_ns && condition.is_empty() {
+                condition = c.local()?;
+                let t = trim_owned(self.text(c.empty)?);
+                condition_text = (!t.is_empty()).then_some(t);
+            } else {
+                self.skip(c.empty)?;
+            }
+        }
+        Ok((condition, condition_text, text))
+    }
+
+    fn features(&mut self, empty: bool) -> Result<Features, XmlErrorKind> {
+        let mut f = Features::default();
+        if empty {
+            self.leave();
+            return Ok(f);
+        }
+        while let Some(c) = self.child()? {
+            if c.is(ns::SASL, "mechanisms") {
+                if c.empty {
+                    self.leave();
+                    continue;
+                }
+                while let Some(m) = self.child()? {
+                    if m.is(ns::SASL, "mechanism") {
+                        f.mechanisms.push(trim_owned(self.text(m.empty)?));
+                    } else {
+                        self.skip(m.empty)?;
+                    }
+                }
+            } else if c.is(ns::BIND, "bind") {
+                f.bind = true;
+                self.skip(c.empty)?;
+            } else if c.is(ns::SESSION, "session") {
+                f.session = true;
+                self.skip(c.empty)?;
+            } else {
+                f.other.push((c.ns.clone().into_owned(), c.local()?));
+                self.skip(c.empty)?;
+            }
+        }
+        Ok(f)
+    }
+
+    fn iq(&mut self, root: &BytesStart<'a>, empty: bool) -> Result<Iq, XmlErrorKind> {
+        let mut iq = Iq {
+            id: attr(root, "id")?,
+            kind: IqType::parse(attr(root, "type")?.as_deref().unwrap_or("")),
+            to: attr(root, "to")?,
+            from: attr(root, "from")?,
+            payload: IqPayload::None,
+            error: None,
+        };
+        if empty {
+            self.leave();
+            return Ok(iq);
+        }
+        while let Some(c) = self.child()? {
+            if iq.error.is_none() && c.is(ns::CLIENT, "error") {
+                iq.error = Some(self.stanza_error(&c)?);
+            } else if iq.payload != IqPayload::None {
+                self.skip(c.empty)?;
+            } else if c.is(ns::BIND, "bind") {
+                let (mut resource, mut jid) = (None, None);
+                if c.empty {
+                    self.leave();
+                } else {
+                    while let Some(b) = self.child()? {
+                        if b.is(ns::BIND, "resource") {
+                            resource = Some(trim_owned(self.text(b.empty)?));
+                        } else if b.is(ns::BIND, "jid") {
+                            jid = Some(trim_owned(self.text(b.empty)?));
+                        } else {
+                            self.skip(b.empty)?;
+                        }
+                    }
+                }
+                iq.payload = IqPayload::Bind { resource, jid };
+            } else if c.is(ns::SESSION, "session") {
+                self.skip(c.empty)?;
+                iq.payload = IqPayload::Session;
+            } else if c.is(ns::PING, "ping") {
+                self.skip(c.empty)?;
+                iq.payload = IqPayload::Ping;
+            } else {
+                iq.payload = IqPayload::Other {
+                    ns: c.ns.clone().into_owned(),
+                    name: c.local()?,
+                };
+                self.skip(c.empty)?;
+            }
+        }
+        Ok(iq)
+    }
+}
+
+/// A child element just opened.
+struct Child<'a> {
+    start: BytesStart<'a>,
+    ns: Cow<'static, str>,
+    empty: bool,
+}
+
+impl Child<'_> {
+    fn is(&self, ns: &str, local: &str) -> bool {
+        self.ns == ns && self.start.local_name().as_ref() == local
+    }
+
+    fn local(&self) -> Result<String, XmlErrorKind> {
+        Ok(self.start.local_name().as_ref().to_owned())
+    }
+}
+
+const KNOWN: &[&str] = &[
+    ns::CLIENT,
+    ns::GCM,
+    ns::STREAMS,
+    ns::SASL,
+    ns::BIND,
+    ns::SESSION,
+    ns::PING,
+    ns::STANZAS,
+    ns::STREAM_ERRORS,
+    ns::XML,
+];
+
+/// The unescaped, normalized value of a named attribute of `e`.
+fn attr(e: &BytesStart<'_>, name: &str) -> Result<Option<String>, XmlErrorKind> {
+    match e
+        .try_get_attribute(name)
+        .map_err(|err| malformed(&err.to_string()))?
+    {
+        Some(a) => Ok(Some(attr_value(&a)?.into_owned())),
+        None => Ok(None),
+    }
+}
+
+fn attr_value<'a>(a: &Attribute<'a>) -> Result<Cow<'a, str>, XmlErrorKind> {
+    a.normalized_value(XmlVersion::Implicit1_0)
+        .map_err(|e| entity_error(&e.to_string()))
+}
+
+fn resolve_ref(r: &quick_xml::events::BytesRef<'_>) -> Result<Cow<'static, str>, XmlErrorKind> {
+    if r.is_char_ref() {
+        return match r.resolve_char_ref() {
+            Ok(Some(c)) if super::framer::is_xml_char(c) => Ok(Cow::Owned(c.to_string())),
+            _ => Err(XmlErrorKind::InvalidCharRef {
+                name: r.to_string(),
+            }),
+        };
+    }
+    resolve_predefined_entity(r)
+        .map(Cow::Borrowed)
+        .ok_or_else(|| XmlErrorKind::UndefinedEntity {
+            name: r.chars().take(16).collect(),
+        })
+}
+
+fn entity_error(detail: &str) -> XmlErrorKind {
+    if detail.contains("entity") || detail.contains("reference") {
+        XmlErrorKind::UndefinedEntity {
+            name: detail.chars().take(80).collect(),
+        }
+    } else {
+        malformed(detail)
+    }
+}
+
+/// A namespace name as one of the [`ns`] constants when it is one (no allocation).
+fn intern(uri: Cow<'_, str>) -> Cow<'static, str> {
+    match KNOWN.iter().find(|k| **k == uri) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(uri.into_owned()),
+    }
+}
+
+fn push_cow(out: &mut String, s: Cow<'_, str>) {
+    if out.is_empty() {
+        *out = s.into_owned();
+    } else {
+        out.push_str(&s);
+    }
+}
+
+fn trim_owned(mut s: String) -> String {
+    let end = s.trim_end().len();
+    s.truncate(end);
+    let start = s.len() - s.trim_start().len();
+    if start > 0 {
+        s.drain(..start);
+    }
+    s
+}
+
+fn non_empty(uri: &str) -> Option<&str> {
+    (!uri.is_empty()).then_some(uri)
+}
+
+fn malformed(detail: &str) -> XmlErrorKind {
+    XmlErrorKind::Malformed {
+        detail: detail.to_owned(),
+    }
+}
