@@ -56,8 +56,12 @@ pub fn escape_attr(out: &mut Vec<u8>, value: &str) {
 /// escaped JSON straight into `out` with no intermediate `String`. It escapes exactly as
 /// [`escape_text`] does, byte chunk by byte chunk: it expects UTF-8 and passes other bytes
 /// through unchanged, and a U+FFFE/U+FFFF split across two `write` calls is not recognized
-/// (serde_json never splits a character; [`gcm_message_serialize`] turns those two into JSON
-/// escapes before they get here anyway). Writing never fails.
+/// (serde_json never splits a character). Writing never fails.
+///
+/// [`gcm_message_serialize`] does not go through this type: it escapes inside serde_json's
+/// formatter instead, where only string contents need looking at, which is several times
+/// faster for the many tiny writes a serializer makes, and it keeps U+FFFE/U+FFFF intact as
+/// JSON escapes where this type has to replace them.
 #[derive(Debug)]
 pub struct TextEscaper<'a>(pub &'a mut Vec<u8>);
 
@@ -367,12 +371,15 @@ pub fn gcm_message(out: &mut Vec<u8>, attrs: &MessageAttrs<'_>, json: &str) {
     out.extend_from_slice(GCM_CLOSE_MESSAGE);
 }
 
-/// Like [`gcm_message`], serializing `value` as JSON straight into `out` through
-/// [`TextEscaper`], with no intermediate `String`.
+/// Like [`gcm_message`], serializing `value` as JSON straight into `out`, with no
+/// intermediate `String`.
 ///
-/// The JSON is compact (serde_json's `to_writer` form), except that U+FFFE and U+FFFF inside
-/// strings are written as `\ufffe`/`\uffff` (XML cannot carry them raw; JSON reads them back
-/// as the same characters).
+/// The JSON is compact (serde_json's `to_writer` form) and escaped as it is written, with the
+/// same escaping as [`TextEscaper`], applied by a serde_json formatter to the contents of
+/// JSON strings (the only place `&`, `<`, `>` can occur in JSON); the result is byte for byte
+/// what [`gcm_message`] writes for `serde_json::to_string(value)`, except that U+FFFE and
+/// U+FFFF inside strings are written as `\ufffe`/`\uffff` (XML cannot carry them raw; JSON
+/// reads them back as the same characters) where [`gcm_message`] must replace them.
 ///
 /// # Errors
 ///
@@ -388,7 +395,7 @@ pub fn gcm_message_serialize<T: Serialize + ?Sized>(
     message_open(out, attrs);
     out.extend_from_slice(GCM_OPEN);
     let result = {
-        let mut ser = serde_json::Serializer::with_formatter(TextEscaper(out), XmlSafeJson);
+        let mut ser = serde_json::Serializer::with_formatter(&mut *out, XmlJson);
         value.serialize(&mut ser)
     };
     match result {
@@ -589,6 +596,16 @@ fn replacement(class: u8) -> &'static [u8] {
 /// table.
 #[inline]
 fn escape_text_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Serializers write many pieces of a few bytes (`"`, `:`, a key): for those a plain
+    // table check is cheaper than setting up the vectorized searches.
+    if bytes.len() <= SMALL {
+        if bytes.iter().all(|&b| TEXT_CLASS[usize::from(b)] == C_COPY) {
+            out.extend_from_slice(bytes);
+        } else {
+            escape_with_table(out, bytes, &TEXT_CLASS);
+        }
+        return;
+    }
     out.reserve(bytes.len());
     if needs_table(bytes) {
         escape_with_table(out, bytes, &TEXT_CLASS);
@@ -596,6 +613,9 @@ fn escape_text_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
         escape_markup(out, bytes);
     }
 }
+
+/// Up to this many bytes, [`escape_text_bytes`] scans with the table directly.
+const SMALL: usize = 16;
 
 /// Whether `bytes` holds a byte the memchr3 path does not handle: a C0 control other than tab
 /// and LF, or 0xEF. Written without early exit so that it vectorizes.
@@ -702,36 +722,72 @@ fn is_name_char(c: char) -> bool {
             '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
 }
 
-/// serde_json's compact format, except that the non-characters U+FFFE and U+FFFF inside
-/// strings are written as JSON escapes (XML 1.0 cannot carry them raw).
-struct XmlSafeJson;
+/// serde_json's compact format, written as XML text: the formatter escapes `&`, `<`, `>`
+/// inside string fragments (the only place JSON can hold them) and writes the non-characters
+/// U+FFFE and U+FFFF as JSON escapes (XML 1.0 cannot carry them raw). Everything else
+/// serde_json writes (punctuation, numbers, literals, its own `\n`-style escapes of control
+/// characters) is ASCII that needs no escaping, so it goes to the writer untouched.
+struct XmlJson;
 
-impl serde_json::ser::Formatter for XmlSafeJson {
+impl serde_json::ser::Formatter for XmlJson {
     #[inline]
     fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()>
     where
         W: ?Sized + io::Write,
     {
-        let bytes = fragment.as_bytes();
-        let mut start = 0;
-        for i in memchr::memchr_iter(0xEF, bytes) {
-            let escape: &[u8] = match bytes.get(i + 1..i + 3) {
-                Some([0xBF, 0xBE]) => b"\\ufffe",
-                Some([0xBF, 0xBF]) => b"\\uffff",
-                _ => continue,
+        let mut rest = fragment.as_bytes();
+        // Nearly every fragment has nothing to escape: a branch-free check (it vectorizes)
+        // lets those through in one write.
+        let special = rest.iter().fold(0u8, |acc, &b| {
+            acc | u8::from(b == b'&')
+                | u8::from(b == b'<')
+                | u8::from(b == b'>')
+                | u8::from(b == 0xEF)
+        });
+        if special == 0 {
+            return writer.write_all(rest);
+        }
+        while let Some(pos) = rest.iter().position(|&b| FRAGMENT_SPECIAL[usize::from(b)]) {
+            let (run, tail) = rest.split_at(pos);
+            writer.write_all(run)?;
+            let Some((&b, after)) = tail.split_first() else {
+                // `pos` is the index of a byte in `rest`, so `tail` is never empty.
+                break;
             };
-            if let Some(run) = bytes.get(start..i) {
-                writer.write_all(run)?;
+            rest = after;
+            match b {
+                b'&' => writer.write_all(b"&amp;")?,
+                b'<' => writer.write_all(b"&lt;")?,
+                b'>' => writer.write_all(b"&gt;")?,
+                _ => match after {
+                    // 0xEF: U+FFFE is EF BF BE, U+FFFF is EF BF BF.
+                    [0xBF, 0xBE, r @ ..] => {
+                        writer.write_all(b"\\ufffe")?;
+                        rest = r;
+                    }
+                    [0xBF, 0xBF, r @ ..] => {
+                        writer.write_all(b"\\uffff")?;
+                        rest = r;
+                    }
+                    // Another character: its continuation bytes go with the next run.
+                    _ => writer.write_all(&[b])?,
+                },
             }
-            writer.write_all(escape)?;
-            start = i + 3;
         }
-        match bytes.get(start..) {
-            Some(rest) => writer.write_all(rest),
-            None => Ok(()),
-        }
+        writer.write_all(rest)
     }
 }
+
+/// The bytes [`XmlJson`] must look at inside a JSON string: `&`, `<`, `>` and 0xEF (the lead
+/// byte of U+FFFE and U+FFFF). serde_json has already escaped every control character.
+static FRAGMENT_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'&' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t[0xEF] = true;
+    t
+};
 
 #[cfg(test)]
 mod tests {
