@@ -425,7 +425,8 @@ fn text_escaper_with_serde_json() {
     let mut w = write::TextEscaper(&mut out);
     assert_eq!(w.write(b"a<b").unwrap(), 3);
     w.flush().unwrap();
-    write!(w, "{}", "&\r").unwrap();
+    let tail = "&\r";
+    write!(w, "{tail}").unwrap();
     assert_eq!(out, b"a&lt;b&amp;&#13;");
 }
 
