@@ -1,1 +1,865 @@
-//! Encoders (filled in by the write work).
+//! Encoders: every byte sequence either side of a CCS stream writes.
+//!
+//! Every function appends to an `out: &mut Vec<u8>` and never fails. Arguments are strings the
+//! caller has already checked (ids, JIDs, JSON); what this module guarantees on its own is that
+//! the bytes it appends are always well-formed XML for their place in the stream:
+//!
+//! - **Text and attribute values are escaped here.** Text gets `&amp;`, `&lt;`, `&gt;` (so
+//!   `]]>` can never appear) and `&#13;` for a carriage return (an XML parser would otherwise
+//!   turn a raw CR into LF). Attribute values also get `&quot;`, `&apos;` and `&#9;`, `&#10;`,
+//!   `&#13;`, so attribute-value normalization cannot turn tabs and line breaks into spaces.
+//! - **Characters XML 1.0 cannot carry at all** (C0 controls other than tab, LF and CR, and
+//!   the non-characters U+FFFE and U+FFFF) are replaced by U+FFFD in text and attribute
+//!   values, so a bad argument can never make the stream ill-formed (which would cost the
+//!   whole connection). [`gcm_message_serialize`] loses nothing: serde_json already escapes
+//!   control characters, and U+FFFE/U+FFFF inside JSON strings are written as the JSON escapes
+//!   `\ufffe`/`\uffff`.
+//! - **Condition names** (`not-authorized`, `bad-request`, `invalid-xml`, ...) are element
+//!   names, so the caller should pass a valid XML NCName. They are sanitized rather than
+//!   trusted, and never panic: a first character that cannot start a name becomes `_`, any
+//!   later character that cannot be in a name (including `:`) becomes `-`, and an empty
+//!   condition becomes `undefined-condition`.
+//!
+//! Attributes are written with double quotes, in a fixed order documented on each function.
+
+use std::io;
+
+use serde::Serialize;
+
+use crate::stanza::ns;
+
+// ------------------------------------------------------------------------------------------
+// Escaping
+// ------------------------------------------------------------------------------------------
+
+/// Appends `text` escaped as XML character data.
+///
+/// `&`, `<`, `>` become `&amp;`, `&lt;`, `&gt;`; a carriage return becomes `&#13;`; characters
+/// XML 1.0 does not allow become U+FFFD (see the [module documentation](self)).
+pub fn escape_text(out: &mut Vec<u8>, text: &str) {
+    escape_text_bytes(out, text.as_bytes());
+}
+
+/// Appends `value` escaped for use inside a double- or single-quoted attribute value.
+///
+/// Like [`escape_text`], plus `"` → `&quot;`, `'` → `&apos;`, and tab, LF, CR as `&#9;`,
+/// `&#10;`, `&#13;` (attribute-value normalization would otherwise turn them into spaces).
+pub fn escape_attr(out: &mut Vec<u8>, value: &str) {
+    let bytes = value.as_bytes();
+    out.reserve(bytes.len());
+    escape_with_table(out, bytes, &ATTR_CLASS);
+}
+
+/// An [`io::Write`] that appends everything written to it, escaped as XML text, to the vector.
+///
+/// Meant for serializers: `serde_json::to_writer(TextEscaper(&mut out), &value)` writes
+/// escaped JSON straight into `out` with no intermediate `String`. It escapes exactly as
+/// [`escape_text`] does, byte chunk by byte chunk: it expects UTF-8 and passes other bytes
+/// through unchanged, and a U+FFFE/U+FFFF split across two `write` calls is not recognized
+/// (serde_json never splits a character). Writing never fails.
+///
+/// [`gcm_message_serialize`] does not go through this type: it escapes inside serde_json's
+/// formatter instead, where only string contents need looking at, which is several times
+/// faster for the many tiny writes a serializer makes, and it keeps U+FFFE/U+FFFF intact as
+/// JSON escapes where this type has to replace them.
+#[derive(Debug)]
+pub struct TextEscaper<'a>(pub &'a mut Vec<u8>);
+
+impl io::Write for TextEscaper<'_> {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        escape_text_bytes(self.0, buf);
+        Ok(buf.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        escape_text_bytes(self.0, buf);
+        Ok(())
+    }
+
+    #[inline]
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Client stream
+// ------------------------------------------------------------------------------------------
+
+/// The client's stream header (PROTOCOL.md §2.2), never self-closed:
+///
+/// `<stream:stream to="gcm.googleapis.com" version="1.0" xmlns="jabber:client"
+/// xmlns:stream="http://etherx.jabber.org/streams">` (on one line, `to` escaped).
+///
+/// Written at connect and again after SASL success (§2.6). No XML declaration.
+pub fn client_header(out: &mut Vec<u8>, to: &str) {
+    out.reserve(128 + to.len());
+    out.extend_from_slice(b"<stream:stream");
+    attr(out, "to", to);
+    out.extend_from_slice(b" version=\"1.0\"");
+    raw_attr(out, "xmlns", ns::CLIENT);
+    raw_attr(out, "xmlns:stream", ns::STREAMS);
+    out.push(b'>');
+}
+
+/// Closes the stream: `</stream:stream>` (either side).
+pub fn stream_end(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"</stream:stream>");
+}
+
+/// A whitespace keepalive: one space between stanzas (either side, PROTOCOL.md §2.11).
+pub fn whitespace_keepalive(out: &mut Vec<u8>) {
+    out.push(b' ');
+}
+
+// ------------------------------------------------------------------------------------------
+// Server stream
+// ------------------------------------------------------------------------------------------
+
+/// The server's stream header, in CCS's attribute order (PROTOCOL.md §2.3):
+///
+/// `<stream:stream from=".." id=".." version="1.0"
+/// xmlns:stream="http://etherx.jabber.org/streams" xmlns="jabber:client">`.
+pub fn server_header(out: &mut Vec<u8>, from: &str, id: &str) {
+    out.reserve(128 + from.len() + id.len());
+    out.extend_from_slice(b"<stream:stream");
+    attr(out, "from", from);
+    attr(out, "id", id);
+    out.extend_from_slice(b" version=\"1.0\"");
+    raw_attr(out, "xmlns:stream", ns::STREAMS);
+    raw_attr(out, "xmlns", ns::CLIENT);
+    out.push(b'>');
+}
+
+/// Pre-authentication features offering SASL mechanisms, in the given order:
+///
+/// `<stream:features><mechanisms xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><mechanism>X</mechanism>...</mechanisms></stream:features>`.
+///
+/// CCS offered `X-OAUTH2`, `X-GOOGLE-TOKEN`, `PLAIN`. Mechanism names are escaped as text.
+pub fn features_sasl(out: &mut Vec<u8>, mechanisms: &[&str]) {
+    out.reserve(96 + mechanisms.iter().map(|m| m.len() + 23).sum::<usize>());
+    out.extend_from_slice(b"<stream:features><mechanisms");
+    raw_attr(out, "xmlns", ns::SASL);
+    out.push(b'>');
+    for m in mechanisms {
+        out.extend_from_slice(b"<mechanism>");
+        escape_text(out, m);
+        out.extend_from_slice(b"</mechanism>");
+    }
+    out.extend_from_slice(b"</mechanisms></stream:features>");
+}
+
+/// Post-authentication features (PROTOCOL.md §2.7):
+///
+/// `<stream:features><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"/><session xmlns="urn:ietf:params:xml:ns:xmpp-session"/></stream:features>`,
+/// the `<session/>` only when `session` is true.
+pub fn features_bind(out: &mut Vec<u8>, session: bool) {
+    out.reserve(160);
+    out.extend_from_slice(b"<stream:features><bind");
+    raw_attr(out, "xmlns", ns::BIND);
+    out.extend_from_slice(b"/>");
+    if session {
+        out.extend_from_slice(b"<session");
+        raw_attr(out, "xmlns", ns::SESSION);
+        out.extend_from_slice(b"/>");
+    }
+    out.extend_from_slice(b"</stream:features>");
+}
+
+/// SASL success: `<success xmlns="urn:ietf:params:xml:ns:xmpp-sasl"/>`.
+pub fn sasl_success(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"<success");
+    raw_attr(out, "xmlns", ns::SASL);
+    out.extend_from_slice(b"/>");
+}
+
+/// SASL failure with a condition element and an optional text:
+///
+/// `<failure xmlns="urn:ietf:params:xml:ns:xmpp-sasl"><not-authorized/><text>..</text></failure>`.
+///
+/// `condition` is an element name (`not-authorized`, `incorrect-encoding`,
+/// `malformed-request`, ...), sanitized as described in the [module documentation](self).
+pub fn sasl_failure(out: &mut Vec<u8>, condition: &str, text: Option<&str>) {
+    out.reserve(80 + condition.len() + text.map_or(0, |t| t.len() + 13));
+    out.extend_from_slice(b"<failure");
+    raw_attr(out, "xmlns", ns::SASL);
+    out.extend_from_slice(b"><");
+    write_name(out, condition);
+    out.extend_from_slice(b"/>");
+    if let Some(text) = text {
+        out.extend_from_slice(b"<text>");
+        escape_text(out, text);
+        out.extend_from_slice(b"</text>");
+    }
+    out.extend_from_slice(b"</failure>");
+}
+
+/// A stream error (the stream is over after it):
+///
+/// `<stream:error><COND xmlns="urn:ietf:params:xml:ns:xmpp-streams"/><text xmlns="urn:ietf:params:xml:ns:xmpp-streams">..</text></stream:error>`,
+/// the `<text>` only when given.
+///
+/// `condition` is an element name (`invalid-xml`, `not-authorized`, `policy-violation`, ...),
+/// sanitized as described in the [module documentation](self).
+pub fn stream_error(out: &mut Vec<u8>, condition: &str, text: Option<&str>) {
+    out.reserve(128 + condition.len() + text.map_or(0, |t| t.len() + 56));
+    out.extend_from_slice(b"<stream:error><");
+    write_name(out, condition);
+    raw_attr(out, "xmlns", ns::STREAM_ERRORS);
+    out.extend_from_slice(b"/>");
+    if let Some(text) = text {
+        out.extend_from_slice(b"<text");
+        raw_attr(out, "xmlns", ns::STREAM_ERRORS);
+        out.push(b'>');
+        escape_text(out, text);
+        out.extend_from_slice(b"</text>");
+    }
+    out.extend_from_slice(b"</stream:error>");
+}
+
+// ------------------------------------------------------------------------------------------
+// SASL
+// ------------------------------------------------------------------------------------------
+
+/// The SASL PLAIN request (PROTOCOL.md §2.4):
+///
+/// `<auth mechanism="PLAIN" xmlns="urn:ietf:params:xml:ns:xmpp-sasl">BASE64</auth>`, where
+/// `BASE64` is [`crate::sasl::plain_payload`]: standard base64 with padding of
+/// `authzid NUL authcid NUL password`, on one line with no whitespace.
+///
+/// CCS's recommended form is an empty `authzid`, `authcid` = `SENDER@gcm.googleapis.com` and
+/// the server key as `password`.
+pub fn auth_plain(out: &mut Vec<u8>, authzid: &str, authcid: &str, password: &str) {
+    let payload = crate::sasl::plain_payload(authzid, authcid, password);
+    out.reserve(80 + payload.len());
+    out.extend_from_slice(b"<auth mechanism=\"PLAIN\"");
+    raw_attr(out, "xmlns", ns::SASL);
+    out.push(b'>');
+    // Base64 text is only [A-Za-z0-9+/=]: nothing to escape.
+    out.extend_from_slice(payload.as_bytes());
+    out.extend_from_slice(b"</auth>");
+}
+
+// ------------------------------------------------------------------------------------------
+// IQs
+// ------------------------------------------------------------------------------------------
+
+/// A resource-binding request (PROTOCOL.md §2.8):
+///
+/// `<iq type="set" id=".."><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"/></iq>`, or with
+/// `<resource>..</resource>` inside `<bind>` when a resource is requested.
+pub fn iq_bind_set(out: &mut Vec<u8>, id: &str, resource: Option<&str>) {
+    out.reserve(96 + id.len() + resource.map_or(0, |r| r.len() + 28));
+    iq_open(out, "set", Some(id), None);
+    out.extend_from_slice(b"<bind");
+    raw_attr(out, "xmlns", ns::BIND);
+    match resource {
+        Some(resource) => {
+            out.extend_from_slice(b"><resource>");
+            escape_text(out, resource);
+            out.extend_from_slice(b"</resource></bind>");
+        }
+        None => out.extend_from_slice(b"/>"),
+    }
+    out.extend_from_slice(b"</iq>");
+}
+
+/// The server's answer to a binding request:
+///
+/// `<iq type="result" id=".."><bind xmlns="urn:ietf:params:xml:ns:xmpp-bind"><jid>..</jid></bind></iq>`,
+/// with no `id` attribute when `id` is `None`.
+pub fn iq_bind_result(out: &mut Vec<u8>, id: Option<&str>, jid: &str) {
+    out.reserve(112 + id.map_or(0, str::len) + jid.len());
+    iq_open(out, "result", id, None);
+    out.extend_from_slice(b"<bind");
+    raw_attr(out, "xmlns", ns::BIND);
+    out.extend_from_slice(b"><jid>");
+    escape_text(out, jid);
+    out.extend_from_slice(b"</jid></bind></iq>");
+}
+
+/// A session request (PROTOCOL.md §2.9, optional in practice):
+///
+/// `<iq type="set" id=".."><session xmlns="urn:ietf:params:xml:ns:xmpp-session"/></iq>`.
+pub fn iq_session_set(out: &mut Vec<u8>, id: &str) {
+    out.reserve(96 + id.len());
+    iq_open(out, "set", Some(id), None);
+    out.extend_from_slice(b"<session");
+    raw_attr(out, "xmlns", ns::SESSION);
+    out.extend_from_slice(b"/></iq>");
+}
+
+/// An XEP-0199 ping:
+///
+/// `<iq type="get" id=".." to=".."><ping xmlns="urn:xmpp:ping"/></iq>`, with no `to`
+/// attribute when `to` is `None`.
+pub fn iq_ping(out: &mut Vec<u8>, id: &str, to: Option<&str>) {
+    out.reserve(64 + id.len() + to.map_or(0, |t| t.len() + 6));
+    iq_open(out, "get", Some(id), to);
+    out.extend_from_slice(b"<ping");
+    raw_attr(out, "xmlns", ns::PING);
+    out.extend_from_slice(b"/></iq>");
+}
+
+/// An empty result (a pong, the answer to a session request):
+///
+/// `<iq type="result" id=".." to=".."/>`, each of `id` and `to` only when given.
+pub fn iq_result(out: &mut Vec<u8>, id: Option<&str>, to: Option<&str>) {
+    out.reserve(32 + id.map_or(0, |i| i.len() + 6) + to.map_or(0, |t| t.len() + 6));
+    out.extend_from_slice(b"<iq type=\"result\"");
+    opt_attr(out, "id", id);
+    opt_attr(out, "to", to);
+    out.extend_from_slice(b"/>");
+}
+
+/// An error answer to an `<iq>` (for example to an unknown `get` or `set`):
+///
+/// `<iq type="error" id=".." to=".."><error type="cancel"><service-unavailable xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></iq>`,
+/// each of `id` and `to` only when given; `kind` is the error `type` (`cancel`, `modify`,
+/// `wait`, `auth`, `continue`), `condition` the condition element's name (sanitized as
+/// described in the [module documentation](self)).
+pub fn iq_error(
+    out: &mut Vec<u8>,
+    id: Option<&str>,
+    to: Option<&str>,
+    kind: &str,
+    condition: &str,
+) {
+    out.reserve(128 + id.map_or(0, |i| i.len() + 6) + to.map_or(0, |t| t.len() + 6) + kind.len());
+    iq_open(out, "error", id, to);
+    out.extend_from_slice(b"<error");
+    attr(out, "type", kind);
+    out.extend_from_slice(b"><");
+    write_name(out, condition);
+    raw_attr(out, "xmlns", ns::STANZAS);
+    out.extend_from_slice(b"/></error></iq>");
+}
+
+// ------------------------------------------------------------------------------------------
+// Messages
+// ------------------------------------------------------------------------------------------
+
+/// The attributes of a `<message>`; each is written only when present.
+///
+/// A downstream CCS message needs only `id` (ccs-rs sets it to the JSON `message_id`,
+/// PROTOCOL.md Part 1); the others are for the server role (upstream messages carry `to`,
+/// `from` and `type="normal"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageAttrs<'a> {
+    /// The `id` attribute.
+    pub id: Option<&'a str>,
+    /// The `to` attribute.
+    pub to: Option<&'a str>,
+    /// The `from` attribute.
+    pub from: Option<&'a str>,
+    /// The `type` attribute.
+    pub kind: Option<&'a str>,
+}
+
+/// A CCS message carrying JSON text:
+///
+/// `<message id=".." to=".." from=".." type=".."><gcm xmlns="google:mobile:data">ESCAPED_JSON</gcm></message>`,
+/// attributes in that order and only those present. `json` is written as escaped text, as is:
+/// it is not parsed or checked here.
+pub fn gcm_message(out: &mut Vec<u8>, attrs: &MessageAttrs<'_>, json: &str) {
+    out.reserve(GCM_OVERHEAD + attrs_len(attrs) + json.len());
+    message_open(out, attrs);
+    out.extend_from_slice(GCM_OPEN);
+    escape_text(out, json);
+    out.extend_from_slice(GCM_CLOSE_MESSAGE);
+}
+
+/// Like [`gcm_message`], serializing `value` as JSON straight into `out`, with no
+/// intermediate `String`.
+///
+/// The JSON is compact (serde_json's `to_writer` form) and escaped as it is written, with the
+/// same escaping as [`TextEscaper`], applied by a serde_json formatter to the contents of
+/// JSON strings (the only place `&`, `<`, `>` can occur in JSON); the result is byte for byte
+/// what [`gcm_message`] writes for `serde_json::to_string(value)`, except that U+FFFE and
+/// U+FFFF inside strings are written as `\ufffe`/`\uffff` (XML cannot carry them raw; JSON
+/// reads them back as the same characters) where [`gcm_message`] must replace them.
+///
+/// # Errors
+///
+/// Whatever serde_json reports (a map with non-string keys, a `Serialize` impl that fails).
+/// On error `out` is truncated back to its length before the call: no half stanza is left.
+pub fn gcm_message_serialize<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    attrs: &MessageAttrs<'_>,
+    value: &T,
+) -> Result<(), serde_json::Error> {
+    let start = out.len();
+    out.reserve(GCM_OVERHEAD + attrs_len(attrs) + SERIALIZE_RESERVE);
+    message_open(out, attrs);
+    out.extend_from_slice(GCM_OPEN);
+    let result = {
+        let mut ser = serde_json::Serializer::with_formatter(&mut *out, XmlJson);
+        value.serialize(&mut ser)
+    };
+    match result {
+        Ok(()) => {
+            out.extend_from_slice(GCM_CLOSE_MESSAGE);
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// A stanza error in CCS's form (PROTOCOL.md §3.8), for the server role:
+///
+/// `<message id=".." type="error" to=".." from=".."><gcm xmlns="google:mobile:data">ECHOED_JSON</gcm><error code="400" type="modify"><bad-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/><text xmlns="urn:ietf:params:xml:ns:xmpp-stanzas">..</text></error></message>`.
+///
+/// Attributes in the order of CCS's example: `id`, `type`, `to`, `from`; `attrs.kind` is
+/// ignored (the type is always `error`). The echoed `<gcm>`, the legacy `code` attribute and
+/// the `<text>` are each written only when given. `kind` is the error `type` (`modify`,
+/// `cancel`, ...), `condition` the condition element's name (sanitized as described in the
+/// [module documentation](self)).
+pub fn stanza_error_message(
+    out: &mut Vec<u8>,
+    attrs: &MessageAttrs<'_>,
+    echoed_json: Option<&str>,
+    code: Option<&str>,
+    kind: &str,
+    condition: &str,
+    text: Option<&str>,
+) {
+    out.reserve(
+        256 + attrs_len(attrs)
+            + echoed_json.map_or(0, str::len)
+            + code.map_or(0, str::len)
+            + kind.len()
+            + condition.len()
+            + text.map_or(0, str::len),
+    );
+    out.extend_from_slice(b"<message");
+    opt_attr(out, "id", attrs.id);
+    out.extend_from_slice(b" type=\"error\"");
+    opt_attr(out, "to", attrs.to);
+    opt_attr(out, "from", attrs.from);
+    out.push(b'>');
+    if let Some(json) = echoed_json {
+        out.extend_from_slice(GCM_OPEN);
+        escape_text(out, json);
+        out.extend_from_slice(b"</gcm>");
+    }
+    out.extend_from_slice(b"<error");
+    opt_attr(out, "code", code);
+    attr(out, "type", kind);
+    out.extend_from_slice(b"><");
+    write_name(out, condition);
+    raw_attr(out, "xmlns", ns::STANZAS);
+    out.extend_from_slice(b"/>");
+    if let Some(text) = text {
+        out.extend_from_slice(b"<text");
+        raw_attr(out, "xmlns", ns::STANZAS);
+        out.push(b'>');
+        escape_text(out, text);
+        out.extend_from_slice(b"</text>");
+    }
+    out.extend_from_slice(b"</error></message>");
+}
+
+// ------------------------------------------------------------------------------------------
+// Private helpers
+// ------------------------------------------------------------------------------------------
+
+/// `<gcm xmlns="google:mobile:data">`. Checked against [`ns::GCM`] in the tests.
+const GCM_OPEN: &[u8] = b"<gcm xmlns=\"google:mobile:data\">";
+/// `</gcm></message>`.
+const GCM_CLOSE_MESSAGE: &[u8] = b"</gcm></message>";
+/// `<message>` + `>` + [`GCM_OPEN`] + [`GCM_CLOSE_MESSAGE`] and a little slack.
+const GCM_OVERHEAD: usize = 64;
+/// What [`gcm_message_serialize`] reserves for the JSON up front (a typical downstream
+/// message is around 200 bytes; larger ones grow the vector once or twice).
+const SERIALIZE_RESERVE: usize = 256;
+
+/// The bytes the present attributes of a `<message>` take, before escaping.
+fn attrs_len(attrs: &MessageAttrs<'_>) -> usize {
+    [attrs.id, attrs.to, attrs.from, attrs.kind]
+        .iter()
+        .map(|a| a.map_or(0, |v| v.len() + 8))
+        .sum()
+}
+
+/// `<message` + attributes in the order id, to, from, type + `>`.
+fn message_open(out: &mut Vec<u8>, attrs: &MessageAttrs<'_>) {
+    out.extend_from_slice(b"<message");
+    opt_attr(out, "id", attrs.id);
+    opt_attr(out, "to", attrs.to);
+    opt_attr(out, "from", attrs.from);
+    opt_attr(out, "type", attrs.kind);
+    out.push(b'>');
+}
+
+/// `<iq type=".." id=".." to="..">`.
+fn iq_open(out: &mut Vec<u8>, kind: &'static str, id: Option<&str>, to: Option<&str>) {
+    out.extend_from_slice(b"<iq");
+    raw_attr(out, "type", kind);
+    opt_attr(out, "id", id);
+    opt_attr(out, "to", to);
+    out.push(b'>');
+}
+
+/// ` name="escaped value"`.
+#[inline]
+fn attr(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.push(b' ');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"=\"");
+    escape_attr(out, value);
+    out.push(b'"');
+}
+
+/// ` name="value"` for a value known to need no escaping (a constant).
+#[inline]
+fn raw_attr(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.push(b' ');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"=\"");
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
+}
+
+/// [`attr`] when the value is present.
+#[inline]
+fn opt_attr(out: &mut Vec<u8>, name: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        attr(out, name, value);
+    }
+}
+
+/// Byte classes for the escaping tables.
+const C_COPY: u8 = 0;
+const C_AMP: u8 = 1;
+const C_LT: u8 = 2;
+const C_GT: u8 = 3;
+const C_QUOT: u8 = 4;
+const C_APOS: u8 = 5;
+const C_TAB: u8 = 6;
+const C_LF: u8 = 7;
+const C_CR: u8 = 8;
+/// A C0 control XML 1.0 does not allow: replaced by U+FFFD.
+const C_BAD: u8 = 9;
+/// 0xEF: the lead byte of U+FFFE (`EF BF BE`) and U+FFFF (`EF BF BF`), checked further.
+const C_EF: u8 = 10;
+
+/// U+FFFD REPLACEMENT CHARACTER in UTF-8.
+const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
+
+const fn class_table(attr: bool) -> [u8; 256] {
+    let mut t = [C_COPY; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = C_BAD;
+        i += 1;
+    }
+    t[b'\t' as usize] = if attr { C_TAB } else { C_COPY };
+    t[b'\n' as usize] = if attr { C_LF } else { C_COPY };
+    t[b'\r' as usize] = C_CR;
+    t[b'&' as usize] = C_AMP;
+    t[b'<' as usize] = C_LT;
+    t[b'>' as usize] = C_GT;
+    if attr {
+        t[b'"' as usize] = C_QUOT;
+        t[b'\'' as usize] = C_APOS;
+    }
+    t[0xEF] = C_EF;
+    t
+}
+
+static TEXT_CLASS: [u8; 256] = class_table(false);
+static ATTR_CLASS: [u8; 256] = class_table(true);
+
+/// The replacement for a byte of class `class` (other than [`C_COPY`] and [`C_EF`]).
+#[inline]
+fn replacement(class: u8) -> &'static [u8] {
+    match class {
+        C_AMP => b"&amp;",
+        C_LT => b"&lt;",
+        C_GT => b"&gt;",
+        C_QUOT => b"&quot;",
+        C_APOS => b"&apos;",
+        C_TAB => b"&#9;",
+        C_LF => b"&#10;",
+        C_CR => b"&#13;",
+        _ => REPLACEMENT,
+    }
+}
+
+/// Escapes text. The common case (no control character, no 0xEF byte) takes a vectorizable
+/// check and then memchr3 over the three markup characters; anything else goes through the
+/// table.
+#[inline]
+fn escape_text_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Serializers write many pieces of a few bytes (`"`, `:`, a key): for those a plain
+    // table check is cheaper than setting up the vectorized searches.
+    if bytes.len() <= SMALL {
+        if bytes.iter().all(|&b| TEXT_CLASS[usize::from(b)] == C_COPY) {
+            out.extend_from_slice(bytes);
+        } else {
+            escape_with_table(out, bytes, &TEXT_CLASS);
+        }
+        return;
+    }
+    out.reserve(bytes.len());
+    if needs_table(bytes) {
+        escape_with_table(out, bytes, &TEXT_CLASS);
+    } else {
+        escape_markup(out, bytes);
+    }
+}
+
+/// Up to this many bytes, [`escape_text_bytes`] scans with the table directly.
+const SMALL: usize = 16;
+
+/// Whether `bytes` holds a byte the memchr3 path does not handle: a C0 control other than tab
+/// and LF, or 0xEF. Written without early exit so that it vectorizes.
+#[inline]
+fn needs_table(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0u8, |acc, &b| {
+        acc | u8::from(b < 0x20 && b != b'\t' && b != b'\n') | u8::from(b == 0xEF)
+    }) != 0
+}
+
+/// Escapes `&`, `<`, `>` only, copying the runs between them.
+#[inline]
+fn escape_markup(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut start = 0;
+    for i in memchr::memchr3_iter(b'&', b'<', b'>', bytes) {
+        if let (Some(run), Some(&b)) = (bytes.get(start..i), bytes.get(i)) {
+            out.extend_from_slice(run);
+            out.extend_from_slice(match b {
+                b'&' => b"&amp;",
+                b'<' => b"&lt;",
+                _ => b"&gt;",
+            });
+        }
+        start = i + 1;
+    }
+    if let Some(rest) = bytes.get(start..) {
+        out.extend_from_slice(rest);
+    }
+}
+
+/// Escapes by a class table, copying runs of [`C_COPY`] bytes whole.
+fn escape_with_table(out: &mut Vec<u8>, bytes: &[u8], table: &[u8; 256]) {
+    let mut rest = bytes;
+    while let Some(pos) = rest.iter().position(|&b| table[usize::from(b)] != C_COPY) {
+        let (run, tail) = rest.split_at(pos);
+        out.extend_from_slice(run);
+        let Some((&b, after)) = tail.split_first() else {
+            // `pos` is the index of a byte in `rest`, so `tail` is never empty.
+            break;
+        };
+        let class = table[usize::from(b)];
+        if class == C_EF {
+            if let [0xBF, 0xBE | 0xBF, after_nonchar @ ..] = after {
+                out.extend_from_slice(REPLACEMENT);
+                rest = after_nonchar;
+            } else {
+                // Another character starting with 0xEF: copy the lead byte, the continuation
+                // bytes (>= 0x80) are copied with the next run.
+                out.push(b);
+                rest = after;
+            }
+        } else {
+            out.extend_from_slice(replacement(class));
+            rest = after;
+        }
+    }
+    out.extend_from_slice(rest);
+}
+
+/// Writes a condition name as an XML NCName, sanitizing it (see the module documentation).
+fn write_name(out: &mut Vec<u8>, name: &str) {
+    if name.is_empty() {
+        out.extend_from_slice(b"undefined-condition");
+        return;
+    }
+    let bytes = name.as_bytes();
+    let ascii_ok = bytes
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ascii_ok {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let mut buf = [0u8; 4];
+    for (i, c) in name.chars().enumerate() {
+        let c = if i == 0 {
+            if is_name_start_char(c) { c } else { '_' }
+        } else if is_name_char(c) {
+            c
+        } else {
+            '-'
+        };
+        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    }
+}
+
+/// XML 1.0 (fifth edition) `NameStartChar`, without `:` (an NCName).
+fn is_name_start_char(c: char) -> bool {
+    matches!(c,
+        'A'..='Z' | '_' | 'a'..='z'
+        | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}' | '\u{F8}'..='\u{2FF}'
+        | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}' | '\u{200C}'..='\u{200D}'
+        | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}' | '\u{3001}'..='\u{D7FF}'
+        | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}' | '\u{10000}'..='\u{EFFFF}')
+}
+
+/// XML 1.0 (fifth edition) `NameChar`, without `:`.
+fn is_name_char(c: char) -> bool {
+    is_name_start_char(c)
+        || matches!(c,
+            '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+}
+
+/// serde_json's compact format, written as XML text: the formatter escapes `&`, `<`, `>`
+/// inside string fragments (the only place JSON can hold them) and writes the non-characters
+/// U+FFFE and U+FFFF as JSON escapes (XML 1.0 cannot carry them raw). Everything else
+/// serde_json writes (punctuation, numbers, literals, its own `\n`-style escapes of control
+/// characters) is ASCII that needs no escaping, so it goes to the writer untouched.
+struct XmlJson;
+
+impl serde_json::ser::Formatter for XmlJson {
+    #[inline]
+    fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()>
+    where
+        W: ?Sized + io::Write,
+    {
+        let mut rest = fragment.as_bytes();
+        // Nearly every fragment has nothing to escape: a branch-free check (it vectorizes)
+        // lets those through in one write.
+        let special = rest.iter().fold(0u8, |acc, &b| {
+            acc | u8::from(b == b'&')
+                | u8::from(b == b'<')
+                | u8::from(b == b'>')
+                | u8::from(b == 0xEF)
+        });
+        if special == 0 {
+            return writer.write_all(rest);
+        }
+        while let Some(pos) = rest.iter().position(|&b| FRAGMENT_SPECIAL[usize::from(b)]) {
+            let (run, tail) = rest.split_at(pos);
+            writer.write_all(run)?;
+            let Some((&b, after)) = tail.split_first() else {
+                // `pos` is the index of a byte in `rest`, so `tail` is never empty.
+                break;
+            };
+            rest = after;
+            match b {
+                b'&' => writer.write_all(b"&amp;")?,
+                b'<' => writer.write_all(b"&lt;")?,
+                b'>' => writer.write_all(b"&gt;")?,
+                _ => match after {
+                    // 0xEF: U+FFFE is EF BF BE, U+FFFF is EF BF BF.
+                    [0xBF, 0xBE, r @ ..] => {
+                        writer.write_all(b"\\ufffe")?;
+                        rest = r;
+                    }
+                    [0xBF, 0xBF, r @ ..] => {
+                        writer.write_all(b"\\uffff")?;
+                        rest = r;
+                    }
+                    // Another character: its continuation bytes go with the next run.
+                    _ => writer.write_all(&[b])?,
+                },
+            }
+        }
+        writer.write_all(rest)
+    }
+}
+
+/// The bytes [`XmlJson`] must look at inside a JSON string: `&`, `<`, `>` and 0xEF (the lead
+/// byte of U+FFFE and U+FFFF). serde_json has already escaped every control character.
+static FRAGMENT_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'&' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t[0xEF] = true;
+    t
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(out: &[u8]) -> &str {
+        std::str::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn gcm_open_matches_namespace_constant() {
+        assert_eq!(GCM_OPEN, format!("<gcm xmlns=\"{}\">", ns::GCM).as_bytes());
+    }
+
+    #[test]
+    fn text_escaping() {
+        let mut out = Vec::new();
+        escape_text(&mut out, "a<b>&c]]>\"'\t\n\r");
+        assert_eq!(s(&out), "a&lt;b&gt;&amp;c]]&gt;\"'\t\n&#13;");
+    }
+
+    #[test]
+    fn attr_escaping() {
+        let mut out = Vec::new();
+        escape_attr(&mut out, "a<b>&c\"d'e\tf\ng\rh");
+        assert_eq!(s(&out), "a&lt;b&gt;&amp;c&quot;d&apos;e&#9;f&#10;g&#13;h");
+    }
+
+    #[test]
+    fn invalid_characters_are_replaced() {
+        let mut out = Vec::new();
+        escape_text(
+            &mut out,
+            "a\0b\u{1}c\u{FFFE}d\u{FFFF}e\u{FFFD}f\u{FF21}g\u{EFFF}",
+        );
+        assert_eq!(
+            s(&out),
+            "a\u{FFFD}b\u{FFFD}c\u{FFFD}d\u{FFFD}e\u{FFFD}f\u{FF21}g\u{EFFF}"
+        );
+        out.clear();
+        escape_attr(&mut out, "\u{B}x\u{FFFF}");
+        assert_eq!(s(&out), "\u{FFFD}x\u{FFFD}");
+    }
+
+    #[test]
+    fn names_are_sanitized() {
+        let cases = [
+            ("not-authorized", "not-authorized"),
+            ("", "undefined-condition"),
+            ("a b", "a-b"),
+            ("x:y", "x-y"),
+            ("1abc", "_abc"),
+            ("-abc", "_abc"),
+            ("a<b/>", "a-b--"),
+            ("é-ok", "é-ok"),
+            ("a\u{FFFE}", "a-"),
+        ];
+        for (given, want) in cases {
+            let mut out = Vec::new();
+            write_name(&mut out, given);
+            assert_eq!(s(&out), want, "for {given:?}");
+        }
+    }
+
+    #[test]
+    fn nonchars_become_json_escapes() {
+        let mut out = Vec::new();
+        let v = serde_json::json!({"k\u{FFFF}": "a\u{FFFE}b\u{FF21}"});
+        gcm_message_serialize(&mut out, &MessageAttrs::default(), &v).unwrap();
+        assert_eq!(
+            s(&out),
+            "<message><gcm xmlns=\"google:mobile:data\">{\"k\\uffff\":\"a\\ufffeb\u{FF21}\"}</gcm></message>"
+        );
+    }
+}
