@@ -1,7 +1,7 @@
 //! Every encoder in `ccs_proto::xml::write`: exact bytes for the fixed forms of PROTOCOL.md,
 //! and every output parsed back with quick-xml.
 
-#[path = "write_support.rs"]
+#[path = "common/xml_tree.rs"]
 mod support;
 
 use std::collections::BTreeMap;

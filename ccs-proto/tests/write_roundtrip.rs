@@ -1,6 +1,6 @@
 //! Escaping round trips: whatever string goes in, quick-xml reads back the same value.
 
-#[path = "write_support.rs"]
+#[path = "common/xml_tree.rs"]
 mod support;
 
 use ccs_proto::stanza::ns;

@@ -89,9 +89,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<StreamHeader, XmlErrorKind> {
         .and_then(|t| t.strip_suffix('>'))
         .ok_or_else(|| malformed("stream header is not a tag"))?;
     let inner = inner.strip_suffix('/').unwrap_or(inner);
-    let name_len = inner
-        .find([' ', '\t', '\r', '\n'])
-        .unwrap_or(inner.len());
+    let name_len = inner.find([' ', '\t', '\r', '\n']).unwrap_or(inner.len());
     let start = BytesStart::from_content(inner, name_len);
     let mut header = StreamHeader::default();
     for a in start.attributes().with_checks(true) {
