@@ -1539,7 +1539,7 @@ impl Serialize for ReceiptData<'_> {
 
 /// Declares the known field names of one JSON object as a fieldless enum.
 macro_rules! field_names {
-    ($name:ident { $($variant:ident = $json:literal,)* }) => {
+    ($name:ident, path prefix $prefix:literal { $($variant:ident = $json:literal,)* }) => {
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         enum $name {
             $($variant,)*
@@ -1562,6 +1562,14 @@ macro_rules! field_names {
                     _ => None,
                 }
             }
+
+            /// The name with its parent object's, for error messages (`notification.title`).
+            #[allow(dead_code)]
+            fn path(self) -> &'static str {
+                match self {
+                    $($name::$variant => concat!($prefix, $json),)*
+                }
+            }
         }
 
         impl FieldName for $name {
@@ -1576,7 +1584,7 @@ trait FieldName: Sized {
     fn lookup(s: &str) -> Option<Self>;
 }
 
-field_names!(IKey {
+field_names!(IKey, path prefix "" {
     MessageType = "message_type",
     From = "from",
     MessageId = "message_id",
@@ -1589,7 +1597,7 @@ field_names!(IKey {
     ControlType = "control_type",
 });
 
-field_names!(DKey {
+field_names!(DKey, path prefix "" {
     To = "to",
     Condition = "condition",
     MessageId = "message_id",
@@ -1606,7 +1614,7 @@ field_names!(DKey {
     MessageType = "message_type",
 });
 
-field_names!(NKey {
+field_names!(NKey, path prefix "notification." {
     Title = "title",
     Body = "body",
     Icon = "icon",
@@ -1829,7 +1837,7 @@ impl<'de> Visitor<'de> for NotificationVisitor {
                     continue;
                 }
             };
-            let name = key.name();
+            let path = key.path();
             let slot = match key {
                 NKey::BodyLocArgs | NKey::TitleLocArgs => {
                     let slot = if key == NKey::BodyLocArgs {
@@ -1837,8 +1845,8 @@ impl<'de> Visitor<'de> for NotificationVisitor {
                     } else {
                         &mut n.title_loc_args
                     };
-                    let v = map.next_value_seed(StrVecSeed(name))?;
-                    put(slot, name, v)?;
+                    let v = map.next_value_seed(StrVecSeed(path))?;
+                    put(slot, path, v)?;
                     continue;
                 }
                 NKey::Title => &mut n.title,
@@ -1853,8 +1861,8 @@ impl<'de> Visitor<'de> for NotificationVisitor {
                 NKey::TitleLocKey => &mut n.title_loc_key,
                 NKey::AndroidChannelId => &mut n.android_channel_id,
             };
-            let v = map.next_value_seed(StrSeed(name))?;
-            put(slot, name, v)?;
+            let v = map.next_value_seed(StrSeed(path))?;
+            put(slot, path, v)?;
         }
         Ok(n)
     }
@@ -2034,6 +2042,91 @@ enum Any {
     U64(u64),
     Obj(Map<String, Value>),
     Other(Value),
+    /// A `message_type` string, matched without allocating when it is a known one.
+    Kind(Kind),
+}
+
+/// A `message_type` value.
+enum Kind {
+    Ack,
+    Nack,
+    Receipt,
+    Control,
+    Other(String),
+}
+
+impl Kind {
+    fn parse(s: &str) -> Self {
+        match s {
+            "ack" => Self::Ack,
+            "nack" => Self::Nack,
+            "receipt" => Self::Receipt,
+            "control" => Self::Control,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            Self::Ack => "ack".to_owned(),
+            Self::Nack => "nack".to_owned(),
+            Self::Receipt => "receipt".to_owned(),
+            Self::Control => "control".to_owned(),
+            Self::Other(s) => s,
+        }
+    }
+}
+
+/// Reads `message_type`: a string becomes [`Any::Kind`], anything else is kept as [`Any`]
+/// for the error message.
+struct KindSeed;
+
+impl<'de> DeserializeSeed<'de> for KindSeed {
+    type Value = Any;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Any, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KindSeed {
+    type Value = Any;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("`message_type`")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Any, E> {
+        Ok(Any::Kind(Kind::parse(v)))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Any, E> {
+        AnyVisitor.visit_bool(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Any, E> {
+        AnyVisitor.visit_i64(v)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Any, E> {
+        AnyVisitor.visit_u64(v)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Any, E> {
+        AnyVisitor.visit_f64(v)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Any, E> {
+        Ok(Any::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Any, A::Error> {
+        AnyVisitor.visit_seq(seq)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Any, A::Error> {
+        AnyVisitor.visit_map(map)
+    }
 }
 
 impl Any {
@@ -2044,6 +2137,7 @@ impl Any {
             Self::U64(n) => Value::from(n),
             Self::Obj(m) => Value::Object(m),
             Self::Other(v) => v,
+            Self::Kind(k) => Value::String(k.into_string()),
         }
     }
 
@@ -2054,6 +2148,7 @@ impl Any {
             Self::U64(n) => format!("the number {n}"),
             Self::Obj(_) => "an object".to_owned(),
             Self::Other(v) => describe(v),
+            Self::Kind(_) => "a string".to_owned(),
         }
     }
 }
@@ -2143,6 +2238,14 @@ impl<'de> Visitor<'de> for IncomingVisitor {
         };
         while let Some(key) = map.next_key::<Key<IKey>>()? {
             match key {
+                Key::Known(IKey::MessageType) => {
+                    let v = map.next_value_seed(KindSeed)?;
+                    put(
+                        &mut fields.slots[IKey::MessageType as usize],
+                        "message_type",
+                        v,
+                    )?;
+                }
                 Key::Known(k) => {
                     let v = map.next_value::<Any>()?;
                     put(&mut fields.slots[k as usize], k.name(), v)?;
@@ -2204,18 +2307,27 @@ impl IncomingFields {
         }
     }
 
-    /// Moves the known fields the message kind did not read into `extra`.
-    fn rest(mut self) -> Map<String, Value> {
+    /// Moves the known fields the message kind did not read into `extra`, and returns it.
+    fn rest(&mut self) -> Map<String, Value> {
         for (slot, key) in self.slots.iter_mut().zip(IKey::ALL) {
             if let Some(v) = slot.take() {
                 self.extra.insert(key.name().to_owned(), v.into_value());
             }
         }
-        self.extra
+        std::mem::take(&mut self.extra)
     }
 
-    fn build<E: de::Error>(mut self) -> Result<Incoming, E> {
-        let message_type = self.optional_str(IKey::MessageType)?;
+    // Takes `&mut self` rather than `self`: the table is large and moving it shows in the
+    // time to decode an ack.
+    fn build<E: de::Error>(&mut self) -> Result<Incoming, E> {
+        let message_type = match self.take(IKey::MessageType) {
+            None | Some(Any::Null) => None,
+            Some(Any::Kind(kind)) => Some(kind),
+            Some(Any::Str(s)) => Some(Kind::parse(&s)),
+            Some(other) => {
+                return Err(wrong_type("message_type", &other.describe(), "a string"));
+            }
+        };
         let Some(message_type) = message_type else {
             let from = self.required_str(IKey::From)?;
             let category = self.optional_str(IKey::Category)?;
@@ -2231,8 +2343,8 @@ impl IncomingFields {
                 extra: self.rest(),
             }));
         };
-        Ok(match message_type.as_str() {
-            "ack" => {
+        Ok(match message_type {
+            Kind::Ack => {
                 let from = self.optional_str(IKey::From)?;
                 let message_id = MessageId(self.required_str(IKey::MessageId)?);
                 let registration_id = self.optional_str(IKey::RegistrationId)?;
@@ -2243,7 +2355,7 @@ impl IncomingFields {
                     extra: self.rest(),
                 })
             }
-            "nack" => {
+            Kind::Nack => {
                 let from = self.optional_str(IKey::From)?;
                 let message_id = MessageId(self.required_str(IKey::MessageId)?);
                 let raw_error = self.optional_str(IKey::Error)?.unwrap_or_default();
@@ -2257,7 +2369,7 @@ impl IncomingFields {
                     extra: self.rest(),
                 })
             }
-            "receipt" => {
+            Kind::Receipt => {
                 let from = self.required_str(IKey::From)?;
                 let message_id = MessageId(self.required_str(IKey::MessageId)?);
                 let category = self.optional_str(IKey::Category)?;
@@ -2298,14 +2410,14 @@ impl IncomingFields {
                     extra: self.rest(),
                 })
             }
-            "control" => {
+            Kind::Control => {
                 let control_type = ControlType::parse(&self.required_str(IKey::ControlType)?);
                 Incoming::Control(Control {
                     control_type,
                     extra: self.rest(),
                 })
             }
-            _ => Incoming::Unknown {
+            Kind::Other(message_type) => Incoming::Unknown {
                 message_type,
                 json: self.rest(),
             },
