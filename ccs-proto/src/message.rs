@@ -2202,6 +2202,8 @@ impl<'de> Visitor<'de> for AnyVisitor {
 
 /// The known fields of an incoming message, indexed by [`IKey`], plus every other field.
 struct IncomingFields {
+    // One slot per `IKey` variant; the variants have the default discriminants 0..n, so
+    // `slots[key as usize]` is always in bounds.
     slots: [Option<Any>; IKey::ALL.len()],
     extra: Map<String, Value>,
 }
@@ -2457,8 +2459,8 @@ fn describe(v: &Value) -> String {
 
 /// Why `s` cannot be carried in XML 1.0 (as an attribute value or text), if it cannot.
 fn xml_problem(s: &str) -> Option<&'static str> {
-    // Fast path: every byte is printable ASCII or part of a non-ASCII character that is not
-    // U+FFFE / U+FFFF (whose UTF-8 starts with 0xEF 0xBF).
+    // Fast path: no byte below 0x20 (control characters) and no 0xEF, the lead byte of
+    // U+F000..=U+FFFF, the range that holds U+FFFE and U+FFFF.
     if s.bytes().all(|b| b >= 0x20 && b != 0xEF) {
         return None;
     }
