@@ -28,7 +28,7 @@
 //!     .unwrap()
 //!     .build();
 //! let mut out = Vec::new();
-//! ccs_proto::xml::write::downstream(&mut out, &msg);
+//! ccs_proto::xml::write::downstream(&mut out, &msg).unwrap();
 //! assert!(out.starts_with(b"<message id=\"m-1\"><gcm xmlns=\"google:mobile:data\">"));
 //!
 //! // Read the server's side of a stream, in pieces of any size.

@@ -26,6 +26,7 @@ use std::io;
 
 use serde::Serialize;
 
+use crate::message::{AppAck, Downstream};
 use crate::stanza::ns;
 
 // ------------------------------------------------------------------------------------------
@@ -407,6 +408,37 @@ pub fn gcm_message_serialize<T: Serialize + ?Sized>(
             out.truncate(start);
             Err(e)
         }
+    }
+}
+
+/// A downstream message as the stanza CCS expects: `<message id="MESSAGE_ID"><gcm
+/// xmlns="google:mobile:data">JSON</gcm></message>`. The stanza `id` is the `message_id`, so
+/// a stanza error can be tied to its message even when the echoed JSON is unusable.
+///
+/// # Errors
+///
+/// Only if serde_json fails, which a [`Downstream`] built by its builder never makes it do;
+/// `out` is then left as it was.
+pub fn downstream(out: &mut Vec<u8>, message: &Downstream) -> Result<(), serde_json::Error> {
+    let attrs = MessageAttrs {
+        id: Some(message.message_id().as_str()),
+        ..MessageAttrs::default()
+    };
+    gcm_message_serialize(out, &attrs, message)
+}
+
+/// The app server's ack of an upstream message or receipt:
+/// `<message><gcm xmlns="google:mobile:data">{"to":..,"message_id":..,"message_type":"ack"}</gcm></message>`.
+pub fn app_ack(out: &mut Vec<u8>, ack: &AppAck) {
+    if gcm_message_serialize(out, &MessageAttrs::default(), ack).is_err() {
+        // AppAck is two strings and a constant: serde_json cannot fail on it. Should it ever,
+        // write the same JSON by hand rather than drop the ack.
+        let json = serde_json::json!({
+            "to": ack.to,
+            "message_id": ack.message_id.as_str(),
+            "message_type": "ack",
+        });
+        gcm_message(out, &MessageAttrs::default(), &json.to_string());
     }
 }
 
