@@ -195,7 +195,7 @@ pub struct Iq {
     /// The first child element other than `<error>`, typed where known.
     pub payload: IqPayload,
     /// The `<error>` child of a `type="error"` iq.
-    pub error: Option<StanzaError>,
+    pub error: Option<Box<StanzaError>>,
 }
 
 /// The payload of an `<iq>`.
@@ -239,7 +239,7 @@ pub struct Message {
     /// split text joined, surrounding whitespace trimmed; `None` without such a child.
     pub gcm: Option<String>,
     /// The `<error>` child of a stanza error.
-    pub error: Option<StanzaError>,
+    pub error: Option<Box<StanzaError>>,
 }
 
 /// A stanza-level `<error>`.

@@ -48,8 +48,9 @@ impl Default for FramerConfig {
 pub enum Frame {
     /// The `<stream:stream ...>` header that opens the stream (or a restarted stream).
     Header(StreamHeader),
-    /// One complete top-level element, as the exact bytes received (valid UTF-8, well-formed
-    /// as far as framing can tell; [`crate::xml::read::decode`] types it).
+    /// One complete top-level element, as the exact bytes received, well-formed as far as
+    /// framing can tell. [`crate::xml::read::decode`] types it and checks the rest (UTF-8
+    /// validity, matching end tags, attribute syntax): the stanza is validated once, there.
     Stanza(Bytes),
     /// Whitespace between stanzas: a keepalive. The count of bytes.
     Whitespace(usize),
@@ -174,7 +175,6 @@ impl Framer {
                     if len > limit {
                         return Err(XmlErrorKind::HeaderTooLarge { limit });
                     }
-                    self.check_utf8(len)?;
                     let bytes = self.take(len);
                     let header = read::parse_header(&bytes)?;
                     self.stream_qname = match &header.prefix {
@@ -192,7 +192,6 @@ impl Framer {
                     if len > limit {
                         return Err(self.too_large());
                     }
-                    self.check_utf8(len)?;
                     let bytes = self.take(len);
                     let local = &bytes[name.0..name.1];
                     let local = match memchr(b':', local) {
@@ -244,11 +243,6 @@ impl Framer {
                 limit: self.config.max_stanza_bytes,
             }
         }
-    }
-
-    fn check_utf8(&self, len: usize) -> Result<(), XmlErrorKind> {
-        std::str::from_utf8(&self.buf[..len]).map_err(|_| XmlErrorKind::InvalidUtf8)?;
-        Ok(())
     }
 
     fn take(&mut self, n: usize) -> Bytes {

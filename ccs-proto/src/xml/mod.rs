@@ -31,6 +31,7 @@ pub enum Event {
 pub struct StreamReader {
     framer: Framer,
     error: Option<XmlError>,
+    scratch: read::Scratch,
 }
 
 impl StreamReader {
@@ -39,6 +40,7 @@ impl StreamReader {
         Self {
             framer: Framer::new(config),
             error: None,
+            scratch: read::Scratch::default(),
         }
     }
 
@@ -61,14 +63,16 @@ impl StreamReader {
             Frame::Whitespace(n) => Event::Whitespace(n),
             Frame::StreamError(e) => Event::StreamError(e),
             Frame::End => Event::End,
-            Frame::Stanza(bytes) => match read::decode(&bytes, self.framer.header()) {
-                Ok(s) => Event::Stanza(s),
-                Err(kind) => {
-                    let e = XmlError { kind, offset };
-                    self.error = Some(e.clone());
-                    return Err(e);
+            Frame::Stanza(bytes) => {
+                match read::decode_with(&bytes, self.framer.header(), &mut self.scratch) {
+                    Ok(s) => Event::Stanza(s),
+                    Err(kind) => {
+                        let e = XmlError { kind, offset };
+                        self.error = Some(e.clone());
+                        return Err(e);
+                    }
                 }
-            },
+            }
         }))
     }
 

@@ -26,8 +26,31 @@ use crate::stanza::{
 /// Unknown elements decode to [`Stanza::Other`], keeping their bytes. An error means the
 /// stanza is not well-formed XML (or not UTF-8): the stream cannot go on.
 pub fn decode(stanza: &Bytes, header: Option<&StreamHeader>) -> Result<Stanza, XmlErrorKind> {
+    decode_with(stanza, header, &mut Scratch::default())
+}
+
+/// Reusable buffers for decoding, so that a stream of stanzas costs no allocation beyond the
+/// decoded values themselves.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// Namespace declarations made inside the stanza, innermost last.
+    decls: Vec<(Option<String>, Cow<'static, str>)>,
+    /// `decls.len()` at each open element.
+    marks: Vec<usize>,
+    /// Qualified names of the open elements, concatenated, to check end tags.
+    names: Vec<u8>,
+    /// Where each open element's name starts in `names`.
+    name_starts: Vec<usize>,
+}
+
+/// [`decode`] with reused buffers.
+pub(crate) fn decode_with(
+    stanza: &Bytes,
+    header: Option<&StreamHeader>,
+    scratch: &mut Scratch,
+) -> Result<Stanza, XmlErrorKind> {
     let text = std::str::from_utf8(stanza).map_err(|_| XmlErrorKind::InvalidUtf8)?;
-    let mut d = Decoder::new(text, header);
+    let mut d = Decoder::new(text, header, scratch);
     let (root, empty) = d.root()?;
     let root_ns = d.namespace(&root);
     let local = root.local_name();
@@ -67,7 +90,8 @@ pub(crate) fn decode_stream_error(
     header: Option<&StreamHeader>,
 ) -> Result<Option<StreamError>, XmlErrorKind> {
     let text = std::str::from_utf8(stanza).map_err(|_| XmlErrorKind::InvalidUtf8)?;
-    let mut d = Decoder::new(text, header);
+    let mut scratch = Scratch::default();
+    let mut d = Decoder::new(text, header, &mut scratch);
     let (root, empty) = d.root()?;
     if d.namespace(&root) != ns::STREAMS || root.local_name().as_ref() != "error" {
         return Ok(None);
@@ -123,34 +147,63 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<StreamHeader, XmlErrorKind> {
 }
 
 /// One pass over one stanza, with the namespace scope.
-struct Decoder<'a> {
+struct Decoder<'a, 's> {
     reader: Reader<&'a [u8]>,
     header: &'a [(Option<String>, String)],
-    /// Declarations made inside the stanza, innermost last.
-    decls: Vec<(Option<String>, Cow<'static, str>)>,
-    /// `decls.len()` at each open element.
-    marks: Vec<usize>,
+    s: &'s mut Scratch,
 }
 
-impl<'a> Decoder<'a> {
-    fn new(text: &'a str, header: Option<&'a StreamHeader>) -> Self {
+impl<'a, 's> Decoder<'a, 's> {
+    fn new(text: &'a str, header: Option<&'a StreamHeader>, s: &'s mut Scratch) -> Self {
         let mut reader = Reader::from_str(text);
         let config = reader.config_mut();
         config.trim_text(false);
-        config.check_end_names = true;
+        // End names are checked here, against reused buffers (quick-xml's own check
+        // allocates for every reader).
+        config.check_end_names = false;
         config.expand_empty_elements = false;
+        s.decls.clear();
+        s.marks.clear();
+        s.names.clear();
+        s.name_starts.clear();
         Self {
             reader,
             header: header.map(|h| h.namespaces.as_slice()).unwrap_or(&[]),
-            decls: Vec::new(),
-            marks: Vec::new(),
+            s,
         }
     }
 
     fn event(&mut self) -> Result<Event<'a>, XmlErrorKind> {
-        self.reader
+        let ev = self
+            .reader
             .read_event()
-            .map_err(|e| malformed(&e.to_string()))
+            .map_err(|e| malformed(&e.to_string()))?;
+        match &ev {
+            Event::Start(e) => {
+                self.s.name_starts.push(self.s.names.len());
+                self.s.names.extend_from_slice(e.name().as_ref().as_bytes());
+            }
+            Event::End(e) => {
+                let start = self
+                    .s
+                    .name_starts
+                    .pop()
+                    .ok_or_else(|| malformed("end tag without a start tag"))?;
+                let name = e.name();
+                if &self.s.names[start..] != name.as_ref().as_bytes() {
+                    return Err(XmlErrorKind::Malformed {
+                        detail: format!(
+                            "end tag `</{}>` does not match `<{}>`",
+                            name.as_ref(),
+                            String::from_utf8_lossy(&self.s.names[start..])
+                        ),
+                    });
+                }
+                self.s.names.truncate(start);
+            }
+            _ => {}
+        }
+        Ok(ev)
     }
 
     /// Reads the root element's start tag.
@@ -181,16 +234,30 @@ impl<'a> Decoder<'a> {
 
     /// Opens a namespace scope for an element and records its declarations.
     fn enter(&mut self, e: &BytesStart<'a>) -> Result<(), XmlErrorKind> {
-        self.marks.push(self.decls.len());
-        for a in e.attributes().with_checks(true) {
+        self.s.marks.push(self.s.decls.len());
+        // Duplicate names are checked here over a small stack array: quick-xml's own check
+        // allocates for every element.
+        let mut seen: [&str; 8] = [""; 8];
+        let mut more: Vec<&str> = Vec::new();
+        for (i, a) in e.attributes().with_checks(false).enumerate() {
             let a = a.map_err(|err| malformed(&err.to_string()))?;
+            let key = a.key.0;
+            if seen[..i.min(seen.len())].contains(&key) || more.contains(&key) {
+                return Err(XmlErrorKind::Malformed {
+                    detail: format!("duplicate attribute `{key}`"),
+                });
+            }
+            match seen.get_mut(i) {
+                Some(slot) => *slot = key,
+                None => more.push(key),
+            }
             match a.key.as_namespace_binding() {
                 Some(PrefixDeclaration::Default) => {
-                    self.decls.push((None, intern(attr_value(&a)?)))
+                    self.s.decls.push((None, intern(attr_value(&a)?)))
                 }
                 Some(PrefixDeclaration::Named(p)) => {
                     let value = intern(attr_value(&a)?);
-                    self.decls.push((Some(p.to_owned()), value));
+                    self.s.decls.push((Some(p.to_owned()), value));
                 }
                 None => {}
             }
@@ -199,8 +266,8 @@ impl<'a> Decoder<'a> {
     }
 
     fn leave(&mut self) {
-        if let Some(mark) = self.marks.pop() {
-            self.decls.truncate(mark);
+        if let Some(mark) = self.s.marks.pop() {
+            self.s.decls.truncate(mark);
         }
     }
 
@@ -209,6 +276,7 @@ impl<'a> Decoder<'a> {
             return Some(ns::XML);
         }
         if let Some((_, uri)) = self
+            .s
             .decls
             .iter()
             .rev()
@@ -306,11 +374,12 @@ impl<'a> Decoder<'a> {
     }
 
     fn message(&mut self, root: &BytesStart<'a>, empty: bool) -> Result<Message, XmlErrorKind> {
+        let [id, kind, to, from] = attrs(root, ["id", "type", "to", "from"])?;
         let mut msg = Message {
-            id: attr(root, "id")?,
-            kind: attr(root, "type")?,
-            to: attr(root, "to")?,
-            from: attr(root, "from")?,
+            id,
+            kind,
+            to,
+            from,
             gcm: None,
             error: None,
         };
@@ -322,7 +391,7 @@ impl<'a> Decoder<'a> {
             if msg.gcm.is_none() && c.is(ns::GCM, "gcm") {
                 msg.gcm = Some(trim_owned(self.text(c.empty)?));
             } else if msg.error.is_none() && c.is(ns::CLIENT, "error") {
-                msg.error = Some(self.stanza_error(&c)?);
+                msg.error = Some(Box::new(self.stanza_error(&c)?));
             } else {
                 self.skip(c.empty)?;
             }
@@ -331,8 +400,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn stanza_error(&mut self, c: &Child<'a>) -> Result<StanzaError, XmlErrorKind> {
-        let code = attr(&c.start, "code")?;
-        let kind = attr(&c.start, "type")?;
+        let [code, kind] = attrs(&c.start, ["code", "type"])?;
         let (condition, _, text) = self.condition(c.empty, ns::STANZAS)?;
         Ok(StanzaError {
             code,
@@ -404,11 +472,12 @@ impl<'a> Decoder<'a> {
     }
 
     fn iq(&mut self, root: &BytesStart<'a>, empty: bool) -> Result<Iq, XmlErrorKind> {
+        let [id, kind, to, from] = attrs(root, ["id", "type", "to", "from"])?;
         let mut iq = Iq {
-            id: attr(root, "id")?,
-            kind: IqType::parse(attr(root, "type")?.as_deref().unwrap_or("")),
-            to: attr(root, "to")?,
-            from: attr(root, "from")?,
+            id,
+            kind: IqType::parse(kind.as_deref().unwrap_or("")),
+            to,
+            from,
             payload: IqPayload::None,
             error: None,
         };
@@ -418,7 +487,7 @@ impl<'a> Decoder<'a> {
         }
         while let Some(c) = self.child()? {
             if iq.error.is_none() && c.is(ns::CLIENT, "error") {
-                iq.error = Some(self.stanza_error(&c)?);
+                iq.error = Some(Box::new(self.stanza_error(&c)?));
             } else if iq.payload != IqPayload::None {
                 self.skip(c.empty)?;
             } else if c.is(ns::BIND, "bind") {
@@ -487,13 +556,24 @@ const KNOWN: &[&str] = &[
 
 /// The unescaped, normalized value of a named attribute of `e`.
 fn attr(e: &BytesStart<'_>, name: &str) -> Result<Option<String>, XmlErrorKind> {
-    match e
-        .try_get_attribute(name)
-        .map_err(|err| malformed(&err.to_string()))?
-    {
-        Some(a) => Ok(Some(attr_value(&a)?.into_owned())),
-        None => Ok(None),
+    let [v] = attrs(e, [name])?;
+    Ok(v)
+}
+
+/// The values of several attributes of `e`, in one pass (duplicates were refused by
+/// `Decoder::enter`).
+fn attrs<const N: usize>(
+    e: &BytesStart<'_>,
+    names: [&str; N],
+) -> Result<[Option<String>; N], XmlErrorKind> {
+    let mut out = [const { None }; N];
+    for a in e.attributes().with_checks(false) {
+        let a = a.map_err(|err| malformed(&err.to_string()))?;
+        if let Some(i) = names.iter().position(|n| *n == a.key.0) {
+            out[i] = Some(attr_value(&a)?.into_owned());
+        }
     }
+    Ok(out)
 }
 
 fn attr_value<'a>(a: &Attribute<'a>) -> Result<Cow<'a, str>, XmlErrorKind> {

@@ -1,0 +1,133 @@
+//! Core parse and encode rates: a recorded stream of CCS ack stanzas through framer, stanza
+//! decoder and JSON decoder; downstream messages encoded into a transmit buffer.
+//!
+//! `cargo bench -p ccs-proto --bench codec`
+
+use std::hint::black_box;
+
+use ccs_proto::message::{Downstream, Incoming};
+use ccs_proto::stanza::Stanza;
+use ccs_proto::xml::{Event, Frame, Framer, FramerConfig, StreamReader, write};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const N: usize = 10_000;
+const READ: usize = 16 * 1024;
+
+const HEADER: &[u8] = b"<stream:stream from=\"gcm.googleapis.com\" id=\"AF8BB607948BF55F\" \
+    version=\"1.0\" xmlns:stream=\"http://etherx.jabber.org/streams\" xmlns=\"jabber:client\">";
+
+/// What CCS sends back for N downstream messages: N acks, with a keepalive now and then.
+fn ack_stream() -> Vec<u8> {
+    let mut s = HEADER.to_vec();
+    for i in 0..N {
+        s.extend_from_slice(
+            format!(
+                "<message><gcm xmlns=\"google:mobile:data\">{{\"from\":\"APA91bHFOtaQGSwupt5l1og{i:06}\",\
+                 \"message_id\":\"m-{i:010}\",\"message_type\":\"ack\"}}</gcm></message>"
+            )
+            .as_bytes(),
+        );
+        if i % 1000 == 999 {
+            s.push(b' ');
+        }
+    }
+    s
+}
+
+fn decode(c: &mut Criterion) {
+    let stream = ack_stream();
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("framer_only", |b| {
+        b.iter(|| {
+            let mut f = Framer::new(FramerConfig::default());
+            let mut n = 0;
+            for chunk in stream.chunks(READ) {
+                f.push(chunk);
+                while let Some(frame) = f.next_frame().unwrap() {
+                    if matches!(frame, Frame::Stanza(_)) {
+                        n += 1;
+                    }
+                }
+            }
+            assert_eq!(n, N);
+        })
+    });
+    g.bench_function("framer_and_stanza", |b| {
+        b.iter(|| {
+            let mut r = StreamReader::new(FramerConfig::default());
+            let mut n = 0;
+            for chunk in stream.chunks(READ) {
+                r.push(chunk);
+                while let Some(ev) = r.next_event().unwrap() {
+                    if let Event::Stanza(Stanza::Message(m)) = ev {
+                        black_box(m);
+                        n += 1;
+                    }
+                }
+            }
+            assert_eq!(n, N);
+        })
+    });
+    g.bench_function("acks_framer_stanza_json", |b| {
+        b.iter(|| {
+            let mut r = StreamReader::new(FramerConfig::default());
+            let mut n = 0;
+            for chunk in stream.chunks(READ) {
+                r.push(chunk);
+                while let Some(ev) = r.next_event().unwrap() {
+                    if let Event::Stanza(Stanza::Message(m)) = ev {
+                        let inc = Incoming::from_json(m.gcm.as_deref().unwrap()).unwrap();
+                        assert!(matches!(inc, Incoming::Ack(_)));
+                        black_box(inc);
+                        n += 1;
+                    }
+                }
+            }
+            assert_eq!(n, N);
+        })
+    });
+    g.finish();
+}
+
+fn encode(c: &mut Criterion) {
+    let messages: Vec<Downstream> = (0..N)
+        .map(|i| {
+            Downstream::builder(
+                format!("fKx3Zq7nRbGf:APA91bHPRgkF3JUikC4ENAHEeMrd41Zxv3hVZjC9KtT8OvPVGJ-hQMRKRrZuJAEcl7B338qju59zJMjw2DELjzEvxwYv7hH5Ynpc1ODQ0aT4U4OFEeco8ohsN5PjL1iC2dNtk2BAokeMCg2ZXKqpc8FXKmhX94kIxQ{i}"),
+                format!("m-{i:010}"),
+            )
+            .unwrap()
+            .data(serde_json::json!({"score": "5x1", "time": "15:10", "note": "a < b & c"}))
+            .unwrap()
+            .time_to_live(600)
+            .unwrap()
+            .delivery_receipt_requested(true)
+            .build()
+        })
+        .collect();
+    let mut g = c.benchmark_group("encode");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("downstream", |b| {
+        let mut out = Vec::with_capacity(64 * 1024);
+        b.iter(|| {
+            for (i, m) in messages.iter().enumerate() {
+                write::downstream(&mut out, m).unwrap();
+                if i % 64 == 63 {
+                    black_box(&out);
+                    out.clear();
+                }
+            }
+            out.clear();
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    #[allow(missing_docs)]
+    name = benches;
+    config = Criterion::default();
+    targets = decode, encode
+}
+criterion_main!(benches);
