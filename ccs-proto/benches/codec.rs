@@ -2,6 +2,7 @@
 //! decoder and JSON decoder; downstream messages encoded into a transmit buffer.
 //!
 //! `cargo bench -p ccs-proto --bench codec`
+#![allow(missing_docs)]
 
 use std::hint::black_box;
 
@@ -124,10 +125,5 @@ fn encode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group! {
-    #[allow(missing_docs)]
-    name = benches;
-    config = Criterion::default();
-    targets = decode, encode
-}
+criterion_group!(benches, decode, encode);
 criterion_main!(benches);
