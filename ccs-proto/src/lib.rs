@@ -46,9 +46,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod connection;
 pub mod credentials;
 pub mod error;
+mod flow;
 pub mod message;
 pub mod sasl;
 pub mod stanza;
 pub mod xml;
+
+pub use config::{AckMode, ConnectionConfig};
+pub use connection::{ConnId, Connection, ConnectionEvent};
