@@ -50,5 +50,6 @@ pub mod credentials;
 pub mod error;
 pub mod message;
 pub mod sasl;
+pub mod server;
 pub mod stanza;
 pub mod xml;
