@@ -1184,7 +1184,9 @@ impl ServerConnection {
 
     fn on_xml_error(&mut self, e: XmlError) {
         let condition = stream_error_condition(&e.kind);
-        let text = e.to_string();
+        // The kind only: the offset depends on how the bytes were split for size limits,
+        // and the wire should not.
+        let text = e.kind.to_string();
         self.fail_with(condition, Some(&text), CloseReason::ProtocolError(e));
     }
 
