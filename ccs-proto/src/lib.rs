@@ -53,6 +53,7 @@ pub mod error;
 mod flow;
 pub mod message;
 pub mod sasl;
+pub mod server;
 pub mod stanza;
 pub mod xml;
 
