@@ -55,6 +55,8 @@ pub mod message;
 pub mod sasl;
 pub mod server;
 pub mod stanza;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod xml;
 
 pub use config::{AckMode, ConnectionConfig};

@@ -165,7 +165,10 @@ impl Pair {
     /// Moves the clock forward by `by`, firing timers and delivering bytes on the way.
     pub fn advance(&mut self, by: Duration) {
         let target = self.now + by;
-        assert!(self.run(Some(target), 10_000_000), "the pair did not settle");
+        assert!(
+            self.run(Some(target), 10_000_000),
+            "the pair did not settle"
+        );
     }
 
     /// Lets only `bytes` more bytes through in `dir`; then the link dies and both sides see

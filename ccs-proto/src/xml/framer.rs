@@ -1,15 +1,4 @@
-//! Framing of one endless XMPP stream.
-//!
-//! [`Framer`] owns the connection's input buffer. Bytes go in with [`Framer::push`] in pieces
-//! of any size; [`Framer::next_frame`] hands out the stream header, each complete top-level
-//! stanza (cut from the buffer without copying), whitespace keepalives, stream errors and the
-//! stream's end. It remembers how far it has scanned, so every byte is looked at once however
-//! the input is split, and it enforces the size and depth limits while a stanza is still open.
-//!
-//! The framer checks XMPP's restricted XML as it goes: a DTD, a comment, a processing
-//! instruction (other than the XML declaration before the header) or an entity other than the
-//! five predefined ones is an error, never expanded. Errors are sticky: once `next_frame` has
-//! returned one, it returns the same error again.
+//! Framing of one endless XMPP stream: see [`Framer`].
 
 use bytes::{Bytes, BytesMut};
 use memchr::{memchr, memchr2, memchr3};
@@ -60,7 +49,18 @@ pub enum Frame {
     End,
 }
 
-/// The resumable framer for one XMPP stream. See the [module docs](self).
+/// The resumable framer for one XMPP stream.
+///
+/// [`Framer`] owns the connection's input buffer. Bytes go in with [`Framer::push`] in pieces
+/// of any size; [`Framer::next_frame`] hands out the stream header, each complete top-level
+/// stanza (cut from the buffer without copying), whitespace keepalives, stream errors and the
+/// stream's end. It remembers how far it has scanned, so every byte is looked at once however
+/// the input is split, and it enforces the size and depth limits while a stanza is still open.
+///
+/// The framer checks XMPP's restricted XML as it goes: a DTD, a comment, a processing
+/// instruction (other than the XML declaration before the header) or an entity other than the
+/// five predefined ones is an error, never expanded. Errors are sticky: once `next_frame` has
+/// returned one, it returns the same error again.
 #[derive(Debug)]
 pub struct Framer {
     config: FramerConfig,

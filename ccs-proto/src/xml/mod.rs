@@ -1,5 +1,5 @@
 //! XML for one XMPP stream: framing ([`Framer`]), decoding ([`read`], [`StreamReader`]) and
-//! encoding ([`write`]).
+//! encoding ([`mod@write`]).
 
 mod framer;
 pub mod read;
