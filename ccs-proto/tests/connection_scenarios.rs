@@ -1,0 +1,645 @@
+//! Connection scenarios over the in-memory `Pair`: a real client against the real server role
+//! with simulated time. Every scenario also runs with transfers cut into random pieces.
+
+use std::time::{Duration, Instant};
+
+use ccs_proto::connection::{AckError, CloseReason, SendErrorKind, State};
+use ccs_proto::message::{
+    Control, Downstream, Incoming, MessageId, NackCode, Notification, Priority, Receipt, Upstream,
+};
+use ccs_proto::server::{ServerConfig, ServerEvent};
+use ccs_proto::testing::{Direction, Pair, ServerPolicy};
+use ccs_proto::{AckMode, ConnectionConfig, ConnectionEvent};
+
+/// Runs a scenario unsplit and under several chunking seeds.
+fn each_way(scenario: impl Fn(&mut Pair)) {
+    for chunking in [None, Some((1, 1)), Some((7, 5)), Some((42, 64)), Some((99, 300))] {
+        let mut pair = make(Pair::client_config(), Pair::server_config(), chunking);
+        scenario(&mut pair);
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // the simulated clock's epoch
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+fn make(client: ConnectionConfig, server: ServerConfig, chunking: Option<(u64, usize)>) -> Pair {
+    let pair = Pair::new(client, server, epoch());
+    match chunking {
+        Some((seed, max)) => pair.with_chunking(seed, max),
+        None => pair,
+    }
+}
+
+fn msg(id: &str) -> Downstream {
+    Downstream::builder("APA91bTOKEN", id).unwrap().build()
+}
+
+fn closed(pair: &Pair) -> Option<(&CloseReason, &Vec<Downstream>)> {
+    pair.client_events.iter().find_map(|e| match e {
+        ConnectionEvent::Closed { reason, unanswered } => Some((reason, unanswered)),
+        _ => None,
+    })
+}
+
+fn count(pair: &Pair, f: impl Fn(&ConnectionEvent) -> bool) -> usize {
+    pair.client_events.iter().filter(|e| f(e)).count()
+}
+
+fn ids(messages: &[Downstream]) -> Vec<&str> {
+    messages.iter().map(|m| m.message_id().as_str()).collect()
+}
+
+fn send(pair: &mut Pair, id: &str) {
+    let now = pair.now;
+    pair.client.send(now, msg(id)).unwrap();
+}
+
+#[test]
+fn happy_path_ten_thousand_messages() {
+    each_way(|pair| {
+        pair.server_policy = ServerPolicy::AutoAck;
+        pair.connect();
+        let total = 10_000;
+        let mut next = 0;
+        while next < total {
+            while next < total && pair.client.can_send() {
+                send(pair, &format!("m-{next}"));
+                next += 1;
+            }
+            pair.drive();
+        }
+        assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Acked { .. })), total);
+        assert_eq!(pair.client.in_flight(), 0);
+        assert_eq!(pair.server.window_violations(), 0);
+        assert_eq!(pair.client.stats().sent, total as u64);
+        // Acks come back in order here, each carrying its message.
+        let acked: Vec<_> = pair
+            .client_events
+            .iter()
+            .filter_map(|e| match e {
+                ConnectionEvent::Acked { message, .. } => Some(message.message_id().as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acked[0], "m-0");
+        assert_eq!(acked[total - 1], format!("m-{}", total - 1));
+    });
+}
+
+#[test]
+fn connected_event_carries_the_jid_with_resource_suffix() {
+    let mut c = Pair::client_config();
+    c.resource = Some("app".into());
+    let mut pair = make(c, Pair::server_config(), None);
+    pair.connect();
+    let jid = pair.client.jid().unwrap();
+    assert!(jid.starts_with("123456789012@gcm.googleapis.com/app"), "{jid}");
+    assert_eq!(jid.len(), "123456789012@gcm.googleapis.com/app".len() + 8);
+    assert!(matches!(&pair.client_events[0], ConnectionEvent::Connected { jid: j } if j == jid));
+}
+
+#[test]
+fn plain_not_offered() {
+    let mut s = Pair::server_config();
+    s.mechanisms = vec!["X-OAUTH2".into(), "X-GOOGLE-TOKEN".into()];
+    let mut pair = make(Pair::client_config(), s, None);
+    pair.drive();
+    let (reason, _) = closed(&pair).unwrap();
+    assert_eq!(
+        reason,
+        &CloseReason::PlainNotOffered {
+            offered: vec!["X-OAUTH2".into(), "X-GOOGLE-TOKEN".into()]
+        }
+    );
+    assert_eq!(pair.client.state(), State::Closed);
+}
+
+#[test]
+fn wrong_key_is_not_authorized() {
+    let mut s = Pair::server_config();
+    s.server_key = ccs_proto::credentials::ServerKey::new("other-key").unwrap();
+    let mut pair = make(Pair::client_config(), s, Some((3, 7)));
+    pair.drive();
+    let (reason, unanswered) = closed(&pair).unwrap();
+    assert!(reason.is_auth_failure(), "{reason:?}");
+    assert!(matches!(reason, CloseReason::AuthFailed { condition, .. } if condition == "not-authorized"));
+    assert!(unanswered.is_empty());
+    assert_eq!(count(&pair, |e| matches!(e, ConnectionEvent::Closed { .. })), 1);
+}
+
+#[test]
+fn window_full_then_room_again() {
+    each_way(|pair| {
+        let mut c = Pair::client_config();
+        c.window = 2;
+        *pair = make(c, Pair::server_config(), None);
+        pair.connect();
+        send(pair, "a");
+        send(pair, "b");
+        let now = pair.now;
+        let err = pair.client.send(now, msg("c")).unwrap_err();
+        assert_eq!(err.kind, SendErrorKind::Blocked);
+        assert_eq!(err.message.message_id().as_str(), "c");
+        assert!(!pair.client.can_send());
+        pair.drive();
+        assert_eq!(pair.server.pending(), 2);
+        assert_eq!(pair.server.window_violations(), 0);
+        pair.server.ack("a", None).unwrap();
+        pair.drive();
+        assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::WindowOpen)), 1);
+        send(pair, "c");
+        // Our acks of upstream messages are never held back by a full window.
+        send_upstream(pair, "up-1");
+        pair.drive();
+        assert!(pair.server_events.iter().any(|e| matches!(e, ServerEvent::AppAck(a) if a.message_id.as_str() == "up-1")));
+    });
+}
+
+#[test]
+fn duplicate_id_in_flight_is_refused() {
+    let mut pair = make(Pair::client_config(), Pair::server_config(), None);
+    pair.connect();
+    send(&mut pair, "a");
+    let now = pair.now;
+    let err = pair.client.send(now, msg("a")).unwrap_err();
+    assert_eq!(err.kind, SendErrorKind::DuplicateId);
+    assert_eq!(pair.client.in_flight(), 1);
+}
+
+#[test]
+fn sends_before_connected_are_refused_with_the_message() {
+    let mut pair = make(Pair::client_config(), Pair::server_config(), None);
+    let now = pair.now;
+    let err = pair.client.send(now, msg("early")).unwrap_err();
+    assert_eq!(err.kind, SendErrorKind::NotReady);
+    assert_eq!(err.message.message_id().as_str(), "early");
+}
+
+fn every_kind_of_message() -> Vec<Downstream> {
+    let notification = Notification {
+        title: Some("t <&> ]]>".into()),
+        body: Some("b \u{1F600}".into()),
+        ..Notification::default()
+    };
+    vec![
+        msg("plain"),
+        Downstream::builder("/topics/news", "topic").unwrap().build(),
+        Downstream::builder_condition("'a' in topics && 'b' in topics", "cond")
+            .unwrap()
+            .build(),
+        Downstream::builder("tok", "full")
+            .unwrap()
+            .collapse_key("ck")
+            .priority(Priority::High)
+            .content_available(true)
+            .mutable_content(true)
+            .time_to_live(0)
+            .unwrap()
+            .delay_while_idle(false)
+            .delivery_receipt_requested(true)
+            .dry_run(true)
+            .data(serde_json::json!({"k": "v \"<x>\" &amp; \u{0001}"}))
+            .unwrap()
+            .notification(notification)
+            .build(),
+        Downstream::builder("tok", "id with <&\"'> chars").unwrap().build(),
+    ]
+}
+
+#[test]
+fn ack_nack_and_stanza_error_for_every_kind() {
+    each_way(|pair| {
+        pair.connect();
+        let kinds = every_kind_of_message();
+        // Ack each (with a canonical id), then nack each with every code, then stanza errors.
+        let codes = [
+            NackCode::BadRegistration,
+            NackCode::DeviceUnregistered,
+            NackCode::InternalServerError,
+            NackCode::ServiceUnavailable,
+            NackCode::BadAck,
+            NackCode::InvalidJson,
+            NackCode::DeviceMessageRateExceeded,
+            NackCode::TopicsMessageRateExceeded,
+            NackCode::QuotaExceeded,
+            NackCode::AuthenticationFailed,
+            NackCode::InvalidTtl,
+            NackCode::JsonTypeError,
+            NackCode::InvalidApnsCredential,
+            NackCode::Unknown("SOMETHING_NEW".into()),
+        ];
+        for round in 0..(2 + codes.len()) {
+            for m in &kinds {
+                let now = pair.now;
+                pair.client.send(now, m.clone()).unwrap();
+            }
+            pair.drive();
+            for m in &kinds {
+                let id = m.message_id().as_str();
+                match round {
+                    0 => pair.server.ack(id, Some("canonical-1")).unwrap(),
+                    1 => pair
+                        .server
+                        .stanza_error(id, "bad-request", Some("InvalidJson: JSON_PARSING_ERROR"))
+                        .unwrap(),
+                    r => pair.server.nack(id, codes[r - 2].clone(), Some("why")).unwrap(),
+                }
+            }
+            let before = pair.client_events.len();
+            pair.drive();
+            let answers = &pair.client_events[before..];
+            assert_eq!(answers.len(), kinds.len(), "round {round}: {answers:?}");
+            for (m, e) in kinds.iter().zip(answers) {
+                match (round, e) {
+                    (0, ConnectionEvent::Acked { message, canonical_registration_id }) => {
+                        assert_eq!(message, m);
+                        assert_eq!(canonical_registration_id.as_deref(), Some("canonical-1"));
+                    }
+                    (1, ConnectionEvent::StanzaError { message, error }) => {
+                        assert_eq!(message, m);
+                        assert_eq!(error.condition, "bad-request");
+                    }
+                    (r, ConnectionEvent::Nacked { message, nack }) if r >= 2 => {
+                        assert_eq!(message, m);
+                        assert_eq!(nack.error, codes[r - 2]);
+                        assert_eq!(nack.error_description.as_deref(), Some("why"));
+                    }
+                    other => panic!("round {round}: unexpected {other:?}"),
+                }
+            }
+        }
+        assert_eq!(pair.client.in_flight(), 0);
+        assert_eq!(pair.server.pending(), 0);
+    });
+}
+
+#[test]
+fn stanza_error_tied_by_echoed_message_id_when_stanza_id_is_unusable() {
+    let mut pair = make(Pair::client_config(), Pair::server_config(), None);
+    pair.connect();
+    send(&mut pair, "m-7");
+    pair.drive();
+    pair.server
+        .send_stanza_error_raw(
+            Some("not-our-id"),
+            Some(r#"{"to":"APA91bTOKEN","message_id":"m-7"}"#),
+            "bad-request",
+            None,
+        )
+        .unwrap();
+    pair.drive();
+    assert!(matches!(pair.client_events.last(), Some(ConnectionEvent::StanzaError { message, .. }) if message.message_id().as_str() == "m-7"));
+    assert_eq!(pair.client.in_flight(), 0);
+}
+
+#[test]
+fn answers_for_unknown_ids_are_anomalies_not_crashes() {
+    let mut pair = make(Pair::client_config(), Pair::server_config(), None);
+    pair.connect();
+    let id = MessageId::new("never-sent").unwrap();
+    pair.server
+        .send_raw_incoming(&Incoming::Ack(ccs_proto::message::Ack::new(id.clone())))
+        .unwrap();
+    pair.server
+        .send_raw_incoming(&Incoming::Nack(ccs_proto::message::Nack::new(
+            id,
+            NackCode::BadRegistration,
+        )))
+        .unwrap();
+    pair.drive();
+    assert_eq!(count(&pair, |e| matches!(e, ConnectionEvent::Anomaly(_))), 2);
+    assert_eq!(pair.client.state(), State::Connected);
+    // Nothing was acked back for them.
+    assert!(!pair.server_events.iter().any(|e| matches!(e, ServerEvent::AppAck(_))));
+}
+
+fn send_upstream(pair: &mut Pair, id: &str) {
+    let up: Upstream = match Incoming::from_json(&format!(
+        r#"{{"from":"DEVICE","category":"com.example","message_id":"{id}","data":{{"hello":"world"}}}}"#
+    ))
+    .unwrap()
+    {
+        Incoming::Upstream(u) => u,
+        _ => unreachable!(),
+    };
+    pair.server.send_upstream(&up).unwrap();
+}
+
+#[test]
+fn upstream_auto_ack() {
+    each_way(|pair| {
+        pair.connect();
+        for i in 0..20 {
+            send_upstream(pair, &format!("up-{i}"));
+        }
+        pair.drive();
+        assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Upstream { ack: None, .. })), 20);
+        assert_eq!(pair.server.unacked_upstream().count(), 0);
+        let acks = pair
+            .server_events
+            .iter()
+            .filter(|e| matches!(e, ServerEvent::AppAck(a) if a.to == "DEVICE"))
+            .count();
+        assert_eq!(acks, 20);
+    });
+}
+
+#[test]
+fn upstream_manual_ack() {
+    let mut c = Pair::client_config();
+    c.ack_mode = AckMode::Manual;
+    let mut pair = make(c, Pair::server_config(), Some((5, 9)));
+    pair.connect();
+    send_upstream(&mut pair, "up-1");
+    send_upstream(&mut pair, "up-2");
+    pair.drive();
+    let handles: Vec<_> = pair
+        .client_events
+        .iter()
+        .filter_map(|e| match e {
+            ConnectionEvent::Upstream { ack: Some(h), .. } => Some(h.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handles.len(), 2);
+    assert_eq!(pair.server.unacked_upstream().count(), 2, "nothing acked before the app says so");
+    let now = pair.now;
+    pair.client.ack(now, &handles[0]).unwrap();
+    assert_eq!(pair.client.ack(now, &handles[0]), Err(AckError::NotPending));
+    pair.drive();
+    assert_eq!(pair.server.unacked_upstream().count(), 1);
+    // After the connection is gone the ack is refused: the server redelivers instead.
+    pair.disconnect();
+    let now = pair.now;
+    assert_eq!(pair.client.ack(now, &handles[1]), Err(AckError::ConnectionGone));
+}
+
+#[test]
+fn receipt_acked_with_its_dr2_id() {
+    each_way(|pair| {
+        pair.connect();
+        let id = MessageId::new("m-42").unwrap();
+        let receipt = Receipt::sent_to_device(&id, "DEVICE_TOKEN", 1_498_801_519_251);
+        pair.server.send_receipt(&receipt).unwrap();
+        pair.drive();
+        let got = pair.client_events.iter().find_map(|e| match e {
+            ConnectionEvent::Receipt { receipt, .. } => Some(receipt.clone()),
+            _ => None,
+        });
+        let got = got.unwrap();
+        assert_eq!(got.message_id.as_str(), "dr2:m-42");
+        assert_eq!(got.original_message_id.as_ref().map(|m| m.as_str()), Some("m-42"));
+        assert!(pair.server_events.iter().any(|e| matches!(e,
+            ServerEvent::AppAck(a) if a.message_id.as_str() == "dr2:m-42" && a.to == "gcm.googleapis.com")));
+        assert_eq!(pair.server.unacked_upstream().count(), 0);
+    });
+}
+
+#[test]
+fn draining_by_control_message() {
+    each_way(|pair| {
+        pair.connect();
+        send(pair, "a");
+        send(pair, "b");
+        pair.drive();
+        pair.server.send_control(&Control::connection_draining()).unwrap();
+        pair.drive();
+        assert_eq!(pair.client.state(), State::Draining);
+        assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Draining)), 1);
+        let now = pair.now;
+        let err = pair.client.send(now, msg("c")).unwrap_err();
+        assert_eq!(err.kind, SendErrorKind::Draining);
+        // In-flight answers and upstream messages still flow and are acked.
+        pair.server.ack("a", None).unwrap();
+        send_upstream(pair, "up-d");
+        pair.drive();
+        assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Acked { .. })), 1);
+        assert!(pair.server_events.iter().any(|e| matches!(e, ServerEvent::AppAck(_))));
+        // The server closes it: "b" comes back unanswered, for sending elsewhere.
+        pair.server.close().unwrap();
+        pair.drive();
+        let (reason, unanswered) = closed(pair).unwrap();
+        assert_eq!(reason, &CloseReason::ServerClosed);
+        assert_eq!(ids(unanswered), ["b"]);
+    });
+}
+
+#[test]
+fn draining_by_nack_hands_the_message_back() {
+    each_way(|pair| {
+        pair.connect();
+        send(pair, "a");
+        send(pair, "b");
+        pair.drive();
+        pair.server.nack("a", NackCode::ConnectionDraining, None).unwrap();
+        pair.drive();
+        assert_eq!(pair.client.state(), State::Draining);
+        let returned: Vec<_> = pair
+            .client_events
+            .iter()
+            .filter_map(|e| match e {
+                ConnectionEvent::Returned { message } => Some(message.message_id().as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(returned, ["a"]);
+        assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Nacked { .. })), 0);
+        assert_eq!(pair.client.in_flight(), 1);
+    });
+}
+
+#[test]
+fn ping_timeout_when_the_server_goes_quiet() {
+    let mut pair = make(Pair::client_config(), Pair::server_config(), None);
+    pair.connect();
+    send(&mut pair, "a");
+    pair.drive();
+    pair.mute(Direction::ToClient);
+    pair.advance(Duration::from_secs(59));
+    assert_eq!(pair.client.stats().pings_sent, 0);
+    assert!(pair.client.stats().keepalives_sent >= 1, "a keepalive after 30 s idle");
+    pair.advance(Duration::from_secs(2));
+    assert_eq!(pair.client.stats().pings_sent, 1);
+    assert_eq!(pair.client.state(), State::Connected);
+    pair.advance(Duration::from_secs(31));
+    let (reason, unanswered) = closed(&pair).unwrap();
+    assert_eq!(reason, &CloseReason::PingTimeout);
+    assert_eq!(ids(unanswered), ["a"]);
+}
+
+#[test]
+fn a_live_server_answers_pings_and_the_connection_stays() {
+    let mut pair = make(Pair::client_config(), Pair::server_config(), Some((11, 4)));
+    pair.connect();
+    pair.advance(Duration::from_secs(3600));
+    assert_eq!(pair.client.state(), State::Connected);
+    assert!(pair.client.stats().pings_sent >= 30);
+    assert!(pair.server_events.iter().all(|e| !matches!(e, ServerEvent::Closed { .. })));
+}
+
+#[test]
+fn setup_timeout_when_the_server_never_answers() {
+    let mut pair = make(Pair::client_config(), Pair::server_config(), None);
+    pair.mute(Direction::ToClient);
+    pair.advance(Duration::from_secs(16));
+    let (reason, _) = closed(&pair).unwrap();
+    assert_eq!(
+        reason,
+        &CloseReason::SetupTimeout {
+            state: State::AwaitingHeader
+        }
+    );
+}
+
+#[test]
+fn eof_mid_stanza() {
+    for cut in [1, 10, 40, 80, 120] {
+        let mut pair = make(Pair::client_config(), Pair::server_config(), None);
+        pair.connect();
+        send(&mut pair, "a");
+        send(&mut pair, "b");
+        pair.drive();
+        pair.kill_after(Direction::ToClient, cut);
+        pair.server.ack("a", None).unwrap();
+        pair.server.ack("b", None).unwrap();
+        pair.drive();
+        let (reason, unanswered) = closed(&pair).unwrap();
+        let acked = count(&pair, |e| matches!(e, ConnectionEvent::Acked { .. }));
+        assert_eq!(acked + unanswered.len(), 2, "cut {cut}: every message answered or handed back");
+        assert!(matches!(reason, CloseReason::Eof { mid_stanza: true }), "cut {cut}: {reason:?}");
+    }
+}
+
+#[test]
+fn stream_error_from_the_server() {
+    each_way(|pair| {
+        pair.connect();
+        send(pair, "a");
+        pair.drive();
+        pair.server.stream_error("system-shutdown", Some("bye")).unwrap();
+        pair.drive();
+        let (reason, unanswered) = closed(pair).unwrap();
+        assert!(matches!(reason, CloseReason::StreamError(e) if e.condition == "system-shutdown" && e.text.as_deref() == Some("bye")));
+        assert_eq!(ids(unanswered), ["a"]);
+    });
+}
+
+#[test]
+fn server_close_hands_back_what_is_in_flight() {
+    each_way(|pair| {
+        pair.connect();
+        for id in ["a", "b", "c"] {
+            send(pair, id);
+        }
+        pair.drive();
+        pair.server.ack("b", None).unwrap();
+        pair.server.close().unwrap();
+        pair.drive();
+        let (reason, unanswered) = closed(pair).unwrap();
+        assert_eq!(reason, &CloseReason::ServerClosed);
+        assert_eq!(ids(unanswered), ["a", "c"]);
+        assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Closed { .. })), 1);
+    });
+}
+
+#[test]
+fn local_close_waits_for_answers_until_the_deadline() {
+    each_way(|pair| {
+        pair.connect();
+        for id in ["a", "b", "c"] {
+            send(pair, id);
+        }
+        pair.drive();
+        let now = pair.now;
+        pair.client.close(now, now + Duration::from_secs(5));
+        assert_eq!(pair.client.send(now, msg("late")).unwrap_err().kind, SendErrorKind::Closed);
+        pair.server.ack("a", None).unwrap();
+        pair.drive();
+        assert_eq!(pair.client.state(), State::Closing);
+        pair.advance(Duration::from_secs(5));
+        let (reason, unanswered) = closed(pair).unwrap();
+        assert_eq!(reason, &CloseReason::Local);
+        assert_eq!(ids(unanswered), ["b", "c"]);
+    });
+}
+
+#[test]
+fn local_close_finishes_early_when_everything_is_answered() {
+    let mut pair = make(Pair::client_config(), Pair::server_config(), None);
+    pair.server_policy = ServerPolicy::AutoAck;
+    pair.connect();
+    send(&mut pair, "a");
+    let now = pair.now;
+    pair.client.close(now, now + Duration::from_secs(60));
+    pair.drive();
+    let (reason, unanswered) = closed(&pair).unwrap();
+    assert_eq!(reason, &CloseReason::Local);
+    assert!(unanswered.is_empty());
+    assert!(pair.now < now + Duration::from_secs(1));
+    assert!(pair.server_events.iter().any(|e| matches!(e, ServerEvent::Closed { .. })));
+}
+
+#[test]
+fn restart_bytes_in_the_same_read_as_success() {
+    // A server that sends <success/> and, in the same read, the new header and features
+    // (as a pipelining server may once it has seen our new header).
+    use ccs_proto::Connection;
+    use ccs_proto::connection::ConnId;
+    let now = epoch();
+    let mut conn = Connection::new(ConnId(9), Pair::client_config(), now).unwrap();
+    let header = "<stream:stream from='gcm.googleapis.com' id='1' version='1.0' \
+                  xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>";
+    let feats = "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
+                 <mechanism>PLAIN</mechanism></mechanisms></stream:features>";
+    conn.handle_input(now, format!("{header}{feats}").as_bytes());
+    assert_eq!(conn.state(), State::Authenticating);
+    let restart = format!(
+        "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>{header}\
+         <stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"
+    );
+    conn.handle_input(now, restart.as_bytes());
+    assert_eq!(conn.state(), State::Binding);
+    conn.handle_input(
+        now,
+        b"<iq type='result' id='bind_1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+          <jid>123456789012@gcm.googleapis.com/R</jid></bind></iq>",
+    );
+    assert_eq!(conn.state(), State::Connected);
+    let out = String::from_utf8(std::iter::from_fn(|| conn.poll_transmit()).flatten().collect()).unwrap();
+    assert_eq!(out.matches("<stream:stream ").count(), 2, "{out}");
+    assert!(out.contains("<auth mechanism=\"PLAIN\""));
+    assert!(!out.contains("<session"), "session not offered, not requested");
+}
+
+#[test]
+fn protocol_error_closes_with_a_stream_error() {
+    let mut pair = make(Pair::client_config(), Pair::server_config(), None);
+    pair.connect();
+    send(&mut pair, "a");
+    pair.drive();
+    let now = pair.now;
+    pair.client.handle_input(now, b"<message><!-- no --></message>");
+    let (reason, unanswered) = closed(&pair).map(|(r, u)| (r.clone(), u.clone())).unwrap_or_else(|| {
+        let evs: Vec<_> = std::iter::from_fn(|| pair.client.poll_event()).collect();
+        evs.into_iter()
+            .find_map(|e| match e {
+                ConnectionEvent::Closed { reason, unanswered } => Some((reason, unanswered)),
+                _ => None,
+            })
+            .unwrap()
+    });
+    assert!(matches!(reason, CloseReason::Protocol(_)), "{reason:?}");
+    assert_eq!(ids(&unanswered), ["a"]);
+    let out = String::from_utf8(std::iter::from_fn(|| pair.client.poll_transmit()).flatten().collect()).unwrap();
+    assert!(out.contains("restricted-xml"), "{out}");
+    assert!(out.ends_with("</stream:stream>"));
+}
+
+#[test]
+fn connection_is_send() {
+    fn is_send<T: Send>() {}
+    is_send::<ccs_proto::Connection>();
+    is_send::<ccs_proto::server::ServerConnection>();
+}
