@@ -433,7 +433,7 @@ struct Pending {
     /// The `id` attribute of its stanza.
     stanza_id: Option<String>,
     /// The JSON text as received (a stanza error echoes it).
-    json: Box<str>,
+    json: String,
     /// Arrival order.
     seq: u64,
 }
@@ -545,6 +545,18 @@ impl ServerConnection {
         Some(std::mem::take(&mut self.out))
     }
 
+    /// Appends everything queued for the wire to `buf` (an allocation-free form of
+    /// [`poll_transmit`](Self::poll_transmit)); returns whether there was anything.
+    pub fn transmit_into(&mut self, buf: &mut Vec<u8>) -> bool {
+        if self.out.is_empty() {
+            return false;
+        }
+        self.stats.bytes_out += self.out.len() as u64;
+        buf.extend_from_slice(&self.out);
+        self.out.clear();
+        true
+    }
+
     /// The next event, oldest first; `None` when there is none.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
@@ -631,12 +643,22 @@ impl ServerConnection {
         canonical_registration_id: Option<&str>,
     ) -> Result<(), ServerError> {
         self.ready()?;
-        let (id, pending) = self.pending_entry(message_id)?;
-        let mut ack = Ack::new(id.clone());
-        ack.from = pending.to.clone();
+        self.pending_entry(message_id)?;
+        let (id, pending) = self
+            .pending
+            .remove_entry(message_id)
+            .expect("pending_entry just found it");
+        let mut ack = Ack::new(id);
+        ack.from = pending.to;
         ack.registration_id = canonical_registration_id.map(str::to_owned);
-        self.write_gcm(None, &ack)?;
-        self.pending.remove(message_id);
+        if let Err(e) = self.write_gcm(None, &ack) {
+            let pending = Pending {
+                to: ack.from,
+                ..pending
+            };
+            self.pending.insert(ack.message_id, pending);
+            return Err(e);
+        }
         self.stats.acks_sent += 1;
         Ok(())
     }
@@ -1152,7 +1174,7 @@ impl ServerConnection {
             Pending {
                 to,
                 stanza_id,
-                json: json.into_boxed_str(),
+                json,
                 seq: self.pending_seq,
             },
         );

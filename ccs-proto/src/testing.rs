@@ -72,6 +72,7 @@ pub struct Pair {
     budget: [Option<usize>; 2],
     muted: [bool; 2],
     link_up: bool,
+    scratch: Vec<u8>,
 }
 
 impl Pair {
@@ -113,6 +114,7 @@ impl Pair {
             budget: [None, None],
             muted: [false, false],
             link_up: true,
+            scratch: Vec::new(),
         }
     }
 
@@ -249,14 +251,18 @@ impl Pair {
     fn pump(&mut self) {
         loop {
             let mut moved = false;
-            while let Some(bytes) = self.client.poll_transmit() {
+            let mut buf = std::mem::take(&mut self.scratch);
+            if self.client.transmit_into(&mut buf) {
                 moved = true;
-                self.queue(Direction::ToServer, bytes);
+                self.queue(Direction::ToServer, &buf);
+                buf.clear();
             }
-            while let Some(bytes) = self.server.poll_transmit() {
+            if self.server.transmit_into(&mut buf) {
                 moved = true;
-                self.queue(Direction::ToClient, bytes);
+                self.queue(Direction::ToClient, &buf);
+                buf.clear();
             }
+            self.scratch = buf;
             while let Some(ev) = self.client.poll_event() {
                 moved = true;
                 self.client_events.push(ev);
@@ -277,7 +283,7 @@ impl Pair {
         }
     }
 
-    fn queue(&mut self, dir: Direction, bytes: Vec<u8>) {
+    fn queue(&mut self, dir: Direction, bytes: &[u8]) {
         if !self.link_up || self.muted[dir as usize] {
             return;
         }
@@ -287,9 +293,13 @@ impl Pair {
             Direction::ToClient => &mut self.to_client,
         };
         match &mut self.chunker {
-            None => queue.push_back((at, bytes)),
+            // Nothing ahead of it and no delay: hand it over now, without a copy.
+            None if queue.is_empty() && self.latency.is_zero() => {
+                self.pass(dir, bytes);
+            }
+            None => queue.push_back((at, bytes.to_vec())),
             Some(c) => {
-                let mut rest = &bytes[..];
+                let mut rest = bytes;
                 while !rest.is_empty() {
                     let n = c.piece().min(rest.len());
                     queue.push_back((at, rest[..n].to_vec()));

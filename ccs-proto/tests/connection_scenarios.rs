@@ -13,7 +13,13 @@ use ccs_proto::{AckMode, ConnectionConfig, ConnectionEvent};
 
 /// Runs a scenario unsplit and under several chunking seeds.
 fn each_way(scenario: impl Fn(&mut Pair)) {
-    for chunking in [None, Some((1, 1)), Some((7, 5)), Some((42, 64)), Some((99, 300))] {
+    for chunking in [
+        None,
+        Some((1, 1)),
+        Some((7, 5)),
+        Some((42, 64)),
+        Some((99, 300)),
+    ] {
         let mut pair = make(Pair::client_config(), Pair::server_config(), chunking);
         scenario(&mut pair);
     }
@@ -70,7 +76,10 @@ fn happy_path_ten_thousand_messages() {
             }
             pair.drive();
         }
-        assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Acked { .. })), total);
+        assert_eq!(
+            count(pair, |e| matches!(e, ConnectionEvent::Acked { .. })),
+            total
+        );
         assert_eq!(pair.client.in_flight(), 0);
         assert_eq!(pair.server.window_violations(), 0);
         assert_eq!(pair.client.stats().sent, total as u64);
@@ -95,7 +104,10 @@ fn connected_event_carries_the_jid_with_resource_suffix() {
     let mut pair = make(c, Pair::server_config(), None);
     pair.connect();
     let jid = pair.client.jid().unwrap();
-    assert!(jid.starts_with("123456789012@gcm.googleapis.com/app"), "{jid}");
+    assert!(
+        jid.starts_with("123456789012@gcm.googleapis.com/app"),
+        "{jid}"
+    );
     assert_eq!(jid.len(), "123456789012@gcm.googleapis.com/app".len() + 8);
     assert!(matches!(&pair.client_events[0], ConnectionEvent::Connected { jid: j } if j == jid));
 }
@@ -124,9 +136,14 @@ fn wrong_key_is_not_authorized() {
     pair.drive();
     let (reason, unanswered) = closed(&pair).unwrap();
     assert!(reason.is_auth_failure(), "{reason:?}");
-    assert!(matches!(reason, CloseReason::AuthFailed { condition, .. } if condition == "not-authorized"));
+    assert!(
+        matches!(reason, CloseReason::AuthFailed { condition, .. } if condition == "not-authorized")
+    );
     assert!(unanswered.is_empty());
-    assert_eq!(count(&pair, |e| matches!(e, ConnectionEvent::Closed { .. })), 1);
+    assert_eq!(
+        count(&pair, |e| matches!(e, ConnectionEvent::Closed { .. })),
+        1
+    );
 }
 
 #[test]
@@ -153,7 +170,11 @@ fn window_full_then_room_again() {
         // Our acks of upstream messages are never held back by a full window.
         send_upstream(pair, "up-1");
         pair.drive();
-        assert!(pair.server_events.iter().any(|e| matches!(e, ServerEvent::AppAck(a) if a.message_id.as_str() == "up-1")));
+        assert!(
+            pair.server_events
+                .iter()
+                .any(|e| matches!(e, ServerEvent::AppAck(a) if a.message_id.as_str() == "up-1"))
+        );
     });
 }
 
@@ -185,7 +206,9 @@ fn every_kind_of_message() -> Vec<Downstream> {
     };
     vec![
         msg("plain"),
-        Downstream::builder("/topics/news", "topic").unwrap().build(),
+        Downstream::builder("/topics/news", "topic")
+            .unwrap()
+            .build(),
         Downstream::builder_condition("'a' in topics && 'b' in topics", "cond")
             .unwrap()
             .build(),
@@ -204,7 +227,9 @@ fn every_kind_of_message() -> Vec<Downstream> {
             .unwrap()
             .notification(notification)
             .build(),
-        Downstream::builder("tok", "id with <&\"'> chars").unwrap().build(),
+        Downstream::builder("tok", "id with <&\"'> chars")
+            .unwrap()
+            .build(),
     ]
 }
 
@@ -244,7 +269,10 @@ fn ack_nack_and_stanza_error_for_every_kind() {
                         .server
                         .stanza_error(id, "bad-request", Some("InvalidJson: JSON_PARSING_ERROR"))
                         .unwrap(),
-                    r => pair.server.nack(id, codes[r - 2].clone(), Some("why")).unwrap(),
+                    r => pair
+                        .server
+                        .nack(id, codes[r - 2].clone(), Some("why"))
+                        .unwrap(),
                 }
             }
             let before = pair.client_events.len();
@@ -253,7 +281,13 @@ fn ack_nack_and_stanza_error_for_every_kind() {
             assert_eq!(answers.len(), kinds.len(), "round {round}: {answers:?}");
             for (m, e) in kinds.iter().zip(answers) {
                 match (round, e) {
-                    (0, ConnectionEvent::Acked { message, canonical_registration_id }) => {
+                    (
+                        0,
+                        ConnectionEvent::Acked {
+                            message,
+                            canonical_registration_id,
+                        },
+                    ) => {
                         assert_eq!(message, m);
                         assert_eq!(canonical_registration_id.as_deref(), Some("canonical-1"));
                     }
@@ -290,7 +324,9 @@ fn stanza_error_tied_by_echoed_message_id_when_stanza_id_is_unusable() {
         )
         .unwrap();
     pair.drive();
-    assert!(matches!(pair.client_events.last(), Some(ConnectionEvent::StanzaError { message, .. }) if message.message_id().as_str() == "m-7"));
+    assert!(
+        matches!(pair.client_events.last(), Some(ConnectionEvent::StanzaError { message, .. }) if message.message_id().as_str() == "m-7")
+    );
     assert_eq!(pair.client.in_flight(), 0);
 }
 
@@ -309,10 +345,18 @@ fn answers_for_unknown_ids_are_anomalies_not_crashes() {
         )))
         .unwrap();
     pair.drive();
-    assert_eq!(count(&pair, |e| matches!(e, ConnectionEvent::Anomaly(_))), 2);
+    assert_eq!(
+        count(&pair, |e| matches!(e, ConnectionEvent::Anomaly(_))),
+        2
+    );
     assert_eq!(pair.client.state(), State::Connected);
     // Nothing was acked back for them.
-    assert!(!pair.server_events.iter().any(|e| matches!(e, ServerEvent::AppAck(_))));
+    assert!(
+        !pair
+            .server_events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::AppAck(_)))
+    );
 }
 
 fn send_upstream(pair: &mut Pair, id: &str) {
@@ -335,7 +379,13 @@ fn upstream_auto_ack() {
             send_upstream(pair, &format!("up-{i}"));
         }
         pair.drive();
-        assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Upstream { ack: None, .. })), 20);
+        assert_eq!(
+            count(pair, |e| matches!(
+                e,
+                ConnectionEvent::Upstream { ack: None, .. }
+            )),
+            20
+        );
         assert_eq!(pair.server.unacked_upstream().count(), 0);
         let acks = pair
             .server_events
@@ -364,7 +414,11 @@ fn upstream_manual_ack() {
         })
         .collect();
     assert_eq!(handles.len(), 2);
-    assert_eq!(pair.server.unacked_upstream().count(), 2, "nothing acked before the app says so");
+    assert_eq!(
+        pair.server.unacked_upstream().count(),
+        2,
+        "nothing acked before the app says so"
+    );
     let now = pair.now;
     pair.client.ack(now, &handles[0]).unwrap();
     assert_eq!(pair.client.ack(now, &handles[0]), Err(AckError::NotPending));
@@ -373,7 +427,10 @@ fn upstream_manual_ack() {
     // After the connection is gone the ack is refused: the server redelivers instead.
     pair.disconnect();
     let now = pair.now;
-    assert_eq!(pair.client.ack(now, &handles[1]), Err(AckError::ConnectionGone));
+    assert_eq!(
+        pair.client.ack(now, &handles[1]),
+        Err(AckError::ConnectionGone)
+    );
 }
 
 #[test]
@@ -390,7 +447,10 @@ fn receipt_acked_with_its_dr2_id() {
         });
         let got = got.unwrap();
         assert_eq!(got.message_id.as_str(), "dr2:m-42");
-        assert_eq!(got.original_message_id.as_ref().map(|m| m.as_str()), Some("m-42"));
+        assert_eq!(
+            got.original_message_id.as_ref().map(|m| m.as_str()),
+            Some("m-42")
+        );
         assert!(pair.server_events.iter().any(|e| matches!(e,
             ServerEvent::AppAck(a) if a.message_id.as_str() == "dr2:m-42" && a.to == "gcm.googleapis.com")));
         assert_eq!(pair.server.unacked_upstream().count(), 0);
@@ -404,7 +464,9 @@ fn draining_by_control_message() {
         send(pair, "a");
         send(pair, "b");
         pair.drive();
-        pair.server.send_control(&Control::connection_draining()).unwrap();
+        pair.server
+            .send_control(&Control::connection_draining())
+            .unwrap();
         pair.drive();
         assert_eq!(pair.client.state(), State::Draining);
         assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Draining)), 1);
@@ -415,8 +477,15 @@ fn draining_by_control_message() {
         pair.server.ack("a", None).unwrap();
         send_upstream(pair, "up-d");
         pair.drive();
-        assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Acked { .. })), 1);
-        assert!(pair.server_events.iter().any(|e| matches!(e, ServerEvent::AppAck(_))));
+        assert_eq!(
+            count(pair, |e| matches!(e, ConnectionEvent::Acked { .. })),
+            1
+        );
+        assert!(
+            pair.server_events
+                .iter()
+                .any(|e| matches!(e, ServerEvent::AppAck(_)))
+        );
         // The server closes it: "b" comes back unanswered, for sending elsewhere.
         pair.server.close().unwrap();
         pair.drive();
@@ -433,7 +502,9 @@ fn draining_by_nack_hands_the_message_back() {
         send(pair, "a");
         send(pair, "b");
         pair.drive();
-        pair.server.nack("a", NackCode::ConnectionDraining, None).unwrap();
+        pair.server
+            .nack("a", NackCode::ConnectionDraining, None)
+            .unwrap();
         pair.drive();
         assert_eq!(pair.client.state(), State::Draining);
         let returned: Vec<_> = pair
@@ -445,7 +516,10 @@ fn draining_by_nack_hands_the_message_back() {
             })
             .collect();
         assert_eq!(returned, ["a"]);
-        assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Nacked { .. })), 0);
+        assert_eq!(
+            count(pair, |e| matches!(e, ConnectionEvent::Nacked { .. })),
+            0
+        );
         assert_eq!(pair.client.in_flight(), 1);
     });
 }
@@ -459,7 +533,10 @@ fn ping_timeout_when_the_server_goes_quiet() {
     pair.mute(Direction::ToClient);
     pair.advance(Duration::from_secs(59));
     assert_eq!(pair.client.stats().pings_sent, 0);
-    assert!(pair.client.stats().keepalives_sent >= 1, "a keepalive after 30 s idle");
+    assert!(
+        pair.client.stats().keepalives_sent >= 1,
+        "a keepalive after 30 s idle"
+    );
     pair.advance(Duration::from_secs(2));
     assert_eq!(pair.client.stats().pings_sent, 1);
     assert_eq!(pair.client.state(), State::Connected);
@@ -476,7 +553,11 @@ fn a_live_server_answers_pings_and_the_connection_stays() {
     pair.advance(Duration::from_secs(3600));
     assert_eq!(pair.client.state(), State::Connected);
     assert!(pair.client.stats().pings_sent >= 30);
-    assert!(pair.server_events.iter().all(|e| !matches!(e, ServerEvent::Closed { .. })));
+    assert!(
+        pair.server_events
+            .iter()
+            .all(|e| !matches!(e, ServerEvent::Closed { .. }))
+    );
 }
 
 #[test]
@@ -507,8 +588,15 @@ fn eof_mid_stanza() {
         pair.drive();
         let (reason, unanswered) = closed(&pair).unwrap();
         let acked = count(&pair, |e| matches!(e, ConnectionEvent::Acked { .. }));
-        assert_eq!(acked + unanswered.len(), 2, "cut {cut}: every message answered or handed back");
-        assert!(matches!(reason, CloseReason::Eof { mid_stanza: true }), "cut {cut}: {reason:?}");
+        assert_eq!(
+            acked + unanswered.len(),
+            2,
+            "cut {cut}: every message answered or handed back"
+        );
+        assert!(
+            matches!(reason, CloseReason::Eof { mid_stanza: true }),
+            "cut {cut}: {reason:?}"
+        );
     }
 }
 
@@ -518,10 +606,14 @@ fn stream_error_from_the_server() {
         pair.connect();
         send(pair, "a");
         pair.drive();
-        pair.server.stream_error("system-shutdown", Some("bye")).unwrap();
+        pair.server
+            .stream_error("system-shutdown", Some("bye"))
+            .unwrap();
         pair.drive();
         let (reason, unanswered) = closed(pair).unwrap();
-        assert!(matches!(reason, CloseReason::StreamError(e) if e.condition == "system-shutdown" && e.text.as_deref() == Some("bye")));
+        assert!(
+            matches!(reason, CloseReason::StreamError(e) if e.condition == "system-shutdown" && e.text.as_deref() == Some("bye"))
+        );
         assert_eq!(ids(unanswered), ["a"]);
     });
 }
@@ -540,7 +632,10 @@ fn server_close_hands_back_what_is_in_flight() {
         let (reason, unanswered) = closed(pair).unwrap();
         assert_eq!(reason, &CloseReason::ServerClosed);
         assert_eq!(ids(unanswered), ["a", "c"]);
-        assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Closed { .. })), 1);
+        assert_eq!(
+            count(pair, |e| matches!(e, ConnectionEvent::Closed { .. })),
+            1
+        );
     });
 }
 
@@ -554,7 +649,10 @@ fn local_close_waits_for_answers_until_the_deadline() {
         pair.drive();
         let now = pair.now;
         pair.client.close(now, now + Duration::from_secs(5));
-        assert_eq!(pair.client.send(now, msg("late")).unwrap_err().kind, SendErrorKind::Closed);
+        assert_eq!(
+            pair.client.send(now, msg("late")).unwrap_err().kind,
+            SendErrorKind::Closed
+        );
         pair.server.ack("a", None).unwrap();
         pair.drive();
         assert_eq!(pair.client.state(), State::Closing);
@@ -578,7 +676,11 @@ fn local_close_finishes_early_when_everything_is_answered() {
     assert_eq!(reason, &CloseReason::Local);
     assert!(unanswered.is_empty());
     assert!(pair.now < now + Duration::from_secs(1));
-    assert!(pair.server_events.iter().any(|e| matches!(e, ServerEvent::Closed { .. })));
+    assert!(
+        pair.server_events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Closed { .. }))
+    );
 }
 
 #[test]
@@ -607,10 +709,18 @@ fn restart_bytes_in_the_same_read_as_success() {
           <jid>123456789012@gcm.googleapis.com/R</jid></bind></iq>",
     );
     assert_eq!(conn.state(), State::Connected);
-    let out = String::from_utf8(std::iter::from_fn(|| conn.poll_transmit()).flatten().collect()).unwrap();
+    let out = String::from_utf8(
+        std::iter::from_fn(|| conn.poll_transmit())
+            .flatten()
+            .collect(),
+    )
+    .unwrap();
     assert_eq!(out.matches("<stream:stream ").count(), 2, "{out}");
     assert!(out.contains("<auth mechanism=\"PLAIN\""));
-    assert!(!out.contains("<session"), "session not offered, not requested");
+    assert!(
+        !out.contains("<session"),
+        "session not offered, not requested"
+    );
 }
 
 #[test]
@@ -620,19 +730,27 @@ fn protocol_error_closes_with_a_stream_error() {
     send(&mut pair, "a");
     pair.drive();
     let now = pair.now;
-    pair.client.handle_input(now, b"<message><!-- no --></message>");
-    let (reason, unanswered) = closed(&pair).map(|(r, u)| (r.clone(), u.clone())).unwrap_or_else(|| {
-        let evs: Vec<_> = std::iter::from_fn(|| pair.client.poll_event()).collect();
-        evs.into_iter()
-            .find_map(|e| match e {
-                ConnectionEvent::Closed { reason, unanswered } => Some((reason, unanswered)),
-                _ => None,
-            })
-            .unwrap()
-    });
+    pair.client
+        .handle_input(now, b"<message><!-- no --></message>");
+    let (reason, unanswered) = closed(&pair)
+        .map(|(r, u)| (r.clone(), u.clone()))
+        .unwrap_or_else(|| {
+            let evs: Vec<_> = std::iter::from_fn(|| pair.client.poll_event()).collect();
+            evs.into_iter()
+                .find_map(|e| match e {
+                    ConnectionEvent::Closed { reason, unanswered } => Some((reason, unanswered)),
+                    _ => None,
+                })
+                .unwrap()
+        });
     assert!(matches!(reason, CloseReason::Protocol(_)), "{reason:?}");
     assert_eq!(ids(&unanswered), ["a"]);
-    let out = String::from_utf8(std::iter::from_fn(|| pair.client.poll_transmit()).flatten().collect()).unwrap();
+    let out = String::from_utf8(
+        std::iter::from_fn(|| pair.client.poll_transmit())
+            .flatten()
+            .collect(),
+    )
+    .unwrap();
     assert!(out.contains("restricted-xml"), "{out}");
     assert!(out.ends_with("</stream:stream>"));
 }

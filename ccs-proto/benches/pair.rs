@@ -1,0 +1,116 @@
+//! Round trips through an in-memory client/server `Pair`: the client sends, the server role
+//! decodes and acks, the client decodes the ack and reports the outcome. Window 100 and 1000.
+//! Also counts heap allocations per message with a counting global allocator.
+//!
+//! `cargo bench -p ccs-proto --bench pair`
+#![allow(missing_docs, clippy::disallowed_methods)]
+
+use std::alloc::System;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use ccs_proto::ConnectionEvent;
+use ccs_proto::message::Downstream;
+use ccs_proto::testing::{Pair, ServerPolicy};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const BATCH: usize = 10_000;
+
+fn connected(window: usize) -> Pair {
+    let mut c = Pair::client_config();
+    c.window = window;
+    let mut pair = Pair::new(c, Pair::server_config(), Instant::now());
+    pair.server_policy = ServerPolicy::AutoAck;
+    pair.connect();
+    pair
+}
+
+fn messages(n: usize, offset: usize) -> Vec<Downstream> {
+    (0..n)
+        .map(|i| {
+            Downstream::builder(
+                "fKx3Zq7nRbGf:APA91bHPRgkF3JUikC4ENAHEeMrd41Zxv3hVZjC9KtT8OvPVGJ-hQMRKRrZuJAEcl7B338q",
+                format!("m-{:010}", offset + i),
+            )
+            .unwrap()
+            .data(serde_json::json!({"score": "5x1", "time": "15:10"}))
+            .unwrap()
+            .time_to_live(600)
+            .unwrap()
+            .build()
+        })
+        .collect()
+}
+
+/// Sends every message through the pair, refilling the window as answers come back.
+fn round_trips(pair: &mut Pair, batch: Vec<Downstream>) {
+    let n = batch.len();
+    let mut queue = batch.into_iter();
+    let mut acked = 0;
+    let mut next = queue.next();
+    while acked < n {
+        while let Some(m) = next.take() {
+            let now = pair.now;
+            match pair.client.send(now, m) {
+                Ok(()) => next = queue.next(),
+                Err(e) => {
+                    next = Some(*e.message);
+                    break;
+                }
+            }
+        }
+        pair.drive();
+        for e in pair.take_client_events() {
+            if let ConnectionEvent::Acked { message, .. } = e {
+                black_box(message);
+                acked += 1;
+            }
+        }
+        pair.take_server_events();
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pair_round_trip");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for window in [100, 1000] {
+        g.bench_function(format!("window_{window}"), |b| {
+            let mut pair = connected(window);
+            let mut offset = 0;
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch = messages(BATCH, offset);
+                    offset += BATCH;
+                    let start = Instant::now();
+                    round_trips(&mut pair, batch);
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+
+    for window in [100, 1000] {
+        let mut pair = connected(window);
+        round_trips(&mut pair, messages(BATCH, 0)); // warm up buffers
+        let batch = messages(BATCH, BATCH);
+        let region = Region::new(GLOBAL);
+        round_trips(&mut pair, batch);
+        let stats = region.change();
+        println!(
+            "pair_round_trip/window_{window}: {:.2} allocations and {:.0} bytes allocated per message \
+             (client + server + harness, building the message excluded)",
+            stats.allocations as f64 / BATCH as f64,
+            stats.bytes_allocated as f64 / BATCH as f64,
+        );
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
