@@ -49,8 +49,8 @@ pub(crate) fn decode_with(
     header: Option<&StreamHeader>,
     scratch: &mut Scratch,
 ) -> Result<Stanza, XmlErrorKind> {
-    let text = std::str::from_utf8(stanza).map_err(|_| XmlErrorKind::InvalidUtf8)?;
-    let mut d = Decoder::new(text, header, scratch);
+    // quick-xml checks the UTF-8 of every event it reads: no separate pass here.
+    let mut d = Decoder::new(stanza, header, scratch);
     let (root, empty) = d.root()?;
     let root_ns = d.namespace(&root);
     let local = root.local_name();
@@ -89,9 +89,8 @@ pub(crate) fn decode_stream_error(
     stanza: &[u8],
     header: Option<&StreamHeader>,
 ) -> Result<Option<StreamError>, XmlErrorKind> {
-    let text = std::str::from_utf8(stanza).map_err(|_| XmlErrorKind::InvalidUtf8)?;
     let mut scratch = Scratch::default();
-    let mut d = Decoder::new(text, header, &mut scratch);
+    let mut d = Decoder::new(stanza, header, &mut scratch);
     let (root, empty) = d.root()?;
     if d.namespace(&root) != ns::STREAMS || root.local_name().as_ref() != "error" {
         return Ok(None);
@@ -154,8 +153,8 @@ struct Decoder<'a, 's> {
 }
 
 impl<'a, 's> Decoder<'a, 's> {
-    fn new(text: &'a str, header: Option<&'a StreamHeader>, s: &'s mut Scratch) -> Self {
-        let mut reader = Reader::from_str(text);
+    fn new(input: &'a [u8], header: Option<&'a StreamHeader>, s: &'s mut Scratch) -> Self {
+        let mut reader = Reader::from_reader(input);
         let config = reader.config_mut();
         config.trim_text(false);
         // End names are checked here, against reused buffers (quick-xml's own check
@@ -174,10 +173,10 @@ impl<'a, 's> Decoder<'a, 's> {
     }
 
     fn event(&mut self) -> Result<Event<'a>, XmlErrorKind> {
-        let ev = self
-            .reader
-            .read_event()
-            .map_err(|e| malformed(&e.to_string()))?;
+        let ev = self.reader.read_event().map_err(|e| match e {
+            quick_xml::Error::Encoding(_) => XmlErrorKind::InvalidUtf8,
+            e => malformed(&e.to_string()),
+        })?;
         match &ev {
             Event::Start(e) => {
                 self.s.name_starts.push(self.s.names.len());
