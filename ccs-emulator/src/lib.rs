@@ -1,0 +1,59 @@
+//! A local server that speaks CCS, the XMPP endpoint of Google Cloud Messaging and Firebase
+//! Cloud Messaging (shut down by Google), as the real one did: for tests, demos and
+//! benchmarks of app servers.
+//!
+//! It serves direct TLS from the first byte (a self-signed certificate generated at start,
+//! or one you provide), SASL PLAIN against one sender id and server key (every identity form
+//! CCS accepted), resource binding, then CCS JSON both ways: it acks downstream messages
+//! (with canonical registration ids where configured), nacks the documented error cases
+//! (`INVALID_JSON` with CCS's descriptions, `BAD_REGISTRATION`, `DEVICE_UNREGISTERED`,
+//! `BAD_ACK`, `CONNECTION_DRAINING`), answers a payload without `message_id` with a stanza
+//! error, sends delivery receipts, delivers injected or generated upstream messages and
+//! redelivers the un-acked ones on the next connection, drains connections on demand, and
+//! injects faults from a seed. A [`Ledger`] records everything, per connection and in total.
+//!
+//! Each connection is a thin tokio loop around [`ccs_proto::server::ServerConnection`], the
+//! sans-IO server side of one stream: every protocol decision lives there; what to answer
+//! and which faults to inject lives here.
+//!
+//! ```
+//! use ccs_emulator::{Emulator, EmulatorConfig};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let mut config = EmulatorConfig::default(); // sender 123456789012, key "emulator-key"
+//! config.canonical.insert("old-token".into(), "new-token".into());
+//! let emulator = Emulator::start(config).await?;
+//! println!("CCS on {} (trust this certificate):\n{}", emulator.local_addr(), emulator.cert_pem());
+//!
+//! // Queued for the first client that binds; redelivered until one acks it.
+//! let data = serde_json::json!({"hello": "world"}).as_object().cloned().unwrap_or_default();
+//! let id = emulator.inject_upstream_data("device-token", data);
+//! assert_eq!(id.as_str(), "emu-up-1");
+//!
+//! let ledger = emulator.shutdown().await;
+//! assert_eq!(ledger.upstream_queued, 1);
+//! assert!(ledger.unanswered_ids().is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod emulator;
+mod error;
+mod ledger;
+mod policy;
+mod rng;
+mod session;
+mod shared;
+mod tls;
+
+pub use config::{
+    DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, EmulatorConfig, Faults, MAX_DATA_BYTES, TlsSource,
+    UpstreamGenerator,
+};
+pub use emulator::{Emulator, EmulatorHandle};
+pub use error::EmulatorError;
+pub use ledger::{Answer, ConnectionEnd, ConnectionLedger, Counters, IdRecord, Ledger};
+pub use tls::GENERATED_NAMES;
