@@ -58,6 +58,11 @@ pub struct EmulatorConfig {
     /// Upstream messages and receipts waiting for a connection beyond which generated ones
     /// and receipts are dropped (injected ones are always kept). Default 100 000.
     pub max_queued_upstream: usize,
+    /// Upstream messages and receipts go to a freshly bound connection once the client has
+    /// sent any stanza after its bind request (typically the optional session request, whose
+    /// result a client may wait for before it takes messages), or this long after the bind,
+    /// whichever comes first. Default 1 s.
+    pub upstream_after_bind: Duration,
     /// `category` of generated upstream messages and of receipts. Default `com.example.app`.
     pub category: String,
     /// Generate upstream messages at a steady rate. Default `None`.
@@ -104,6 +109,7 @@ impl EmulatorConfig {
             max_data_bytes: MAX_DATA_BYTES,
             max_unacked_upstream: 100,
             max_queued_upstream: 100_000,
+            upstream_after_bind: Duration::from_secs(1),
             category: "com.example.app".to_owned(),
             upstream_generator: None,
             drain_after: None,

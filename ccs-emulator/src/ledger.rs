@@ -33,8 +33,9 @@ pub struct Counters {
     pub acked: u64,
     /// Acks that carried a canonical `registration_id`.
     pub canonical_ids: u64,
-    /// Downstream messages nacked, by error code (`BAD_ACK` nacks of client acks are in
-    /// [`Counters::bad_acks`], not here).
+    /// Downstream messages nacked, by error code. A malformed ack that has a `message_id`
+    /// is answered like a downstream message and counted here (`BAD_ACK`); acks of ids the
+    /// server never sent are counted in [`Counters::bad_acks`] instead.
     pub nacked: BTreeMap<String, u64>,
     /// Stanza errors sent (with or without a `message_id`).
     pub stanza_errors: u64,
@@ -51,7 +52,8 @@ pub struct Counters {
     pub receipts_sent: u64,
     /// Delivery receipts acked by the client.
     pub receipts_acked: u64,
-    /// Client acks answered with a `BAD_ACK` nack (unknown id, malformed ack).
+    /// Client acks of ids the server never sent (or that were acked already), answered
+    /// with a `BAD_ACK` nack.
     pub bad_acks: u64,
     /// Downstream messages that arrived while the window was full.
     pub window_violations: u64,

@@ -127,10 +127,15 @@ struct Session {
     rng: SplitMix64,
     /// [`State::drain_epoch`] when accepted: a later `drain_all` drains this connection.
     drain_epoch: u64,
-    /// Set once `drain_after` messages arrived.
+    /// Set once draining was asked for; it starts when the stream is bound.
     drain_due: bool,
     /// When draining, the end of the grace period.
     draining: Option<Instant>,
+    /// When the resource was bound, and how many stanzas the client had sent by then.
+    bound_at: Option<(Instant, u64)>,
+    /// Whether the client is ready for upstream messages (see
+    /// [`crate::EmulatorConfig::upstream_after_bind`]).
+    ready: bool,
     downstream_seen: u64,
     delayed: BinaryHeap<Reverse<Delayed>>,
     delayed_seq: u64,
@@ -167,6 +172,8 @@ impl Session {
             drain_epoch,
             drain_due: false,
             draining: None,
+            bound_at: None,
+            ready: false,
             downstream_seen: 0,
             delayed: BinaryHeap::new(),
             delayed_seq: 0,
@@ -249,14 +256,15 @@ impl Session {
         let mut st = shared.lock();
         // Harmless when nothing is due; keeps the core's idea of `now` fresh for `close`.
         self.core.handle_timeout(now.into_std());
-        self.drain_events(&mut st);
+        self.drain_events(&mut st, now);
         self.fire_delayed(&mut st, now);
         self.control(&mut st, now);
+        self.update_ready(now);
         self.pull_upstream(&mut st);
         self.maybe_close_draining(now);
         self.keepalive(now);
         // Events caused by the commands above (a stream error closes the connection).
-        self.drain_events(&mut st);
+        self.drain_events(&mut st, now);
         self.record_bytes(&mut st);
         let queued = !st.upstream.is_empty() && self.wants_no_upstream();
         drop(st);
@@ -279,6 +287,11 @@ impl Session {
         {
             consider(grace);
         }
+        if let Some((at, _)) = self.bound_at
+            && !self.ready
+        {
+            consider(at + self.shared.config.upstream_after_bind);
+        }
         if let Some(every) = self.shared.config.whitespace_keepalive
             && self.keepalive_allowed()
         {
@@ -289,20 +302,23 @@ impl Session {
 
     // ---- events ------------------------------------------------------------------------
 
-    fn drain_events(&mut self, st: &mut State) {
+    fn drain_events(&mut self, st: &mut State, now: Instant) {
         while let Some(ev) = self.core.poll_event() {
-            self.on_event(st, ev);
+            self.on_event(st, ev, now);
         }
     }
 
-    fn on_event(&mut self, st: &mut State, ev: ServerEvent) {
+    fn on_event(&mut self, st: &mut State, ev: ServerEvent, now: Instant) {
         let conn = self.conn;
         match ev {
             ServerEvent::AuthFailed { condition } => {
                 tracing::debug!(conn, %condition, "SASL failure");
                 st.ledger.conn(conn).counters.auth_failures += 1;
             }
-            ServerEvent::Bound { jid } => st.ledger.conn(conn).jid = Some(jid),
+            ServerEvent::Bound { jid } => {
+                self.bound_at = Some((now, self.core.stats().stanzas_in));
+                st.ledger.conn(conn).jid = Some(jid);
+            }
             ServerEvent::Downstream { message, .. } => {
                 let id = message.message_id().clone();
                 st.ledger.received(conn, id.as_str());
@@ -323,7 +339,8 @@ impl Session {
                     .drain_after
                     .is_some_and(|n| self.downstream_seen >= n)
                 {
-                    self.drain_due = true;
+                    // At once, so that messages behind it in the same read are nacked.
+                    self.start_drain(st, now);
                 }
             }
             ServerEvent::DuplicatePending { message_id } => {
@@ -507,9 +524,16 @@ impl Session {
             }
             return;
         }
-        let wanted = self.drain_due || st.drain_epoch > self.drain_epoch;
-        if wanted
-            && self.draining.is_none()
+        if self.drain_due || st.drain_epoch > self.drain_epoch {
+            self.start_drain(st, now);
+        }
+    }
+
+    /// Sends `CONNECTION_DRAINING` once the stream is bound; until then, asks again on every
+    /// turn (through `drain_due`).
+    fn start_drain(&mut self, st: &mut State, now: Instant) {
+        self.drain_due = true;
+        if self.draining.is_none()
             && self.core.state() == ServerState::Bound
             && self
                 .core
@@ -521,9 +545,22 @@ impl Session {
         }
     }
 
+    /// A client that requests a session is not ready for messages until the result arrives,
+    /// so upstream waits for the client's first stanza after the bind, or for
+    /// `upstream_after_bind`.
+    fn update_ready(&mut self, now: Instant) {
+        if let Some((at, stanzas)) = self.bound_at
+            && !self.ready
+        {
+            self.ready = self.core.stats().stanzas_in > stanzas
+                || now >= at + self.shared.config.upstream_after_bind;
+        }
+    }
+
     /// Whether this connection takes no upstream messages now.
     fn wants_no_upstream(&self) -> bool {
-        self.draining.is_some()
+        !self.ready
+            || self.draining.is_some()
             || self.core.state() != ServerState::Bound
             || self.sent_up.len() >= self.shared.config.max_unacked_upstream
     }
@@ -687,7 +724,7 @@ impl Session {
     fn finish(mut self) {
         let shared = Arc::clone(&self.shared);
         let mut st = shared.lock();
-        self.drain_events(&mut st);
+        self.drain_events(&mut st, Instant::now());
         self.record_bytes(&mut st);
         let never: Vec<String> = self
             .core
