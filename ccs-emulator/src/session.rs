@@ -140,6 +140,8 @@ struct Session {
     delayed: BinaryHeap<Reverse<Delayed>>,
     delayed_seq: u64,
     sent_up: HashMap<MessageId, SentUp>,
+    /// Whether this turn queued a delivery receipt.
+    queued_receipt: bool,
     out: Vec<u8>,
     bytes_written: u64,
     stanzas_written: u64,
@@ -178,6 +180,7 @@ impl Session {
             delayed: BinaryHeap::new(),
             delayed_seq: 0,
             sent_up: HashMap::new(),
+            queued_receipt: false,
             out: Vec::with_capacity(READ_BUF),
             bytes_written: 0,
             stanzas_written: 0,
@@ -266,10 +269,13 @@ impl Session {
         // Events caused by the commands above (a stream error closes the connection).
         self.drain_events(&mut st, now);
         self.record_bytes(&mut st);
-        let queued = !st.upstream.is_empty() && self.wants_no_upstream();
+        // A receipt this connection queued and cannot send itself: another connection may
+        // take it. Only then, or two full connections would wake each other forever.
+        let pass_on = std::mem::take(&mut self.queued_receipt)
+            && !st.upstream.is_empty()
+            && self.wants_no_upstream();
         drop(st);
-        if queued {
-            // Someone else may be able to take what this connection cannot.
+        if pass_on {
             shared.wake_all();
         }
         shared.ledger_changed();
@@ -488,6 +494,7 @@ impl Session {
                         message: Incoming::Receipt(receipt),
                         deliveries: 0,
                     });
+                    self.queued_receipt = true;
                 }
             }
             Verdict::Nack { code, description } => self.nack(st, id.as_str(), code, description),
