@@ -782,9 +782,11 @@ impl Connection {
                 self.setup_iq(now, iq)
             }
             (_, Stanza::Iq(iq)) => self.handle_iq(now, iq),
-            (State::Connected | State::Draining | State::Closing, Stanza::Message(m)) => {
-                self.handle_message(now, m)
-            }
+            // Once bound the server may send at once, before the optional session result.
+            (
+                State::StartingSession | State::Connected | State::Draining | State::Closing,
+                Stanza::Message(m),
+            ) => self.handle_message(now, m),
             (_, other) => self.anomaly(Anomaly::UnexpectedStanza(Box::new(other))),
         }
     }

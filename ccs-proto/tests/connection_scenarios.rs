@@ -761,3 +761,48 @@ fn connection_is_send() {
     is_send::<ccs_proto::Connection>();
     is_send::<ccs_proto::server::ServerConnection>();
 }
+
+#[test]
+fn upstream_right_after_bind_before_the_session_result_is_taken_and_acked() {
+    use ccs_proto::Connection;
+    use ccs_proto::connection::ConnId;
+    let now = epoch();
+    let mut conn = Connection::new(ConnId(3), Pair::client_config(), now).unwrap();
+    let header = "<stream:stream from='gcm.googleapis.com' id='1' version='1.0' \
+                  xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>";
+    conn.handle_input(
+        now,
+        format!(
+            "{header}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
+             <mechanism>PLAIN</mechanism></mechanisms></stream:features>\
+             <success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>{header}\
+             <stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
+             <session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></stream:features>\
+             <iq type='result' id='bind_1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <jid>1@gcm.googleapis.com/R</jid></bind></iq>"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(conn.state(), State::StartingSession);
+    conn.handle_input(
+        now,
+        br#"<message><gcm xmlns="google:mobile:data">{"from":"DEV","message_id":"u1","data":{}}</gcm></message>"#,
+    );
+    let events: Vec<_> = std::iter::from_fn(|| conn.poll_event()).collect();
+    assert!(
+        events.iter().any(|e| matches!(e, ConnectionEvent::Upstream { message, .. } if message.message_id.as_str() == "u1")),
+        "{events:?}"
+    );
+    let out = String::from_utf8(
+        std::iter::from_fn(|| conn.poll_transmit())
+            .flatten()
+            .collect(),
+    )
+    .unwrap();
+    assert!(
+        out.contains(r#""message_id":"u1","message_type":"ack""#),
+        "{out}"
+    );
+    conn.handle_input(now, b"<iq type='result' id='sess_1'/>");
+    assert_eq!(conn.state(), State::Connected);
+}
