@@ -52,6 +52,7 @@ pub mod credentials;
 pub mod error;
 mod flow;
 pub mod message;
+pub mod rng;
 pub mod sasl;
 pub mod server;
 pub mod stanza;
