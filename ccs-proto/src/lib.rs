@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod credentials;
@@ -60,5 +61,6 @@ pub mod stanza;
 pub mod testing;
 pub mod xml;
 
+pub use client::{Client, ClientConfig, ClientEvent, Outcome, Output};
 pub use config::{AckMode, ConnectionConfig};
 pub use connection::{ConnId, Connection, ConnectionEvent};
