@@ -178,7 +178,7 @@ impl Net {
     pub fn with_seed(config: ClientConfig, seed: u64) -> Self {
         let now = epoch();
         let client = Client::new(config, now).expect("valid client config");
-        let mut net = Self {
+        let net = Self {
             now,
             epoch: now,
             client,
@@ -204,7 +204,7 @@ impl Net {
             violations: Vec::new(),
             client_timeouts: 0,
         };
-        net.pump();
+        // Not pumped yet: set `dial_plan` and friends first; the first step pumps.
         net
     }
 
@@ -1723,5 +1723,130 @@ impl SimSummary {
             self.steps,
         );
         s
+    }
+}
+
+// =============================================================================================
+// Helpers for the scenario tests
+// =============================================================================================
+
+/// The outcomes among `events`: (ticket, message id, outcome).
+pub fn outcomes(events: &[ClientEvent]) -> Vec<(u64, String, Outcome)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Outcome {
+                ticket,
+                message,
+                outcome,
+            } => Some((
+                ticket.get(),
+                message.message_id().as_str().to_owned(),
+                outcome.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The ids of the acked messages among `events`, in order.
+pub fn acked_ids(events: &[ClientEvent]) -> Vec<String> {
+    outcomes(events)
+        .into_iter()
+        .filter(|(_, _, o)| o.is_acked())
+        .map(|(_, id, _)| id)
+        .collect()
+}
+
+/// The downstream message ids the servers received, in order, with their connection.
+pub fn received(events: &[(ConnId, ServerEvent)]) -> Vec<(ConnId, String)> {
+    events
+        .iter()
+        .filter_map(|(c, e)| match e {
+            ServerEvent::Downstream { message, .. } => {
+                Some((*c, message.message_id().as_str().to_owned()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The ids of the connections the client reported up, in order.
+pub fn ups(events: &[ClientEvent]) -> Vec<ConnId> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::ConnectionUp { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `ConnectionDown` events: (id, reason, will_retry_in).
+pub fn downs(
+    events: &[ClientEvent],
+) -> Vec<(ConnId, ccs_proto::client::DownReason, Option<Duration>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::ConnectionDown {
+                id,
+                reason,
+                will_retry_in,
+            } => Some((*id, reason.clone(), *will_retry_in)),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Net {
+    /// A network whose client is up on all its connections (asserted).
+    pub fn up(config: ClientConfig) -> Self {
+        let n = config.connections;
+        let mut net = Self::new(config);
+        net.drive();
+        let up = ups(&net.client_events).len();
+        assert_eq!(
+            up, n,
+            "not all connections came up: {:?}",
+            net.client_events
+        );
+        net
+    }
+
+    /// The ids pending (received, unanswered) on a server connection, in arrival order.
+    pub fn pending(&self, id: ConnId) -> Vec<String> {
+        self.servers
+            .get(&id)
+            .map(|s| {
+                s.pending_ids()
+                    .into_iter()
+                    .map(|m| m.as_str().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Acks every pending message on every server connection.
+    pub fn ack_all(&mut self) {
+        let ids: Vec<ConnId> = self.servers.keys().copied().collect();
+        for c in ids {
+            for m in self.pending(c) {
+                let _ = self.server(c).ack(&m, None);
+            }
+        }
+        self.pump();
+    }
+
+    /// The one live (up, not draining) connection's id.
+    pub fn only_conn(&self) -> ConnId {
+        let up: Vec<ConnId> = self
+            .client
+            .connections()
+            .filter(|c| c.phase == ccs_proto::client::Phase::Up)
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(up.len(), 1, "{up:?}");
+        up[0]
     }
 }
