@@ -810,12 +810,19 @@ pub struct Client {
     live: HashMap<MessageId, Meta>,
     ack_deadlines: Deadlines,
     queue_deadlines: Deadlines,
-    dedup: Dedup,
+    dedup: Dedup<Held>,
     outputs: VecDeque<Output>,
     touched: Vec<ConnId>,
     scratch: Vec<ConnectionEvent>,
     queue_was_full: bool,
     stats: ClientStats,
+}
+
+/// An upstream message or receipt kept while an earlier copy awaits the application's ack.
+#[derive(Debug)]
+enum Held {
+    Upstream(Upstream),
+    Receipt(Receipt),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1636,17 +1643,11 @@ impl Client {
             }
             ConnectionEvent::Upstream { message, ack } => {
                 self.stats.upstream_received += 1;
-                if self.first_copy(now, id, &message.from, &message.message_id, ack.as_ref()) {
-                    let message = Box::new(message);
-                    self.emit(ClientEvent::Upstream { message, ack });
-                }
+                self.upstream(now, id, Held::Upstream(message), ack);
             }
             ConnectionEvent::Receipt { receipt, ack } => {
                 self.stats.receipts_received += 1;
-                if self.first_copy(now, id, &receipt.from, &receipt.message_id, ack.as_ref()) {
-                    let receipt = Box::new(receipt);
-                    self.emit(ClientEvent::Receipt { receipt, ack });
-                }
+                self.upstream(now, id, Held::Receipt(receipt), ack);
             }
             ConnectionEvent::Draining => self.on_draining(now, id),
             ConnectionEvent::WindowOpen => {}
@@ -1787,17 +1788,15 @@ impl Client {
         }
     }
 
-    /// De-duplication: whether this upstream message or receipt goes to the application.
-    fn first_copy(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        from: &str,
-        id: &MessageId,
-        handle: Option<&AckHandle>,
-    ) -> bool {
-        match self.dedup.observe(from, id, conn, handle) {
-            Verdict::Deliver => true,
+    /// An upstream message or receipt: to the application unless it is a copy of one
+    /// already handed over (de-duplication).
+    fn upstream(&mut self, now: Instant, conn: ConnId, message: Held, ack: Option<AckHandle>) {
+        let (from, id) = match &message {
+            Held::Upstream(m) => (&m.from, &m.message_id),
+            Held::Receipt(r) => (&r.from, &r.message_id),
+        };
+        match self.dedup.observe(from, id, conn, ack.as_ref()) {
+            Verdict::Deliver => self.hand_over(message, ack),
             Verdict::Duplicate { ack_now } => {
                 self.stats.duplicates_suppressed += 1;
                 if let Some(h) = ack_now
@@ -1806,9 +1805,28 @@ impl Client {
                 {
                     self.touch(conn);
                 }
-                false
+            }
+            Verdict::Hold => {
+                self.stats.duplicates_suppressed += 1;
+                if let Some(h) = ack {
+                    let (from, id) = (from.clone(), id.clone());
+                    self.dedup.hold(&from, &id, h, message);
+                }
             }
         }
+    }
+
+    fn hand_over(&mut self, message: Held, ack: Option<AckHandle>) {
+        self.emit(match message {
+            Held::Upstream(m) => ClientEvent::Upstream {
+                message: Box::new(m),
+                ack,
+            },
+            Held::Receipt(r) => ClientEvent::Receipt {
+                receipt: Box::new(r),
+                ack,
+            },
+        });
     }
 
     fn on_draining(&mut self, now: Instant, id: ConnId) {
@@ -1864,8 +1882,12 @@ impl Client {
             self.outputs.push_back(Output::Transmit(id, bytes));
         }
         self.take_back(now, unanswered);
-        self.dedup.connection_gone(id);
         self.outputs.push_back(Output::Disconnect(id));
+        let conns = &self.conns;
+        let handed = self.dedup.connection_gone(id, |c| conns.contains_key(&c));
+        for (handle, message) in handed {
+            self.hand_over(message, Some(handle));
+        }
         self.stats.connections_closed += 1;
         let healthy = entry.up_since.is_some_and(|t| {
             now.saturating_duration_since(t) >= self.config.reconnect.healthy_after

@@ -245,3 +245,33 @@ fn handles_are_refused_after_the_client_closed() {
     let now = net.now;
     assert_eq!(net.client.ack(now, &h), Err(AckError::ConnectionGone));
 }
+
+#[test]
+fn a_held_copy_is_handed_over_when_the_first_copys_connection_dies() {
+    let mut c = config(true);
+    c.connections = 2;
+    let mut net = Net::up(c);
+    let conns: Vec<ConnId> = net.servers.keys().copied().collect();
+    let m = up("up-1");
+    net.server(conns[0]).send_upstream(&m).unwrap();
+    net.drive();
+    net.server(conns[1]).send_upstream(&m).unwrap();
+    net.drive();
+    let first = handed(&net.client_events)[0].1.clone().unwrap();
+    assert_eq!(first.conn(), conns[0]);
+    assert_eq!(handed(&net.client_events).len(), 1, "the copy is held");
+    // The first copy's connection dies before the application acks it.
+    net.kill(conns[0]);
+    let h = handed(&net.client_events);
+    assert_eq!(h.len(), 2, "the held copy now stands for the message");
+    let second = h[1].1.clone().unwrap();
+    assert_eq!(second.conn(), conns[1]);
+    let now = net.now;
+    assert_eq!(net.client.ack(now, &first), Err(AckError::ConnectionGone));
+    net.client.ack(now, &second).unwrap();
+    net.drive();
+    assert_eq!(
+        app_acks(&net.server_events),
+        [(conns[1], "up-1".to_owned())]
+    );
+}

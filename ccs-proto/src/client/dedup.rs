@@ -7,9 +7,12 @@
 //!
 //! In manual-ack mode a pair is only "done" once the application has acked it. Until then it
 //! is tied to the connection the first copy came on: a copy arriving meanwhile on another
-//! live connection is held and acked together with the first; if the first copy's
-//! connection ends before the application acks, the pair is forgotten, because that ack will
-//! be refused and the server's next copy must reach the application with a valid handle.
+//! connection is held (message and handle) and acked together with the first. If the first
+//! copy's connection ends before the application acks, that ack will be refused: a held copy
+//! on a live connection is then handed over with its own handle (else the pair is forgotten,
+//! and the server's next copy reaches the application). So in manual mode a copy is handed
+//! over again only when the earlier one can no longer be acked. Pairs awaiting the
+//! application are never evicted (the server bounds how many it leaves unacked).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -26,28 +29,34 @@ pub(super) enum Verdict {
     /// A copy already handed over. `ack_now`: ack this copy at once (manual mode, the
     /// application already acked the first).
     Duplicate { ack_now: Option<AckHandle> },
+    /// A copy of one the application has not acked yet: give it to [`Dedup::hold`].
+    Hold,
 }
 
 #[derive(Debug)]
-enum State {
+enum State<T> {
     /// Handed over and acked (by the connection, or by the application).
     Done,
     /// Handed over in manual mode; the application has not acked it yet.
-    Awaiting { conn: ConnId, held: Vec<AckHandle> },
+    Awaiting {
+        conn: ConnId,
+        held: Vec<(AckHandle, T)>,
+    },
 }
 
+/// The window; `T` is the message kept with a held copy.
 #[derive(Debug)]
-pub(super) struct Dedup {
+pub(super) struct Dedup<T> {
     capacity: usize,
     /// Insertion order, for eviction; an entry whose generation no longer matches the map's
     /// is stale (the pair was forgotten and seen again) and is skipped.
     order: VecDeque<(Key, u64)>,
-    map: HashMap<Key, (u64, State)>,
+    map: HashMap<Key, (u64, State<T>)>,
     next_gen: u64,
     awaiting: usize,
 }
 
-impl Dedup {
+impl<T> Dedup<T> {
     /// A window of `capacity` pairs; `0` disables de-duplication.
     pub(super) fn new(capacity: usize) -> Self {
         Self {
@@ -71,15 +80,12 @@ impl Dedup {
             return Verdict::Deliver;
         }
         let key = (from.to_owned(), id.clone());
-        if let Some((_, state)) = self.map.get_mut(&key) {
-            return match state {
-                State::Done => Verdict::Duplicate {
+        if let Some((_, state)) = self.map.get(&key) {
+            return match (state, handle) {
+                (State::Awaiting { .. }, Some(_)) => Verdict::Hold,
+                _ => Verdict::Duplicate {
                     ack_now: handle.cloned(),
                 },
-                State::Awaiting { held, .. } => {
-                    held.extend(handle.cloned());
-                    Verdict::Duplicate { ack_now: None }
-                }
             };
         }
         let state = match handle {
@@ -100,6 +106,14 @@ impl Dedup {
         Verdict::Deliver
     }
 
+    /// Keeps a copy ([`Verdict::Hold`]) until the application acks the first.
+    pub(super) fn hold(&mut self, from: &str, id: &MessageId, handle: AckHandle, message: T) {
+        let key = (from.to_owned(), id.clone());
+        if let Some((_, State::Awaiting { held, .. })) = self.map.get_mut(&key) {
+            held.push((handle, message));
+        }
+    }
+
     /// The application acked `(from, id)`: it is done; returns the held copies to ack too.
     pub(super) fn app_acked(&mut self, from: &str, id: &MessageId) -> Vec<AckHandle> {
         if self.awaiting == 0 {
@@ -110,7 +124,7 @@ impl Dedup {
             Some((_, state @ State::Awaiting { .. })) => {
                 self.awaiting -= 1;
                 match std::mem::replace(state, State::Done) {
-                    State::Awaiting { held, .. } => held,
+                    State::Awaiting { held, .. } => held.into_iter().map(|(h, _)| h).collect(),
                     State::Done => Vec::new(),
                 }
             }
@@ -118,26 +132,62 @@ impl Dedup {
         }
     }
 
-    /// `conn` ended: pairs still awaiting the application's ack on it are forgotten.
-    pub(super) fn connection_gone(&mut self, conn: ConnId) {
+    /// `conn` ended: the application's acks of copies that came on it will be refused. For
+    /// each such pair, a held copy on a connection that is still `alive` becomes the one the
+    /// application must ack: it is returned, to hand over. Pairs without one are forgotten.
+    pub(super) fn connection_gone(
+        &mut self,
+        conn: ConnId,
+        alive: impl Fn(ConnId) -> bool,
+    ) -> Vec<(AckHandle, T)> {
+        let mut handed = Vec::new();
         if self.awaiting == 0 {
-            return;
+            return handed;
         }
-        let before = self.map.len();
-        self.map
-            .retain(|_, (_, s)| !matches!(s, State::Awaiting { conn: c, .. } if *c == conn));
-        self.awaiting -= before - self.map.len();
+        let mut forget = Vec::new();
+        for (key, (_, state)) in &mut self.map {
+            let State::Awaiting { conn: c, held } = state else {
+                continue;
+            };
+            if *c != conn {
+                continue;
+            }
+            held.retain(|(h, _)| alive(h.conn()));
+            if held.is_empty() {
+                forget.push(key.clone());
+            } else {
+                let (handle, message) = held.remove(0);
+                *c = handle.conn();
+                handed.push((handle, message));
+            }
+        }
+        for key in forget {
+            self.map.remove(&key);
+            self.awaiting -= 1;
+        }
+        // The map's order is arbitrary; hand the copies over in a deterministic one.
+        handed.sort_by(|(a, _), (b, _)| {
+            (a.conn(), a.message_id(), a.to()).cmp(&(b.conn(), b.message_id(), b.to()))
+        });
+        handed
     }
 
     fn evict(&mut self) {
-        while self.map.len() > self.capacity {
+        // Pairs awaiting the application go to the back rather than out.
+        let mut budget = self.order.len();
+        while self.map.len() > self.capacity && budget > 0 {
+            budget -= 1;
             let Some((key, generation)) = self.order.pop_front() else {
                 return;
             };
-            if self.map.get(&key).is_some_and(|(g, _)| *g == generation)
-                && let Some((_, State::Awaiting { .. })) = self.map.remove(&key)
-            {
-                self.awaiting -= 1;
+            match self.map.get(&key) {
+                Some((g, State::Awaiting { .. })) if *g == generation => {
+                    self.order.push_back((key, generation));
+                }
+                Some((g, State::Done)) if *g == generation => {
+                    self.map.remove(&key);
+                }
+                _ => {}
             }
         }
         // Stale entries (forgotten pairs) would otherwise pile up in `order`.
@@ -159,7 +209,7 @@ mod tests {
 
     #[test]
     fn duplicates_within_the_window_are_suppressed_and_old_ones_evicted() {
-        let mut d = Dedup::new(2);
+        let mut d = Dedup::<()>::new(2);
         let c = ConnId(1);
         assert!(matches!(
             d.observe("a", &id("1"), c, None),
@@ -186,7 +236,7 @@ mod tests {
 
     #[test]
     fn capacity_zero_disables() {
-        let mut d = Dedup::new(0);
+        let mut d = Dedup::<()>::new(0);
         for _ in 0..3 {
             assert!(matches!(
                 d.observe("a", &id("1"), ConnId(1), None),
@@ -197,7 +247,7 @@ mod tests {
 
     #[test]
     fn forgotten_pairs_do_not_evict_newer_ones_early() {
-        let mut d = Dedup::new(2);
+        let mut d = Dedup::<()>::new(2);
         for i in 0..500 {
             let key = id(&i.to_string());
             assert!(matches!(
