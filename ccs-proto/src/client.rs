@@ -354,6 +354,9 @@ impl ClientConfig {
         if self.ack_timeout.is_some_and(|d| d.is_zero()) {
             return bad("ack_timeout", "must be more than zero when set");
         }
+        if self.max_queue_time.is_some_and(|d| d.is_zero()) {
+            return bad("max_queue_time", "must be more than zero when set");
+        }
         Ok(())
     }
 }
@@ -1312,14 +1315,14 @@ impl Client {
         if self.lifecycle == Lifecycle::Closed {
             return;
         }
-        self.release_retries(now);
         loop {
             while let Some(id) = self.touched.pop() {
                 self.flush_conn(now, id);
             }
+            let released = self.release_retries(now);
             self.dispatch(now);
             self.maintain(now);
-            if self.touched.is_empty() {
+            if self.touched.is_empty() && !released {
                 break;
             }
         }
@@ -1560,17 +1563,20 @@ impl Client {
         });
     }
 
-    fn release_retries(&mut self, now: Instant) {
+    /// Retries whose time has come go to the front of the queue; whether there were any.
+    fn release_retries(&mut self, now: Instant) -> bool {
         let mut due = Vec::new();
         while self.delayed.peek().is_some_and(|d| d.due <= now) {
             due.extend(self.delayed.pop().map(|d| d.message));
         }
+        let released = !due.is_empty();
         for message in due.into_iter().rev() {
             if let Some(meta) = self.live.get_mut(message.message_id()) {
                 meta.state = MsgState::Queued;
             }
             self.queue.push_front(message);
         }
+        released
     }
 
     fn report(&mut self, ticket: MessageTicket, message: Downstream, outcome: Outcome) {
@@ -2094,7 +2100,7 @@ mod tests {
     #[test]
     fn bad_configs_are_refused() {
         assert!(config().validate().is_ok());
-        let cases: [fn(&mut ClientConfig); 9] = [
+        let cases: [fn(&mut ClientConfig); 10] = [
             |c| c.connections = 0,
             |c| c.connections = 1001,
             |c| c.max_queue = 0,
@@ -2103,6 +2109,7 @@ mod tests {
             |c| c.reconnect.max_connecting = 0,
             |c| c.reconnect.connect_timeout = Duration::ZERO,
             |c| c.ack_timeout = Some(Duration::ZERO),
+            |c| c.max_queue_time = Some(Duration::ZERO),
             |c| c.retry.cap = Duration::MAX,
         ];
         for change in cases {

@@ -212,3 +212,20 @@ fn a_retried_message_goes_before_newer_ones() {
     net.drive();
     assert_eq!(net.pending(c), ["old"]);
 }
+
+#[test]
+fn a_retry_due_at_once_leaves_no_timer_in_the_past() {
+    let mut config = predictable(5);
+    config.retry.base = std::time::Duration::ZERO;
+    let mut net = Net::up(config);
+    let c = net.only_conn();
+    net.send(msg("m"));
+    net.drive();
+    net.server(c)
+        .nack("m", NackCode::ServiceUnavailable, None)
+        .unwrap();
+    net.drive();
+    assert!(net.violations.is_empty(), "{:?}", net.violations);
+    assert!(net.client.poll_timeout().is_none_or(|t| t > net.now));
+    assert_eq!(net.pending(c), ["m"], "sent again at once");
+}
