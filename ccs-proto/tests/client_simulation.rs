@@ -46,10 +46,12 @@ fn many_seeds() {
     );
 }
 
-/// One run of 100,000 messages under faults.
+/// One run of 100,000 messages under faults (4 connections, window 100, manual acks,
+/// pieces of up to 409 bytes, frequent kills and drains, refused dials, every nack code,
+/// missing acks; the seed was picked for that mix).
 #[test]
 fn hundred_thousand_messages() {
-    let s = run(0xC0FFEE, 100_000, false);
+    let s = run(0xA7, 100_000, false);
     println!("{}\n  {}", s.line(), s.setup);
     assert_eq!(s.accepted, 100_000);
 }
