@@ -10,6 +10,8 @@
 //! - [`message`]: the CCS JSON carried inside `<gcm xmlns="google:mobile:data">`: the
 //!   [`message::Downstream`] builder and the typed [`message::Incoming`] messages (upstream,
 //!   ack, nack, receipt, control).
+//! - [`connection`]: one stream, client side ([`Connection`]); [`client`]: every connection
+//!   and the policy around them ([`Client`]: queue, resend, drain, retry, reconnect, close).
 //! - [`credentials`]: the sender id and the server key (a secret that never prints).
 //! - [`error`]: errors split by blame, [`error::UsageError`] for the caller and
 //!   [`error::PeerError`] for the other side of the connection.
