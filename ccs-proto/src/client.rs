@@ -46,7 +46,9 @@
 //! ```
 //!
 //! Every [`Output::Connect`] is followed, sooner or later, by exactly one
-//! [`Output::Disconnect`] and one [`ClientEvent::ConnectionDown`] for the same id.
+//! [`Output::Disconnect`] and one [`ClientEvent::ConnectionDown`] for the same id (and by a
+//! second `Disconnect` only if the adapter reports a transport up for an attempt the client
+//! had already given up on, so that it closes that stray transport too).
 //!
 //! # Guarantees
 //!
@@ -1400,7 +1402,9 @@ impl Client {
             if self.rr >= self.sendable.len() {
                 self.rr = 0;
             }
-            let id = self.sendable[self.rr];
+            let Some(&id) = self.sendable.get(self.rr) else {
+                break;
+            };
             self.rr += 1;
             let Some(entry) = self.conns.get_mut(&id) else {
                 idle += 1;
@@ -1432,7 +1436,7 @@ impl Client {
             match conn.send(now, message) {
                 Ok(()) => {
                     meta.state = MsgState::InFlight(id);
-                    meta.sends += 1;
+                    meta.sends = meta.sends.saturating_add(1);
                     meta.generation += 1;
                     if meta.requeued {
                         meta.requeued = false;
@@ -1605,7 +1609,7 @@ impl Client {
                     e.up_since = Some(now);
                     if e.counted_connecting {
                         e.counted_connecting = false;
-                        self.connecting -= 1;
+                        self.connecting = self.connecting.saturating_sub(1);
                     }
                     if !e.told_to_close
                         && e.conn
@@ -1740,7 +1744,7 @@ impl Client {
             policy.base,
             policy.factor,
             policy.cap,
-            attempts - 1,
+            attempts.saturating_sub(1),
             policy.jitter,
         );
         meta.state = MsgState::Delayed;
@@ -1757,7 +1761,7 @@ impl Client {
             ticket,
             message_id,
             nack,
-            attempt: attempts + 1,
+            attempt: attempts.saturating_add(1),
             after,
         });
     }
@@ -1881,7 +1885,7 @@ impl Client {
         }
         self.sendable.retain(|c| *c != id);
         if entry.counted_connecting {
-            self.connecting -= 1;
+            self.connecting = self.connecting.saturating_sub(1);
         }
         if let Some(bytes) = entry.conn.as_mut().and_then(Connection::poll_transmit) {
             self.stats.bytes_out += bytes.len() as u64;

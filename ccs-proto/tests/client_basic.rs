@@ -90,11 +90,7 @@ fn a_full_queue_gives_the_message_back_and_says_when_it_has_room() {
     assert_eq!(err.message.message_id().as_str(), "c");
     assert!(err.to_string().contains("queue is full"));
     assert_eq!(net.client.queued(), 2);
-    assert!(
-        !net.take_events()
-            .iter()
-            .any(|e| *e == ClientEvent::QueueOpen)
-    );
+    assert!(!net.take_events().contains(&ClientEvent::QueueOpen));
 
     // A connection comes up (the silent dial times out, the next one is accepted).
     net.dial_default = Dial::Accept;

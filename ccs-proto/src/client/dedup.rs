@@ -122,7 +122,7 @@ impl<T> Dedup<T> {
         let key = (from.to_owned(), id.clone());
         match self.map.get_mut(&key) {
             Some((_, state @ State::Awaiting { .. })) => {
-                self.awaiting -= 1;
+                self.awaiting = self.awaiting.saturating_sub(1);
                 match std::mem::replace(state, State::Done) {
                     State::Awaiting { held, .. } => held.into_iter().map(|(h, _)| h).collect(),
                     State::Done => Vec::new(),
@@ -163,7 +163,7 @@ impl<T> Dedup<T> {
         }
         for key in forget {
             self.map.remove(&key);
-            self.awaiting -= 1;
+            self.awaiting = self.awaiting.saturating_sub(1);
         }
         // The map's order is arbitrary; hand the copies over in a deterministic one.
         handed.sort_by(|(a, _), (b, _)| {

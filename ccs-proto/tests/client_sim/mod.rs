@@ -1133,7 +1133,7 @@ impl Sim {
                 .unwrap()
                 .data(serde_json::json!({"n": self.next_msg, "text": "<&>\"'"}))
                 .unwrap();
-            if self.next_msg % 5 == 0 {
+            if self.next_msg.is_multiple_of(5) {
                 b = b.delivery_receipt_requested(true);
             }
             let now = self.net.now;
