@@ -165,6 +165,11 @@ impl AckHandle {
     pub fn message_id(&self) -> &MessageId {
         &self.ack.message_id
     }
+
+    /// The `from` of the message to ack (the `to` of the ack).
+    pub fn to(&self) -> &str {
+        &self.ack.to
+    }
 }
 
 /// Something the server did that does not fit the protocol but does not end the connection.

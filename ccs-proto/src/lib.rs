@@ -10,6 +10,8 @@
 //! - [`message`]: the CCS JSON carried inside `<gcm xmlns="google:mobile:data">`: the
 //!   [`message::Downstream`] builder and the typed [`message::Incoming`] messages (upstream,
 //!   ack, nack, receipt, control).
+//! - [`connection`]: one stream, client side ([`Connection`]); [`client`]: every connection
+//!   and the policy around them ([`Client`]: queue, resend, drain, retry, reconnect, close).
 //! - [`credentials`]: the sender id and the server key (a secret that never prints).
 //! - [`error`]: errors split by blame, [`error::UsageError`] for the caller and
 //!   [`error::PeerError`] for the other side of the connection.
@@ -46,12 +48,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod error;
 mod flow;
 pub mod message;
+pub mod rng;
 pub mod sasl;
 pub mod server;
 pub mod stanza;
@@ -59,5 +63,6 @@ pub mod stanza;
 pub mod testing;
 pub mod xml;
 
+pub use client::{Client, ClientConfig, ClientEvent, Outcome, Output};
 pub use config::{AckMode, ConnectionConfig};
 pub use connection::{ConnId, Connection, ConnectionEvent};

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crate::config::ConnectionConfig;
 use crate::connection::{ConnId, Connection, ConnectionEvent, State};
 use crate::credentials::{SenderId, ServerKey};
+pub use crate::rng::SplitMix64;
 use crate::server::{ServerConfig, ServerConnection, ServerEvent};
 
 /// How the server side answers downstream messages on its own.
@@ -364,26 +365,5 @@ struct Chunker {
 impl Chunker {
     fn piece(&mut self) -> usize {
         1 + (self.rng.next() % self.max as u64) as usize
-    }
-}
-
-/// A small seeded PRNG (splitmix64): deterministic test schedules from a seed.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    /// The next 64 random bits.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
