@@ -1,0 +1,93 @@
+//! Flags and helpers shared by the subcommands: endpoint, TLS trust, credentials.
+
+use std::path::PathBuf;
+
+use ccs_proto::credentials::{SenderId, ServerKey};
+use ccs_tokio::{Config, Endpoint, TlsOptions};
+use clap::Args;
+
+/// The environment variable that holds the server key (never taken from argv).
+pub(crate) const KEY_ENV: &str = "CCS_API_KEY";
+
+/// Where to connect and as whom.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ConnArgs {
+    /// HOST:PORT, or a preset: fcm (fcm-xmpp.googleapis.com:5235), fcm-test (:5236), gcm
+    /// (gcm.googleapis.com:5235).
+    #[arg(long, default_value = "fcm")]
+    pub(crate) endpoint: String,
+    /// Extra CA certificate (PEM) to trust, e.g. the emulator's `--cert-out`. Repeatable.
+    #[arg(long = "ca-file")]
+    pub(crate) ca_files: Vec<PathBuf>,
+    /// The name the server's certificate must carry (default: the endpoint's host).
+    #[arg(long)]
+    pub(crate) server_name: Option<String>,
+    #[command(flatten)]
+    pub(crate) creds: CredArgs,
+    /// Downstream messages in flight per connection (1..=1000).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) window: usize,
+    /// Connections to keep open (1..=1000).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) connections: usize,
+}
+
+/// The sender id, and where the key comes from.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CredArgs {
+    /// The sender id (project number). Also read from CCS_SENDER_ID.
+    #[arg(long, env = "CCS_SENDER_ID")]
+    pub(crate) sender_id: String,
+    /// A file holding the server key (surrounding whitespace is ignored). Without it the key
+    /// comes from the CCS_API_KEY environment variable. Never pass the key itself as an
+    /// argument: argv is visible to every user of the machine.
+    #[arg(long)]
+    pub(crate) api_key_file: Option<PathBuf>,
+}
+
+impl CredArgs {
+    /// The sender id and key, or an error a person can act on.
+    pub(crate) fn load(&self) -> Result<(SenderId, ServerKey), String> {
+        let sender = SenderId::new(self.sender_id.trim()).map_err(|e| e.to_string())?;
+        let key = match &self.api_key_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?,
+            None => std::env::var(KEY_ENV).map_err(|_| {
+                format!("no server key: set {KEY_ENV} or pass --api-key-file PATH")
+            })?,
+        };
+        let key = ServerKey::new(key.trim()).map_err(|e| e.to_string())?;
+        Ok((sender, key))
+    }
+}
+
+impl ConnArgs {
+    /// The adapter configuration these flags describe.
+    pub(crate) fn config(&self) -> Result<Config, String> {
+        let endpoint = Endpoint::parse(&self.endpoint)?;
+        let (sender, key) = self.creds.load()?;
+        let mut config = Config::new(endpoint, sender, key);
+        let mut tls = TlsOptions::default();
+        tls.server_name = self.server_name.clone();
+        tls.ca_files = self.ca_files.clone();
+        config.tls = tls;
+        config.client.connection.window = self.window;
+        config.client.connections = self.connections;
+        config.client.max_queue = config.client.max_queue.max(self.window * self.connections * 2);
+        Ok(config)
+    }
+}
+
+/// Sets up logging to stderr: `-v` info, `-vv` debug, `-vvv` trace; warnings otherwise.
+pub(crate) fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        2 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
