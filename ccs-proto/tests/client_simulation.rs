@@ -9,8 +9,8 @@
 //! message handed over and acked.
 //!
 //! A failing run prints its seed and the command that replays it (`replay_seed`, with
-//! `CCS_SIM_SEED`). Longer runs: `cargo test -p ccs-proto --features long-sim --test
-//! client_simulation`.
+//! `CCS_SIM_SEED`). Longer runs (24 of 100,000 messages and 400 of 3,000; about 80 s in
+//! release): `cargo test --release -p ccs-proto --features long-sim --test client_simulation`.
 
 mod client_sim;
 

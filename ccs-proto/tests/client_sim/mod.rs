@@ -1006,7 +1006,13 @@ impl Sim {
             self.later(at, Action::CloseEarly);
         }
         let max_steps = 400 * self.spec.messages as u64 + 2_000_000;
-        let max_time = 3 * self.fault_phase_min + secs(3600);
+        // Time enough for every message at this setup's pace (one round trip plus the
+        // answer delay per window slot), four times over, plus an hour.
+        let c = self.net.client.config();
+        let per_message = (2 * (self.net.latency + self.net.latency_jitter) + self.k.slow + ms(5))
+            / (c.connections * c.connection.window) as u32;
+        let max_time =
+            3 * self.fault_phase_min + secs(3600) + 4 * per_message * self.spec.messages as u32;
         while self.phase != SimPhase::Done {
             self.steps += 1;
             if self.steps > max_steps || self.net.elapsed() > max_time {
