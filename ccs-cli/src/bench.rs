@@ -65,7 +65,13 @@ fn start_emulator(window: usize) -> Result<(EmulatorProcess, String, PathBuf), S
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the ccs binary: {e}"))?;
     let cert = std::env::temp_dir().join(format!("ccs-bench-{}.pem", std::process::id()));
     let mut child = std::process::Command::new(exe)
-        .args(["emulate", "--json", "--no-track-ids", "--sender-id", BENCH_SENDER])
+        .args([
+            "emulate",
+            "--json",
+            "--no-track-ids",
+            "--sender-id",
+            BENCH_SENDER,
+        ])
         .arg("--window")
         .arg(window.to_string())
         .arg("--cert-out")
@@ -147,7 +153,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     config.client.max_queue = (args.window * args.connections * 4).max(1000);
     let client = Client::connect(config).await.map_err(|e| e.to_string())?;
 
-    let token = "fKx3Zq7nRbGf:APA91bHPRgkF3JUikC4ENAHEeMrd41Zxv3hVZjC9KtT8OvPVGJ-hQMRKRrZuJAEcl7B338q";
+    let token =
+        "fKx3Zq7nRbGf:APA91bHPRgkF3JUikC4ENAHEeMrd41Zxv3hVZjC9KtT8OvPVGJ-hQMRKRrZuJAEcl7B338q";
     let run_id = std::process::id();
     let message = |i: usize| {
         Downstream::builder(token, format!("b{run_id}-{i}"))

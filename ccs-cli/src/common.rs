@@ -52,9 +52,8 @@ impl CredArgs {
         let key = match &self.api_key_file {
             Some(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?,
-            None => std::env::var(KEY_ENV).map_err(|_| {
-                format!("no server key: set {KEY_ENV} or pass --api-key-file PATH")
-            })?,
+            None => std::env::var(KEY_ENV)
+                .map_err(|_| format!("no server key: set {KEY_ENV} or pass --api-key-file PATH"))?,
         };
         let key = ServerKey::new(key.trim()).map_err(|e| e.to_string())?;
         Ok((sender, key))
@@ -73,7 +72,10 @@ impl ConnArgs {
         config.tls = tls;
         config.client.connection.window = self.window;
         config.client.connections = self.connections;
-        config.client.max_queue = config.client.max_queue.max(self.window * self.connections * 2);
+        config.client.max_queue = config
+            .client
+            .max_queue
+            .max(self.window * self.connections * 2);
         Ok(config)
     }
 }

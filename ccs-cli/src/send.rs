@@ -132,17 +132,28 @@ impl Line {
 }
 
 /// Parses one input line into a message, filling in a missing `message_id`.
-fn parse_line(text: &str, number: usize, prefix: &str) -> Result<Downstream, (Option<String>, String)> {
+fn parse_line(
+    text: &str,
+    number: usize,
+    prefix: &str,
+) -> Result<Downstream, (Option<String>, String)> {
     let mut value: Value =
         serde_json::from_str(text).map_err(|e| (None, format!("not valid JSON: {e}")))?;
     let obj: &mut Map<String, Value> = value
         .as_object_mut()
         .ok_or_else(|| (None, "not a JSON object".to_owned()))?;
     if !obj.contains_key("message_id") {
-        obj.insert("message_id".into(), Value::String(format!("{prefix}-{number}")));
+        obj.insert(
+            "message_id".into(),
+            Value::String(format!("{prefix}-{number}")),
+        );
     }
-    let id = obj.get("message_id").and_then(Value::as_str).map(str::to_owned);
-    serde_json::from_value::<Downstream>(value).map_err(|e| (id, format!("not a downstream message: {e}")))
+    let id = obj
+        .get("message_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    serde_json::from_value::<Downstream>(value)
+        .map_err(|e| (id, format!("not a downstream message: {e}")))
 }
 
 /// Sends every line and prints the outcomes in input order.
@@ -238,8 +249,18 @@ mod tests {
         assert_eq!(m.message_id().as_str(), "p-3");
         let m = parse_line(r#"{"to":"tok","message_id":"mine"}"#, 3, "p").unwrap();
         assert_eq!(m.message_id().as_str(), "mine");
-        assert!(parse_line("{not json", 1, "p").unwrap_err().1.contains("not valid JSON"));
-        assert!(parse_line("[1]", 1, "p").unwrap_err().1.contains("not a JSON object"));
+        assert!(
+            parse_line("{not json", 1, "p")
+                .unwrap_err()
+                .1
+                .contains("not valid JSON")
+        );
+        assert!(
+            parse_line("[1]", 1, "p")
+                .unwrap_err()
+                .1
+                .contains("not a JSON object")
+        );
         let (id, e) = parse_line(r#"{"to":"tok","time_to_live":-1}"#, 7, "p").unwrap_err();
         assert_eq!(id.as_deref(), Some("p-7"));
         assert!(e.contains("downstream"), "{e}");

@@ -311,6 +311,7 @@ pub struct Client {
 #[derive(Debug)]
 struct Inner {
     cmd: mpsc::UnboundedSender<Command>,
+    closing: std::sync::atomic::AtomicBool,
     permits: Arc<Semaphore>,
     upstream: Mutex<Option<UpstreamStream>>,
     events: broadcast::Sender<Event>,
@@ -347,6 +348,7 @@ impl Client {
         let client = Self {
             inner: Arc::new(Inner {
                 cmd: cmd_tx,
+                closing: std::sync::atomic::AtomicBool::new(false),
                 permits: Arc::new(Semaphore::new(permits)),
                 upstream: Mutex::new(Some(UpstreamStream { rx: up_rx })),
                 events,
@@ -393,6 +395,16 @@ impl Client {
         message: Downstream,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<oneshot::Receiver<Result<Outcome, SendError>>, SendError> {
+        if self
+            .inner
+            .closing
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(SendError {
+                kind: ccs_proto::client::SendErrorKind::Closing,
+                message: Some(Box::new(message)),
+            });
+        }
         let (reply, rx) = oneshot::channel();
         self.inner
             .cmd
@@ -436,6 +448,9 @@ impl Client {
     /// until `deadline` from now, closes every connection, and reports what was never
     /// answered.
     pub async fn close(&self, deadline: Duration) -> Report {
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
         let (reply, rx) = oneshot::channel();
         if self
             .inner

@@ -1,0 +1,374 @@
+//! End to end over loopback TLS against the emulator. Each test checks both sides: every
+//! message the test sent has exactly one outcome, and the emulator's ledger shows no id left
+//! unanswered after resends and no window violation.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use ccs_emulator::{
+    DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, Emulator, EmulatorConfig, EmulatorHandle, Ledger,
+};
+use ccs_proto::AckMode;
+use ccs_proto::client::{Outcome, SendErrorKind};
+use ccs_proto::credentials::{SenderId, ServerKey};
+use ccs_proto::message::Downstream;
+use ccs_tokio::{Client, Config, ConnectError, Endpoint, UpstreamItem};
+use serde_json::json;
+
+/// A safety net for a hung test; nothing waits on it in a passing run.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(120), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+async fn emulator(adjust: impl FnOnce(&mut EmulatorConfig)) -> EmulatorHandle {
+    let mut config = EmulatorConfig::new(
+        SenderId::new(DEFAULT_SENDER_ID).unwrap(),
+        ServerKey::new(DEFAULT_SERVER_KEY).unwrap(),
+    );
+    adjust(&mut config);
+    Emulator::start(config).await.unwrap()
+}
+
+fn config_for(emu: &EmulatorHandle) -> Config {
+    let mut c = Config::new(
+        Endpoint::new("127.0.0.1", emu.local_addr().port()),
+        SenderId::new(DEFAULT_SENDER_ID).unwrap(),
+        ServerKey::new(DEFAULT_SERVER_KEY).unwrap(),
+    );
+    c.tls.server_name = Some("localhost".into());
+    c.tls.ca_pem = vec![emu.cert_pem().to_owned()];
+    c.tls.only_extra_roots = true;
+    // Tests reconnect quickly; the policy's shape is tested in ccs-proto.
+    c.client.reconnect.base = Duration::from_millis(5);
+    c.client.reconnect.cap = Duration::from_millis(50);
+    c
+}
+
+fn msg(i: usize) -> Downstream {
+    Downstream::builder(format!("token-{}", i % 97), format!("m-{i}"))
+        .unwrap()
+        .data(json!({"n": i.to_string()}))
+        .unwrap()
+        .build()
+}
+
+/// Sends `count` messages keeping the queue full; returns (acked, other outcomes).
+async fn blast(
+    client: &Client,
+    count: usize,
+    make: impl Fn(usize) -> Downstream,
+) -> (usize, Vec<Outcome>) {
+    let mut pending = VecDeque::new();
+    let (mut acked, mut other) = (0, Vec::new());
+    let mut tally = |o: Result<Outcome, ccs_tokio::SendError>| match o {
+        Ok(o) if o.is_acked() => acked += 1,
+        Ok(o) => other.push(o),
+        Err(e) => panic!("send failed: {e}"),
+    };
+    for i in 0..count {
+        let mut m = make(i);
+        loop {
+            match client.try_send(m) {
+                Ok(p) => {
+                    pending.push_back(p);
+                    break;
+                }
+                Err(e) if matches!(e.kind, SendErrorKind::QueueFull { .. }) => {
+                    m = *e.message.unwrap();
+                    tally(
+                        pending
+                            .pop_front()
+                            .expect("a full queue has pending outcomes")
+                            .await,
+                    );
+                }
+                Err(e) => panic!("refused: {e}"),
+            }
+        }
+    }
+    while let Some(p) = pending.pop_front() {
+        tally(p.await);
+    }
+    (acked, other)
+}
+
+fn assert_clean(ledger: &Ledger) {
+    assert!(
+        ledger.unanswered_ids().is_empty(),
+        "unanswered: {:?}",
+        &ledger.unanswered_ids()[..ledger.unanswered_ids().len().min(10)]
+    );
+    assert_eq!(ledger.total.window_violations, 0);
+}
+
+async fn run_many(window: usize, count: usize, adjust: impl FnOnce(&mut EmulatorConfig)) -> Ledger {
+    let emu = emulator(|c| {
+        c.window = window;
+        adjust(c);
+    })
+    .await;
+    let mut config = config_for(&emu);
+    config.client.connection.window = window;
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    let (acked, other) = within("blast", blast(&client, count, msg)).await;
+    assert_eq!(
+        acked,
+        count,
+        "other outcomes: {:?}",
+        &other[..other.len().min(5)]
+    );
+    assert!(other.is_empty());
+    let report = within("close", client.close(Duration::from_secs(5))).await;
+    assert!(report.unsent.is_empty());
+    let ledger = emu.shutdown().await;
+    assert_clean(&ledger);
+    assert_eq!(ledger.total.unique_ids, count as u64);
+    ledger
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_messages_window_100() {
+    let ledger = run_many(100, 100_000, |_| {}).await;
+    assert_eq!(ledger.total.acked, 100_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_thousand_messages_window_1000() {
+    let ledger = run_many(1000, 100_000, |_| {}).await;
+    assert_eq!(ledger.total.acked, 100_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_mid_run() {
+    let ledger = run_many(100, 30_000, |c| c.drain_after = Some(7_000)).await;
+    assert!(
+        ledger.connections_opened >= 4,
+        "{}",
+        ledger.connections_opened
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_at_random_also_mid_stanza() {
+    let ledger = run_many(100, 100_000, |c| {
+        c.seed = 7;
+        c.faults.drop_probability = 0.0002;
+    })
+    .await;
+    assert!(
+        ledger.connections_opened >= 5,
+        "only {} connections: no faults happened",
+        ledger.connections_opened
+    );
+    assert!(ledger.total.resends > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_fails_fast_and_clearly() {
+    let emu = emulator(|_| {}).await;
+    let mut config = config_for(&emu);
+    config.client.connection.server_key = ServerKey::new("not-the-key").unwrap();
+    let err = within("connect", Client::connect(config))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConnectError::AuthFailed { condition, .. } if condition == "not-authorized"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("server key"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_certificate_fails_fast_and_clearly() {
+    let emu = emulator(|_| {}).await;
+    let mut config = config_for(&emu);
+    config.tls.ca_pem.clear();
+    config.tls.only_extra_roots = false;
+    let err = within("connect", Client::connect(config))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ConnectError::Connect(_)), "{err:?}");
+    assert!(
+        text.contains("certificate") || text.contains("UnknownIssuer"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_refused_is_a_clear_error() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = Config::new(
+        Endpoint::new("127.0.0.1", port),
+        SenderId::new("1").unwrap(),
+        ServerKey::new("k").unwrap(),
+    );
+    let err = within("connect", Client::connect(config))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_app_server_from_the_seed() {
+    // Google's sample app server: ack each upstream message and echo its data back.
+    let emu = emulator(|c| c.upstream_after_bind = Duration::ZERO).await;
+    let client = within("connect", Client::connect(config_for(&emu)))
+        .await
+        .unwrap();
+    let mut upstream = client.upstream().unwrap();
+    let n = 50;
+    for i in 0..n {
+        let mut data = serde_json::Map::new();
+        data.insert("hello".into(), json!(format!("world {i}")));
+        emu.inject_upstream_data(format!("device-{i}"), data);
+    }
+    let mut echoes = Vec::new();
+    for _ in 0..n {
+        let Some(UpstreamItem::Message { message, ack: None }) =
+            within("upstream", upstream.recv()).await
+        else {
+            panic!("expected an auto-acked upstream message")
+        };
+        let echo =
+            Downstream::builder(message.from.clone(), format!("echo-{}", message.message_id))
+                .unwrap()
+                .data_object(message.data.clone())
+                .build();
+        let c = client.clone();
+        echoes.push(tokio::spawn(async move { c.send(echo).await }));
+    }
+    for e in echoes {
+        assert!(within("echo", e).await.unwrap().unwrap().is_acked());
+    }
+    let ledger = emu.wait_until(|l| l.total.upstream_acked == n).await;
+    assert_eq!(ledger.total.acked, n);
+    client.close(Duration::from_secs(5)).await;
+    assert_clean(&emu.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_arrive_and_are_acked() {
+    let emu = emulator(|_| {}).await;
+    let client = within("connect", Client::connect(config_for(&emu)))
+        .await
+        .unwrap();
+    let mut upstream = client.upstream().unwrap();
+    let n = 20;
+    for i in 0..n {
+        let m = Downstream::builder("tok", format!("r-{i}"))
+            .unwrap()
+            .delivery_receipt_requested(true)
+            .build();
+        assert!(within("send", client.send(m)).await.unwrap().is_acked());
+    }
+    let mut seen = 0;
+    while seen < n {
+        match within("receipt", upstream.recv()).await {
+            Some(UpstreamItem::Receipt { receipt, .. }) => {
+                assert!(receipt.message_id.as_str().starts_with("dr2:r-"));
+                seen += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let ledger = emu.wait_until(|l| l.total.receipts_acked == n).await;
+    assert_eq!(ledger.total.receipts_sent, n);
+    client.close(Duration::from_secs(5)).await;
+    assert_clean(&emu.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_ack() {
+    let emu = emulator(|c| c.upstream_after_bind = Duration::ZERO).await;
+    let mut config = config_for(&emu);
+    config.client.connection.ack_mode = AckMode::Manual;
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    let mut upstream = client.upstream().unwrap();
+    emu.inject_upstream_data("device-1", serde_json::Map::new());
+    let Some(UpstreamItem::Message {
+        message,
+        ack: Some(token),
+    }) = within("upstream", upstream.recv()).await
+    else {
+        panic!("expected a message with an ack token")
+    };
+    assert_eq!(token.message_id(), &message.message_id);
+    assert_eq!(
+        emu.ledger().total.upstream_acked,
+        0,
+        "not acked before the application says so"
+    );
+    token.ack().await.unwrap();
+    emu.wait_until(|l| l.total.upstream_acked == 1).await;
+    client.close(Duration::from_secs(5)).await;
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_with_messages_in_flight_gives_them_back() {
+    let emu =
+        emulator(|c| c.faults.slow_ack = Some((Duration::from_secs(60), Duration::from_secs(60))))
+            .await;
+    let client = within("connect", Client::connect(config_for(&emu)))
+        .await
+        .unwrap();
+    let pending: Vec<_> = (0..10).map(|i| client.try_send(msg(i)).unwrap()).collect();
+    emu.wait_until(|l| l.total.downstream_received == 10).await;
+    let report = within("close", client.close(Duration::from_millis(100))).await;
+    assert_eq!(report.unsent.len(), 10);
+    assert!(report.deadline_passed);
+    for p in pending {
+        assert!(matches!(
+            within("outcome", p).await.unwrap(),
+            Outcome::Unsent {
+                maybe_delivered: true
+            }
+        ));
+    }
+    let after = client.try_send(msg(99)).unwrap_err();
+    assert!(after.message.is_some(), "a refused message is given back");
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_send_future_after_queueing_loses_nothing() {
+    let emu = emulator(|_| {}).await;
+    let client = within("connect", Client::connect(config_for(&emu)))
+        .await
+        .unwrap();
+    let mut events = client.events();
+    {
+        let fut = client.send(msg(1));
+        tokio::pin!(fut);
+        // Poll once so it is queued, then drop it.
+        let _ = futures_poll_once(fut.as_mut()).await;
+    }
+    loop {
+        match within("event", events.recv()).await.unwrap() {
+            ccs_tokio::Event::DetachedOutcome { message, outcome } => {
+                assert_eq!(message.message_id().as_str(), "m-1");
+                assert!(outcome.is_acked());
+                break;
+            }
+            _ => continue,
+        }
+    }
+    client.close(Duration::from_secs(5)).await;
+    let ledger = emu.shutdown().await;
+    assert_eq!(ledger.total.downstream_received, 1);
+    assert_clean(&ledger);
+}
+
+async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut f).poll(cx) {
+        std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
