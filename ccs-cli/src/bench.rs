@@ -47,6 +47,10 @@ pub(crate) struct BenchArgs {
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also measure the ceiling: a bare TLS pipe writing the same pre-encoded stanzas to the
+    /// same server (one connection, the same window).
+    #[arg(long)]
+    ceiling: bool,
 }
 
 /// An emulator process, killed on drop.
@@ -151,6 +155,11 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     config.client.connection.window = args.window;
     config.client.connections = args.connections;
     config.client.max_queue = (args.window * args.connections * 4).max(1000);
+    let ceiling = if args.ceiling {
+        Some(ceiling(&config, args.count, args.window).await?)
+    } else {
+        None
+    };
     let client = Client::connect(config).await.map_err(|e| e.to_string())?;
 
     let token =
@@ -207,6 +216,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
                 "msgs_per_s": rate.round(), "elapsed_s": elapsed.as_secs_f64(),
                 "client_cpu_us_per_msg": cpu_us, "peak_rss_kib": rss,
                 "window": args.window, "connections": args.connections,
+                "ceiling_msgs_per_s": ceiling.map(f64::round),
+                "of_ceiling": ceiling.map(|c| rate / c),
             })
         );
     } else {
@@ -216,6 +227,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         println!("other outcomes        {other}");
         println!("elapsed               {:.3} s", elapsed.as_secs_f64());
         println!("messages per second   {rate:.0}");
+        if let Some(c) = ceiling {
+            println!(
+                "ceiling (bare TLS)    {c:.0} ({:.0} % reached)",
+                100.0 * rate / c
+            );
+        }
         match cpu_us {
             Some(c) => println!("client CPU per msg    {c:.2} µs"),
             None => println!("client CPU per msg    (unknown)"),
@@ -230,4 +247,102 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The ceiling: a bare TLS pipe that authenticates with the core, then writes pre-encoded
+/// downstream stanzas to the same server, keeping `window` unanswered, and counts acks by
+/// searching the raw bytes (no parsing). Returns messages per second.
+pub(crate) async fn ceiling(config: &Config, count: usize, window: usize) -> Result<f64, String> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use ccs_proto::connection::{ConnId, Connection, State};
+    use ccs_proto::xml::write;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (connector, name) = ccs_tokio::tls_connector(&config.endpoint, &config.tls)?;
+    let tcp = tokio::net::TcpStream::connect((config.endpoint.host.as_str(), config.endpoint.port))
+        .await
+        .map_err(|e| format!("ceiling: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("ceiling TLS: {e}"))?;
+    let mut conn = Connection::new(ConnId(0), config.client.connection.clone(), Instant::now())
+        .map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(b) = conn.poll_transmit() {
+            tls.write_all(&b).await.map_err(|e| e.to_string())?;
+        }
+        tls.flush().await.map_err(|e| e.to_string())?;
+        match conn.state() {
+            State::Connected => break,
+            State::Closed => return Err("ceiling: the stream closed during setup".into()),
+            _ => {}
+        }
+        let n = tls.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("ceiling: the server closed during setup".into());
+        }
+        conn.handle_input(Instant::now(), &buf[..n]);
+    }
+    let token =
+        "fKx3Zq7nRbGf:APA91bHPRgkF3JUikC4ENAHEeMrd41Zxv3hVZjC9KtT8OvPVGJ-hQMRKRrZuJAEcl7B338q";
+    let mut stanzas = Vec::with_capacity(count * 220);
+    let mut ends = Vec::with_capacity(count);
+    for i in 0..count {
+        let m = Downstream::builder(token, format!("c{}-{i}", std::process::id()))
+            .and_then(|b| b.data(json!({"seq": i.to_string()})))
+            .map_err(|e| e.to_string())?
+            .build();
+        write::downstream(&mut stanzas, &m).map_err(|e| e.to_string())?;
+        ends.push(stanzas.len());
+    }
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let reader = {
+        let (acked, notify) = (acked.clone(), notify.clone());
+        tokio::spawn(async move {
+            const ACK: &[u8] = br#""message_type":"ack""#;
+            let finder = memchr::memmem::Finder::new(ACK);
+            let mut carry: Vec<u8> = Vec::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            while acked.load(Ordering::Acquire) < count {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                carry.extend_from_slice(&buf[..n]);
+                let found = finder.find_iter(&carry).count();
+                let keep = carry.len().saturating_sub(ACK.len() - 1);
+                carry.drain(..keep);
+                acked.fetch_add(found, Ordering::AcqRel);
+                notify.notify_one();
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < count {
+        let allow = (acked.load(Ordering::Acquire) + window).min(count);
+        if allow > sent {
+            let from = if sent == 0 { 0 } else { ends[sent - 1] };
+            wr.write_all(&stanzas[from..ends[allow - 1]])
+                .await
+                .map_err(|e| e.to_string())?;
+            wr.flush().await.map_err(|e| e.to_string())?;
+            sent = allow;
+        } else {
+            notify.notified().await;
+        }
+    }
+    reader.await.map_err(|e| e.to_string())?;
+    let elapsed = start.elapsed();
+    if acked.load(Ordering::Acquire) < count {
+        return Err("ceiling: the server stopped answering".into());
+    }
+    Ok(count as f64 / elapsed.as_secs_f64())
 }

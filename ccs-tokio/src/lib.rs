@@ -464,6 +464,19 @@ impl Client {
     }
 }
 
+/// The TLS connector and server name [`Client`] uses for `endpoint`, for tools that need a
+/// bare TLS connection to the same server (the benchmark's ceiling, diagnostics).
+pub fn tls_connector(
+    endpoint: &Endpoint,
+    opts: &TlsOptions,
+) -> Result<(TlsConnector, rustls::pki_types::ServerName<'static>), String> {
+    let config = tls::client_config(opts)?;
+    Ok((
+        TlsConnector::from(config),
+        tls::server_name(endpoint, opts)?,
+    ))
+}
+
 /// The outcome of a message queued by [`Client::try_send`].
 #[derive(Debug)]
 pub struct PendingOutcome {
