@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::{Event, Report, UpstreamItem};
 
@@ -226,14 +226,18 @@ impl Driver {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Connect(id) => {
-                    let task = tokio::spawn(dial(
-                        id,
-                        self.endpoint.clone(),
-                        self.server_name.clone(),
-                        self.tls.clone(),
-                        self.read_buffer,
-                        net_tx.clone(),
-                    ));
+                    let span = tracing::info_span!("ccs_connection", conn = %id, endpoint = %self.endpoint);
+                    let task = tokio::spawn(
+                        dial(
+                            id,
+                            self.endpoint.clone(),
+                            self.server_name.clone(),
+                            self.tls.clone(),
+                            self.read_buffer,
+                            net_tx.clone(),
+                        )
+                        .instrument(span),
+                    );
                     conns.insert(
                         id,
                         Conn {
@@ -379,6 +383,7 @@ async fn dial(
     read_buffer: usize,
     net: mpsc::UnboundedSender<Net>,
 ) {
+    debug!("dialling");
     let tcp = match TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await {
         Ok(s) => s,
         Err(e) => {
@@ -400,10 +405,13 @@ async fn dial(
             return;
         }
     };
+    debug!("TLS up");
     let (rd, wr) = tokio::io::split(stream);
     let (wtx, wrx) = mpsc::unbounded_channel();
     // Reading and writing run apart, so a peer that only reads once we read cannot stall us.
-    let reader = AbortOnDrop(tokio::spawn(read_loop(id, rd, read_buffer, net.clone())));
+    let reader = AbortOnDrop(tokio::spawn(
+        read_loop(id, rd, read_buffer, net.clone()).instrument(tracing::Span::current()),
+    ));
     let _ = net.send(Net::Connected(id, wtx));
     if write_loop(wr, wrx).await.is_err() {
         let _ = net.send(Net::Eof(id));
