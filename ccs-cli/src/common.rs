@@ -30,6 +30,10 @@ pub(crate) struct ConnArgs {
     /// Connections to keep open (1..=1000).
     #[arg(long, default_value_t = 1)]
     pub(crate) connections: usize,
+    /// Authenticate as the bare sender id instead of SENDER_ID@gcm.googleapis.com (for
+    /// general-purpose XMPP servers).
+    #[arg(long)]
+    pub(crate) bare_authcid: bool,
 }
 
 /// The sender id, and where the key comes from.
@@ -72,6 +76,9 @@ impl ConnArgs {
         config.tls = tls;
         config.client.connection.window = self.window;
         config.client.connections = self.connections;
+        if self.bare_authcid {
+            config.client.connection.authcid = ccs_proto::AuthcidForm::Bare;
+        }
         config.client.max_queue = config
             .client
             .max_queue

@@ -25,6 +25,19 @@ pub enum AckMode {
     Manual,
 }
 
+/// How the SASL PLAIN authentication identity is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AuthcidForm {
+    /// `SENDER_ID@DOMAIN` with an empty authorization identity: CCS's documented form, which
+    /// worked whatever host was dialled (PROTOCOL.md §2.4).
+    #[default]
+    Qualified,
+    /// The bare `SENDER_ID` (go-xmpp's form; the server appends the stream's domain). Also the
+    /// form most general-purpose XMPP servers expect for a local user.
+    Bare,
+}
+
 /// Settings of one connection. Build with [`ConnectionConfig::new`] and adjust the fields.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -36,6 +49,8 @@ pub struct ConnectionConfig {
     /// The XMPP domain: stream `to` and the JID's domain. `gcm.googleapis.com` whatever host is
     /// dialled (PROTOCOL.md §1.1).
     pub domain: String,
+    /// How the PLAIN identity is written (default: `SENDER_ID@DOMAIN`).
+    pub authcid: AuthcidForm,
     /// A resource to request at bind (the server appends to it); `None` lets the server pick.
     pub resource: Option<String>,
     /// Send the (optional) session request when the server offers it.
@@ -67,6 +82,7 @@ impl ConnectionConfig {
             sender_id,
             server_key,
             domain: DEFAULT_DOMAIN.to_owned(),
+            authcid: AuthcidForm::Qualified,
             resource: None,
             request_session: true,
             window: 100,

@@ -4,7 +4,7 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::time::Instant;
 
-use crate::config::{AckMode, ConnectionConfig};
+use crate::config::{AckMode, AuthcidForm, ConnectionConfig};
 use crate::error::{JsonError, PeerError, UsageError, XmlError};
 use crate::flow::InFlight;
 use crate::message::{
@@ -781,8 +781,17 @@ impl Connection {
                 },
             ),
             (State::AwaitingBindFeatures, Stanza::Features(f)) => self.bind(now, f),
-            (State::Binding | State::StartingSession, Stanza::Iq(iq))
-                if iq.id.as_deref() == Some(BIND_ID) || iq.id.as_deref() == Some(SESSION_ID) =>
+            // A result without an id is taken too: some servers answered an id-less request
+            // that way (PROTOCOL.md §2.8), and only our setup iq can be waiting.
+            (State::Binding, Stanza::Iq(iq))
+                if matches!(iq.id.as_deref(), Some(BIND_ID) | None)
+                    && matches!(iq.kind, IqType::Result | IqType::Error) =>
+            {
+                self.setup_iq(now, iq)
+            }
+            (State::StartingSession, Stanza::Iq(iq))
+                if matches!(iq.id.as_deref(), Some(SESSION_ID) | None)
+                    && matches!(iq.kind, IqType::Result | IqType::Error) =>
             {
                 self.setup_iq(now, iq)
             }
@@ -806,7 +815,10 @@ impl Connection {
             );
             return;
         }
-        let authcid = format!("{}@{}", self.config.sender_id, self.config.domain);
+        let authcid = match self.config.authcid {
+            AuthcidForm::Qualified => format!("{}@{}", self.config.sender_id, self.config.domain),
+            AuthcidForm::Bare => self.config.sender_id.to_string(),
+        };
         write::auth_plain(&mut self.out, "", &authcid, self.config.server_key.expose());
         self.sent(now);
         self.step(now, State::Authenticating);

@@ -64,5 +64,5 @@ pub mod testing;
 pub mod xml;
 
 pub use client::{Client, ClientConfig, ClientEvent, Outcome, Output};
-pub use config::{AckMode, ConnectionConfig};
+pub use config::{AckMode, AuthcidForm, ConnectionConfig};
 pub use connection::{ConnId, Connection, ConnectionEvent};

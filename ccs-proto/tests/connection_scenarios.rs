@@ -806,3 +806,42 @@ fn upstream_right_after_bind_before_the_session_result_is_taken_and_acked() {
     conn.handle_input(now, b"<iq type='result' id='sess_1'/>");
     assert_eq!(conn.state(), State::Connected);
 }
+
+#[test]
+fn bare_authcid_form_is_accepted_by_the_server_role() {
+    let mut c = Pair::client_config();
+    c.authcid = ccs_proto::AuthcidForm::Bare;
+    let mut pair = make(c, Pair::server_config(), None);
+    pair.connect();
+    assert!(
+        pair.server_events.iter().any(
+            |e| matches!(e, ServerEvent::Authenticated { authcid } if authcid == "123456789012")
+        )
+    );
+}
+
+#[test]
+fn a_bind_result_without_an_id_is_taken() {
+    use ccs_proto::Connection;
+    use ccs_proto::connection::ConnId;
+    let now = epoch();
+    let mut c = Pair::client_config();
+    c.request_session = false;
+    let mut conn = Connection::new(ConnId(4), c, now).unwrap();
+    let header = "<stream:stream from='gcm.googleapis.com' id='1' version='1.0' \
+                  xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>";
+    conn.handle_input(
+        now,
+        format!(
+            "{header}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
+             <mechanism>PLAIN</mechanism></mechanisms></stream:features>\
+             <success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>{header}\
+             <stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>\
+             <iq type='result'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <jid>1@gcm.googleapis.com/R</jid></bind></iq>"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(conn.state(), State::Connected);
+    assert_eq!(conn.jid(), Some("1@gcm.googleapis.com/R"));
+}
