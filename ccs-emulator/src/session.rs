@@ -156,7 +156,7 @@ struct Session {
 impl Session {
     fn new(shared: Arc<Shared>, conn: u64, drain_epoch: u64, now: Instant) -> Self {
         let c = &shared.config;
-        let mut rng = SplitMix64::for_connection(c.seed, conn);
+        let mut rng = crate::rng::for_connection(c.seed, conn);
         let mut sc = ServerConfig::new(c.sender_id.clone(), c.server_key.clone());
         sc.domain.clone_from(&c.domain);
         sc.window = c.window;

@@ -21,6 +21,27 @@ impl SplitMix64 {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
+
+    /// A number in `lo..=hi` (`lo` when `hi <= lo`).
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.below(hi - lo + 1)
+    }
+
+    /// `true` with probability `p` (`p <= 0` or NaN never, `p >= 1` always).
+    pub fn chance(&mut self, p: f64) -> bool {
+        if p.is_nan() || p <= 0.0 {
+            return false;
+        }
+        if p >= 1.0 {
+            return true;
+        }
+        // 53 random bits as a float in [0, 1).
+        let unit = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        unit < p
+    }
 }
 
 #[cfg(test)]
@@ -34,5 +55,9 @@ mod tests {
         assert_eq!(r.next(), 0xE220_A839_7B1D_CDAF);
         assert_eq!(r.next(), 0x6E78_9E6A_A1B9_65F4);
         assert_eq!(SplitMix64(7).below(0), 0);
+        let mut r = SplitMix64(3);
+        assert!((0..100).all(|_| (5..=9).contains(&r.between(5, 9))));
+        assert_eq!(r.between(9, 5), 9);
+        assert!(!r.chance(0.0) && r.chance(1.0) && !r.chance(f64::NAN));
     }
 }
