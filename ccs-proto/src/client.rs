@@ -2122,21 +2122,4 @@ mod tests {
             assert!(c.validate().is_err(), "{c:?}");
         }
     }
-
-    #[test]
-    fn delayed_heap_pops_earliest_first() {
-        #[allow(clippy::disallowed_methods)]
-        let t = Instant::now();
-        let msg = |id: &str| Downstream::builder("t", id).unwrap().build();
-        let mut h = BinaryHeap::new();
-        for (i, s) in [3u64, 1, 2, 1].into_iter().enumerate() {
-            h.push(Delayed {
-                due: t + Duration::from_secs(s),
-                seq: i as u64,
-                message: msg(&i.to_string()),
-            });
-        }
-        let order: Vec<u64> = std::iter::from_fn(|| h.pop().map(|d| d.seq)).collect();
-        assert_eq!(order, [1, 3, 2, 0]);
-    }
 }

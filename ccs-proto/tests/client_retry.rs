@@ -229,3 +229,38 @@ fn a_retry_due_at_once_leaves_no_timer_in_the_past() {
     assert!(net.client.poll_timeout().is_none_or(|t| t > net.now));
     assert_eq!(net.pending(c), ["m"], "sent again at once");
 }
+
+#[test]
+fn delayed_retries_go_out_by_due_time_not_by_nack_order() {
+    let mut net = Net::up(predictable(5));
+    let c = net.only_conn();
+    net.send(msg("a"));
+    net.send(msg("b"));
+    net.drive();
+    // "a": first retry 1 s after its nack; nacked again at 1.1 s, its next retry is 2 s away
+    // (due at 3.1 s).
+    net.server(c)
+        .nack("a", NackCode::ServiceUnavailable, None)
+        .unwrap();
+    net.drive();
+    net.advance(Duration::from_millis(1100));
+    net.drive();
+    assert_eq!(net.pending(c), ["b", "a"]);
+    net.server(c)
+        .nack("a", NackCode::ServiceUnavailable, None)
+        .unwrap();
+    net.drive();
+    // "b", nacked later (at 1.6 s), is due sooner (at 2.6 s).
+    net.advance(Duration::from_millis(500));
+    net.server(c)
+        .nack("b", NackCode::ServiceUnavailable, None)
+        .unwrap();
+    net.drive();
+    assert!(net.pending(c).is_empty());
+    net.advance(Duration::from_millis(1100)); // 2.7 s
+    net.drive();
+    assert_eq!(net.pending(c), ["b"]);
+    net.advance(Duration::from_millis(500)); // 3.2 s
+    net.drive();
+    assert_eq!(net.pending(c), ["b", "a"]);
+}
