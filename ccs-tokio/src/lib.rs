@@ -313,6 +313,7 @@ struct Inner {
     cmd: mpsc::UnboundedSender<Command>,
     closing: std::sync::atomic::AtomicBool,
     permits: Arc<Semaphore>,
+    max_queue: usize,
     upstream: Mutex<Option<UpstreamStream>>,
     events: broadcast::Sender<Event>,
 }
@@ -350,6 +351,7 @@ impl Client {
                 cmd: cmd_tx,
                 closing: std::sync::atomic::AtomicBool::new(false),
                 permits: Arc::new(Semaphore::new(permits)),
+                max_queue: permits,
                 upstream: Mutex::new(Some(UpstreamStream { rx: up_rx })),
                 events,
             }),
@@ -380,7 +382,7 @@ impl Client {
         let Ok(permit) = self.inner.permits.clone().try_acquire_owned() else {
             return Err(SendError {
                 kind: ccs_proto::client::SendErrorKind::QueueFull {
-                    limit: self.inner.permits.available_permits(),
+                    limit: self.inner.max_queue,
                 },
                 message: Some(Box::new(message)),
             });
