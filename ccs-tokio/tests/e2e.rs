@@ -372,3 +372,26 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_send_gives_the_message_back_when_the_queue_is_full() {
+    let emu =
+        emulator(|c| c.faults.slow_ack = Some((Duration::from_secs(60), Duration::from_secs(60))))
+            .await;
+    let mut config = config_for(&emu);
+    config.client.max_queue = 5;
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    let pending: Vec<_> = (0..5).map(|i| client.try_send(msg(i)).unwrap()).collect();
+    let err = client.try_send(msg(5)).unwrap_err();
+    assert_eq!(err.kind, SendErrorKind::QueueFull { limit: 5 });
+    assert_eq!(err.message.unwrap().message_id().as_str(), "m-5");
+    let report = within("close", client.close(Duration::from_millis(50))).await;
+    assert_eq!(report.unsent.len(), 5);
+    for p in pending {
+        assert!(matches!(
+            within("outcome", p).await.unwrap(),
+            Outcome::Unsent { .. }
+        ));
+    }
+    emu.shutdown().await;
+}
