@@ -100,6 +100,19 @@ fn start_emulator(window: usize) -> Result<(EmulatorProcess, String, PathBuf), S
     Ok((process, addr, cert))
 }
 
+/// Message `i` of a run: a 90-byte token, an id, a one-key `data` object, built the way an
+/// application would (no `json!` round trip). The client run and the ceiling send the same
+/// messages.
+fn bench_message(prefix: &str, i: usize) -> Result<Downstream, String> {
+    const TOKEN: &str =
+        "fKx3Zq7nRbGf:APA91bHPRgkF3JUikC4ENAHEeMrd41Zxv3hVZjC9KtT8OvPVGJ-hQMRKRrZuJAEcl7B338q";
+    let mut data = serde_json::Map::with_capacity(1);
+    data.insert("seq".into(), serde_json::Value::String(i.to_string()));
+    Downstream::builder(TOKEN, format!("{prefix}-{i}"))
+        .map(|b| b.data_object(data).build())
+        .map_err(|e| e.to_string())
+}
+
 /// User + system CPU time of this process, from /proc (Linux).
 fn cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -162,17 +175,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     };
     let client = Client::connect(config).await.map_err(|e| e.to_string())?;
 
-    let token =
-        "fKx3Zq7nRbGf:APA91bHPRgkF3JUikC4ENAHEeMrd41Zxv3hVZjC9KtT8OvPVGJ-hQMRKRrZuJAEcl7B338q";
-    let run_id = std::process::id();
-    // Built the way an application would, without a `json!` round trip per message.
-    let message = |i: usize| {
-        let mut data = serde_json::Map::with_capacity(1);
-        data.insert("seq".into(), serde_json::Value::String(i.to_string()));
-        Downstream::builder(token, format!("b{run_id}-{i}"))
-            .map(|b| b.data_object(data).build())
-            .map_err(|e| e.to_string())
-    };
+    let prefix = format!("b{}", std::process::id());
+    let message = |i: usize| bench_message(&prefix, i);
     let cpu0 = cpu_time();
     let start = Instant::now();
     let (mut acked, mut nacked, mut other) = (0usize, 0usize, 0usize);
@@ -290,15 +294,11 @@ pub(crate) async fn ceiling(config: &Config, count: usize, window: usize) -> Res
         }
         conn.handle_input(Instant::now(), &buf[..n]);
     }
-    let token =
-        "fKx3Zq7nRbGf:APA91bHPRgkF3JUikC4ENAHEeMrd41Zxv3hVZjC9KtT8OvPVGJ-hQMRKRrZuJAEcl7B338q";
     let mut stanzas = Vec::with_capacity(count * 220);
     let mut ends = Vec::with_capacity(count);
+    let prefix = format!("c{}", std::process::id());
     for i in 0..count {
-        let m = Downstream::builder(token, format!("c{}-{i}", std::process::id()))
-            .and_then(|b| b.data(json!({"seq": i.to_string()})))
-            .map_err(|e| e.to_string())?
-            .build();
+        let m = bench_message(&prefix, i)?;
         write::downstream(&mut stanzas, &m).map_err(|e| e.to_string())?;
         ends.push(stanzas.len());
     }

@@ -1852,19 +1852,7 @@ impl Client {
         if let Some((s, healthy)) = detached {
             // A replacement at once; but a connection drained soon after it came up counts
             // as a failure, so that a server draining every connection causes no storm.
-            let delay = if healthy {
-                if let Some(slot) = self.slots.get_mut(s) {
-                    slot.failures = 0;
-                }
-                Duration::ZERO
-            } else {
-                self.failure_delay(s)
-            };
-            if let Some(slot) = self.slots.get_mut(s) {
-                slot.conn = None;
-                slot.reconnecting = false;
-            }
-            self.schedule(s, later(now, delay));
+            self.release_slot(now, s, healthy, false);
         }
         self.emit(ClientEvent::ConnectionDraining { id });
     }
@@ -1906,7 +1894,7 @@ impl Client {
         let mut will_retry_in = None;
         let mut failures = 0;
         if let Some(s) = entry.slot {
-            let delay = self.slot_ended(now, s, healthy && !auth);
+            let delay = self.release_slot(now, s, healthy && !auth, true);
             failures = self.slots.get(s).map_or(0, |slot| slot.failures);
             if self.may_open() {
                 will_retry_in = Some(delay);
@@ -1934,8 +1922,16 @@ impl Client {
         }
     }
 
-    /// The slot's connection ended; schedules its next attempt and returns the delay.
-    fn slot_ended(&mut self, now: Instant, s: usize, healthy: bool) -> Duration {
+    /// Slot `s` lost its connection (it ended, or it is draining and will end by itself):
+    /// schedules the slot's next attempt, at once after a healthy connection, after a backoff
+    /// otherwise, and returns the delay. `reconnecting` says the old connection is gone.
+    fn release_slot(
+        &mut self,
+        now: Instant,
+        s: usize,
+        healthy: bool,
+        reconnecting: bool,
+    ) -> Duration {
         let delay = if healthy {
             if let Some(slot) = self.slots.get_mut(s) {
                 slot.failures = 0;
@@ -1946,7 +1942,7 @@ impl Client {
         };
         if let Some(slot) = self.slots.get_mut(s) {
             slot.conn = None;
-            slot.reconnecting = true;
+            slot.reconnecting = reconnecting;
         }
         self.schedule(s, later(now, delay));
         delay

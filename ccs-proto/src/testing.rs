@@ -331,18 +331,7 @@ impl Pair {
 
     /// Hands bytes to their receiver, honouring the kill budget. `false` if the link died.
     fn pass(&mut self, dir: Direction, bytes: &[u8]) -> bool {
-        let (allowed, dies) = match &mut self.budget[dir as usize] {
-            Some(left) if *left < bytes.len() => {
-                let n = *left;
-                *left = 0;
-                (n, true)
-            }
-            Some(left) => {
-                *left -= bytes.len();
-                (bytes.len(), false)
-            }
-            None => (bytes.len(), false),
-        };
+        let (allowed, dies) = spend(&mut self.budget[dir as usize], bytes.len());
         let now = self.now;
         match dir {
             Direction::ToServer => self.server.handle_input(now, &bytes[..allowed]),
@@ -353,6 +342,23 @@ impl Pair {
             return false;
         }
         true
+    }
+}
+
+/// How much of a transfer of `len` bytes gets through a link that lets `budget` more bytes
+/// pass (`None`: unlimited), and whether the link dies with it. The budget is spent.
+pub fn spend(budget: &mut Option<usize>, len: usize) -> (usize, bool) {
+    match budget {
+        Some(left) if *left < len => {
+            let n = *left;
+            *left = 0;
+            (n, true)
+        }
+        Some(left) => {
+            *left -= len;
+            (len, false)
+        }
+        None => (len, false),
     }
 }
 

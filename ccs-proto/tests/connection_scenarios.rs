@@ -683,6 +683,40 @@ fn local_close_finishes_early_when_everything_is_answered() {
     );
 }
 
+const SERVER_HEADER: &str = "<stream:stream from='gcm.googleapis.com' id='1' version='1.0' \
+    xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>";
+const SASL_FEATURES: &str = "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
+    <mechanism>PLAIN</mechanism></mechanisms></stream:features>";
+const SUCCESS: &str = "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>";
+
+fn bind_features(session: bool) -> String {
+    let session = if session {
+        "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>"
+    } else {
+        ""
+    };
+    format!(
+        "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>{session}</stream:features>"
+    )
+}
+
+fn bind_result(id: Option<&str>) -> String {
+    let id = id.map(|i| format!(" id='{i}'")).unwrap_or_default();
+    format!(
+        "<iq type='result'{id}><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+         <jid>123456789012@gcm.googleapis.com/R</jid></bind></iq>"
+    )
+}
+
+/// Everything a server sends up to and including the bind result, as one read.
+fn through_bind(session: bool, bind_id: Option<&str>) -> String {
+    format!(
+        "{SERVER_HEADER}{SASL_FEATURES}{SUCCESS}{SERVER_HEADER}{}{}",
+        bind_features(session),
+        bind_result(bind_id)
+    )
+}
+
 #[test]
 fn restart_bytes_in_the_same_read_as_success() {
     // A server that sends <success/> and, in the same read, the new header and features
@@ -691,23 +725,12 @@ fn restart_bytes_in_the_same_read_as_success() {
     use ccs_proto::connection::ConnId;
     let now = epoch();
     let mut conn = Connection::new(ConnId(9), Pair::client_config(), now).unwrap();
-    let header = "<stream:stream from='gcm.googleapis.com' id='1' version='1.0' \
-                  xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>";
-    let feats = "<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
-                 <mechanism>PLAIN</mechanism></mechanisms></stream:features>";
-    conn.handle_input(now, format!("{header}{feats}").as_bytes());
+    conn.handle_input(now, format!("{SERVER_HEADER}{SASL_FEATURES}").as_bytes());
     assert_eq!(conn.state(), State::Authenticating);
-    let restart = format!(
-        "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>{header}\
-         <stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"
-    );
+    let restart = format!("{SUCCESS}{SERVER_HEADER}{}", bind_features(false));
     conn.handle_input(now, restart.as_bytes());
     assert_eq!(conn.state(), State::Binding);
-    conn.handle_input(
-        now,
-        b"<iq type='result' id='bind_1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
-          <jid>123456789012@gcm.googleapis.com/R</jid></bind></iq>",
-    );
+    conn.handle_input(now, bind_result(Some("bind_1")).as_bytes());
     assert_eq!(conn.state(), State::Connected);
     let out = String::from_utf8(
         std::iter::from_fn(|| conn.poll_transmit())
@@ -768,21 +791,7 @@ fn upstream_right_after_bind_before_the_session_result_is_taken_and_acked() {
     use ccs_proto::connection::ConnId;
     let now = epoch();
     let mut conn = Connection::new(ConnId(3), Pair::client_config(), now).unwrap();
-    let header = "<stream:stream from='gcm.googleapis.com' id='1' version='1.0' \
-                  xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>";
-    conn.handle_input(
-        now,
-        format!(
-            "{header}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
-             <mechanism>PLAIN</mechanism></mechanisms></stream:features>\
-             <success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>{header}\
-             <stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
-             <session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></stream:features>\
-             <iq type='result' id='bind_1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
-             <jid>1@gcm.googleapis.com/R</jid></bind></iq>"
-        )
-        .as_bytes(),
-    );
+    conn.handle_input(now, through_bind(true, Some("bind_1")).as_bytes());
     assert_eq!(conn.state(), State::StartingSession);
     conn.handle_input(
         now,
@@ -828,20 +837,7 @@ fn a_bind_result_without_an_id_is_taken() {
     let mut c = Pair::client_config();
     c.request_session = false;
     let mut conn = Connection::new(ConnId(4), c, now).unwrap();
-    let header = "<stream:stream from='gcm.googleapis.com' id='1' version='1.0' \
-                  xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>";
-    conn.handle_input(
-        now,
-        format!(
-            "{header}<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
-             <mechanism>PLAIN</mechanism></mechanisms></stream:features>\
-             <success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>{header}\
-             <stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>\
-             <iq type='result'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
-             <jid>1@gcm.googleapis.com/R</jid></bind></iq>"
-        )
-        .as_bytes(),
-    );
+    conn.handle_input(now, through_bind(false, None).as_bytes());
     assert_eq!(conn.state(), State::Connected);
-    assert_eq!(conn.jid(), Some("1@gcm.googleapis.com/R"));
+    assert_eq!(conn.jid(), Some("123456789012@gcm.googleapis.com/R"));
 }

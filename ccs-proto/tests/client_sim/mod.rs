@@ -591,18 +591,7 @@ impl Net {
             Dir::ToClient if link.client_done => return,
             _ => {}
         }
-        let (n, dies) = match &mut link.budget[dir as usize] {
-            Some(left) if *left < bytes.len() => {
-                let n = *left;
-                *left = 0;
-                (n, true)
-            }
-            Some(left) => {
-                *left -= bytes.len();
-                (bytes.len(), false)
-            }
-            None => (bytes.len(), false),
-        };
+        let (n, dies) = ccs_proto::testing::spend(&mut link.budget[dir as usize], bytes.len());
         let now = self.now;
         match dir {
             Dir::ToServer => {
