@@ -131,9 +131,7 @@ use dedup::{Dedup, Verdict};
 /// The most connections a client may keep (the per-sender limit CCS was known to enforce).
 pub const MAX_CONNECTIONS: usize = 1000;
 
-/// The longest duration any setting may have (ten years): keeps every deadline
-/// representable.
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub use crate::config::MAX_DURATION;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration

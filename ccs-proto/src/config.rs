@@ -1,8 +1,12 @@
 //! Configuration of one connection ([`ConnectionConfig`]).
 //!
 //! Defaults follow PROTOCOL.md Part 1: window 100, 15 s per stream-setup step, a whitespace
-//! keepalive after 30 s without sending, an XEP-0199 ping after 60 s without receiving, and
-//! the connection dead 30 s after an unanswered ping.
+//! keepalive after 30 s without sending, an XEP-0199 ping after 60 s without receiving a
+//! complete frame, and the connection dead 30 s after an unanswered ping. Two limits of our
+//! own bound what the document leaves open: a stanza may stay open (started, not finished)
+//! for at most 30 s ([`ConnectionConfig::stanza_timeout`]), and a draining connection is
+//! closed by the client 60 s after CONNECTION_DRAINING if the server has not closed it
+//! ([`ConnectionConfig::drain_timeout`]).
 
 use std::time::Duration;
 
@@ -12,6 +16,10 @@ use crate::xml::FramerConfig;
 
 /// The largest window allowed (the 2013 page's figure).
 pub const MAX_WINDOW: usize = 1000;
+
+/// The longest duration any setting may have (ten years): keeps every deadline
+/// representable (`now + MAX_DURATION` never overflows an `Instant`).
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Who acks upstream messages and receipts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,8 +73,16 @@ pub struct ConnectionConfig {
     pub keepalive_interval: Duration,
     /// Send an XEP-0199 ping after this long without receiving anything.
     pub ping_after: Duration,
-    /// The connection is dead if nothing arrives this long after a ping.
+    /// The connection is dead if no complete frame arrives this long after a ping.
     pub ping_timeout: Duration,
+    /// The connection is dead if a stanza stays open (its first bytes arrived, its end did
+    /// not) this long. Liveness comes from complete frames only, so a peer trickling the
+    /// bytes of a stanza that never ends cannot keep a connection alive. Default 30 s.
+    pub stanza_timeout: Duration,
+    /// After CONNECTION_DRAINING, the server should answer what is in flight and close the
+    /// stream. If it has not closed it this long after the announcement, the client closes it
+    /// and hands every unanswered message back for resending. Default 60 s.
+    pub drain_timeout: Duration,
     /// Limits of the inbound XML stream.
     pub framer: FramerConfig,
     /// If set, a downstream message whose JSON is larger than this many bytes is refused by
@@ -91,6 +107,8 @@ impl ConnectionConfig {
             keepalive_interval: Duration::from_secs(30),
             ping_after: Duration::from_secs(60),
             ping_timeout: Duration::from_secs(30),
+            stanza_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(60),
             framer: FramerConfig::default(),
             max_payload_bytes: None,
         }
@@ -125,9 +143,14 @@ impl ConnectionConfig {
             ("keepalive_interval", self.keepalive_interval),
             ("ping_after", self.ping_after),
             ("ping_timeout", self.ping_timeout),
+            ("stanza_timeout", self.stanza_timeout),
+            ("drain_timeout", self.drain_timeout),
         ] {
             if d.is_zero() {
                 return bad(field, "must be more than zero");
+            }
+            if d > MAX_DURATION {
+                return bad(field, "must be at most ten years");
             }
         }
         if self.framer.max_stanza_bytes < 1024 || self.framer.max_depth < 4 {
@@ -171,6 +194,25 @@ mod tests {
         let mut c = cfg();
         c.resource = Some(String::new());
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn durations_the_clock_cannot_hold_are_refused() {
+        for set in [
+            |c: &mut ConnectionConfig| c.setup_timeout = Duration::MAX,
+            |c: &mut ConnectionConfig| c.keepalive_interval = Duration::MAX,
+            |c: &mut ConnectionConfig| c.ping_after = Duration::MAX,
+            |c: &mut ConnectionConfig| c.ping_timeout = Duration::MAX,
+            |c: &mut ConnectionConfig| c.stanza_timeout = Duration::MAX,
+            |c: &mut ConnectionConfig| c.drain_timeout = Duration::MAX,
+        ] {
+            let mut c = cfg();
+            set(&mut c);
+            assert!(c.validate().is_err());
+        }
+        let mut c = cfg();
+        c.drain_timeout = MAX_DURATION;
+        assert!(c.validate().is_ok());
     }
 
     #[test]

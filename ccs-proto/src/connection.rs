@@ -2,7 +2,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::{AckMode, AuthcidForm, ConnectionConfig};
 use crate::error::{JsonError, PeerError, UsageError, XmlError};
@@ -45,7 +45,8 @@ pub enum State {
     /// Ready: messages flow both ways.
     Connected,
     /// The server announced CONNECTION_DRAINING: nothing new is sent; answers and upstream
-    /// messages are still received and acked until the server closes the stream.
+    /// messages are still received and acked until the server closes the stream, or until
+    /// [`ConnectionConfig::drain_timeout`] passes and the connection closes itself.
     Draining,
     /// [`Connection::close`] was called: nothing new is sent; waiting for answers to the
     /// messages in flight until the deadline.
@@ -107,8 +108,14 @@ pub enum CloseReason {
         /// The step that timed out.
         state: State,
     },
-    /// Nothing arrived within the ping timeout.
+    /// No complete frame arrived within the ping timeout.
     PingTimeout,
+    /// A stanza stayed open (begun, never finished) longer than
+    /// [`ConnectionConfig::stanza_timeout`]: the peer trickles bytes or is stuck.
+    StanzaTimeout,
+    /// The server announced CONNECTION_DRAINING and had not closed the stream
+    /// [`ConnectionConfig::drain_timeout`] later: the client closed it.
+    DrainTimeout,
     /// The server broke the protocol (bad XML, an oversized stanza, ...).
     Protocol(PeerError),
 }
@@ -143,6 +150,12 @@ impl fmt::Display for CloseReason {
             Self::BindFailed { condition } => write!(f, "resource binding failed: {condition}"),
             Self::SetupTimeout { state } => write!(f, "stream setup timed out in {state:?}"),
             Self::PingTimeout => f.write_str("no answer to a ping: connection dead"),
+            Self::StanzaTimeout => {
+                f.write_str("a stanza stayed unfinished too long: connection dead")
+            }
+            Self::DrainTimeout => {
+                f.write_str("the server drained the connection but never closed it")
+            }
             Self::Protocol(e) => write!(f, "protocol error: {e}"),
         }
     }
@@ -196,6 +209,18 @@ pub enum Anomaly {
     },
     /// A stanza that is not part of CCS (a presence, a message without `<gcm>`); ignored.
     UnexpectedStanza(Box<Stanza>),
+    /// The server refused one of our acks of an upstream message or receipt: a `BAD_ACK`
+    /// nack, or a stanza error echoing the ack. No downstream message is affected (an
+    /// upstream id may equal a downstream id in flight); the server redelivers the upstream
+    /// message if it still wants the ack.
+    AckRefused {
+        /// The `message_id` the ack carried.
+        message_id: Option<String>,
+        /// The nack, if it came as one.
+        nack: Option<Box<Nack>>,
+        /// The stanza error, if it came as one.
+        error: Option<Box<StanzaError>>,
+    },
 }
 
 /// What a connection reports to its owner, from [`Connection::poll_event`].
@@ -422,7 +447,16 @@ const SESSION_ID: &str = "sess_1";
 /// ```
 ///
 /// `now` is the only clock; every deadline is computed from the instants passed in.
-#[derive(Debug)]
+///
+/// Liveness comes from complete frames: a stanza, a whitespace keepalive between stanzas, a
+/// stream header. Bytes of an unfinished stanza do not count, and a stanza left unfinished
+/// for [`ConnectionConfig::stanza_timeout`] ends the connection
+/// ([`CloseReason::StanzaTimeout`]). A draining connection ends itself
+/// [`ConnectionConfig::drain_timeout`] after the announcement
+/// ([`CloseReason::DrainTimeout`]) and hands back what is unanswered.
+///
+/// `Debug` output never shows buffered bytes (they hold the SASL `<auth>`, the server key in
+/// base64, between authentication and the next transmit): only their length.
 pub struct Connection {
     id: ConnId,
     config: ConnectionConfig,
@@ -432,8 +466,9 @@ pub struct Connection {
     events: VecDeque<ConnectionEvent>,
     in_flight: InFlight,
     window_was_full: bool,
-    /// Upstream ids handed to the application for a manual ack.
-    awaiting_ack: HashSet<MessageId>,
+    /// Upstream `(from, message_id)` pairs handed to the application for a manual ack.
+    /// Device-chosen ids collide across devices, so the id alone is not a key.
+    awaiting_ack: HashSet<AppAck>,
     jid: Option<String>,
     session_offered: bool,
     setup_deadline: Option<Instant>,
@@ -441,6 +476,11 @@ pub struct Connection {
     last_received: Instant,
     ping_deadline: Option<Instant>,
     close_deadline: Option<Instant>,
+    /// Since when a stanza has been open (bytes buffered, not yet a frame).
+    stanza_open_since: Option<Instant>,
+    drain_deadline: Option<Instant>,
+    /// CONNECTION_DRAINING arrived before setup finished: drain as soon as it does.
+    drain_pending: bool,
     end_sent: bool,
     pings: u64,
     stats: Stats,
@@ -454,7 +494,7 @@ impl Connection {
             id,
             reader: StreamReader::new(config.framer.clone()),
             in_flight: InFlight::with_capacity(config.window),
-            setup_deadline: Some(now + config.setup_timeout),
+            setup_deadline: Some(later(now, config.setup_timeout)),
             config,
             state: State::AwaitingHeader,
             out: Vec::with_capacity(4096),
@@ -467,6 +507,9 @@ impl Connection {
             last_received: now,
             ping_deadline: None,
             close_deadline: None,
+            stanza_open_since: None,
+            drain_deadline: None,
+            drain_pending: false,
             end_sent: false,
             pings: 0,
             stats: Stats::default(),
@@ -557,13 +600,16 @@ impl Connection {
             self.setup_deadline,
             self.close_deadline,
             self.ping_deadline,
+            self.drain_deadline,
+            self.stanza_open_since
+                .map(|t| later(t, self.config.stanza_timeout)),
             None,
             None,
         ];
         if !self.state.is_setup() {
-            next[3] = Some(self.last_sent + self.config.keepalive_interval);
+            next[5] = Some(later(self.last_sent, self.config.keepalive_interval));
             if self.ping_deadline.is_none() {
-                next[4] = Some(self.last_received + self.config.ping_after);
+                next[6] = Some(later(self.last_received, self.config.ping_after));
             }
         }
         next.into_iter().flatten().min()
@@ -577,12 +623,15 @@ impl Connection {
             return;
         }
         self.stats.bytes_in += data.len() as u64;
-        self.last_received = now;
-        self.ping_deadline = None;
         self.reader.push(data);
         loop {
             match self.reader.next_event() {
-                Ok(Some(ev)) => self.handle_xml(now, ev),
+                Ok(Some(ev)) => {
+                    // A complete frame: the only thing that proves the peer alive.
+                    self.last_received = now;
+                    self.ping_deadline = None;
+                    self.handle_xml(now, ev)
+                }
                 Ok(None) => break,
                 Err(e) => {
                     self.fail_protocol(now, e);
@@ -593,6 +642,10 @@ impl Connection {
                 break;
             }
         }
+        self.stanza_open_since = match self.reader.framer().buffered() {
+            0 => None,
+            _ => self.stanza_open_since.or(Some(now)),
+        };
         self.maybe_finish_close(now);
     }
 
@@ -627,18 +680,31 @@ impl Connection {
             self.finish(now, CloseReason::PingTimeout);
             return;
         }
+        if let Some(t) = self.stanza_open_since
+            && now >= later(t, self.config.stanza_timeout)
+        {
+            self.finish(now, CloseReason::StanzaTimeout);
+            return;
+        }
+        if let Some(d) = self.drain_deadline
+            && now >= d
+        {
+            self.finish(now, CloseReason::DrainTimeout);
+            return;
+        }
         if self.state.is_setup() {
             return;
         }
-        if self.ping_deadline.is_none() && now >= self.last_received + self.config.ping_after {
+        if self.ping_deadline.is_none() && now >= later(self.last_received, self.config.ping_after)
+        {
             self.pings += 1;
             let id = format!("ping_{}", self.pings);
             write::iq_ping(&mut self.out, &id, Some(&self.config.domain));
             self.stats.pings_sent += 1;
-            self.ping_deadline = Some(now + self.config.ping_timeout);
+            self.ping_deadline = Some(later(now, self.config.ping_timeout));
             self.sent(now);
         }
-        if now >= self.last_sent + self.config.keepalive_interval {
+        if now >= later(self.last_sent, self.config.keepalive_interval) {
             write::whitespace_keepalive(&mut self.out);
             self.stats.keepalives_sent += 1;
             self.sent(now);
@@ -702,7 +768,7 @@ impl Connection {
         if self.state == State::Closed || self.end_sent {
             return Err(AckError::ConnectionGone);
         }
-        if !self.awaiting_ack.remove(&handle.ack.message_id) {
+        if !self.awaiting_ack.remove(&handle.ack) {
             return Err(AckError::NotPending);
         }
         self.write_ack(now, &handle.ack);
@@ -761,7 +827,9 @@ impl Connection {
 
     fn step(&mut self, now: Instant, state: State) {
         self.state = state;
-        self.setup_deadline = state.is_setup().then(|| now + self.config.setup_timeout);
+        self.setup_deadline = state
+            .is_setup()
+            .then(|| later(now, self.config.setup_timeout));
     }
 
     fn handle_stanza(&mut self, now: Instant, stanza: Stanza) {
@@ -880,6 +948,9 @@ impl Connection {
         self.step(now, State::Connected);
         let jid = self.jid.clone().unwrap_or_default();
         self.emit(ConnectionEvent::Connected { jid });
+        if self.drain_pending {
+            self.start_draining(now);
+        }
     }
 
     fn handle_iq(&mut self, now: Instant, iq: Iq) {
@@ -925,11 +996,20 @@ impl Connection {
                 }
                 None => self.anomaly(Anomaly::UnknownAck(ack)),
             },
+            // BAD_ACK answers one of our acks of an upstream message, never a downstream
+            // message, whatever id it carries.
+            Incoming::Nack(nack) if nack.error == NackCode::BadAck => {
+                self.anomaly(Anomaly::AckRefused {
+                    message_id: Some(nack.message_id.as_str().to_owned()),
+                    nack: Some(Box::new(nack)),
+                    error: None,
+                })
+            }
             Incoming::Nack(nack) => match self.answered(&nack.message_id) {
                 Some(message) => {
                     self.stats.nacked += 1;
                     if nack.error == NackCode::ConnectionDraining {
-                        self.start_draining();
+                        self.start_draining(now);
                         self.emit(ConnectionEvent::Returned { message });
                     } else {
                         self.emit(ConnectionEvent::Nacked { message, nack });
@@ -950,15 +1030,31 @@ impl Connection {
             Incoming::Control(Control {
                 control_type: ControlType::ConnectionDraining,
                 ..
-            }) => self.start_draining(),
+            }) => self.start_draining(now),
             other => self.emit(ConnectionEvent::Unrecognized(other)),
         }
     }
 
     fn stanza_error(&mut self, m: Message) {
+        let echoed = m.gcm.as_deref().and_then(echoed_payload);
+        if let Some(Echo {
+            message_id,
+            message_type: Some(t),
+        }) = &echoed
+            && t == "ack"
+        {
+            // The server refused one of our acks (which carry no stanza id): it concerns an
+            // upstream message, not a downstream message that happens to share its id.
+            let message_id = message_id.clone();
+            return self.anomaly(Anomaly::AckRefused {
+                message_id,
+                nack: None,
+                error: m.error,
+            });
+        }
         // Tie it to the message by stanza id, else by the message_id in the echoed JSON.
         let by_stanza_id = m.id.as_deref().filter(|id| self.in_flight.contains(id));
-        let echoed = m.gcm.as_deref().and_then(echoed_message_id);
+        let echoed = echoed.and_then(|e| e.message_id);
         let id = by_stanza_id
             .map(str::to_owned)
             .or(echoed.filter(|id| self.in_flight.contains(id)));
@@ -998,7 +1094,7 @@ impl Connection {
                 None
             }
             AckMode::Manual => {
-                self.awaiting_ack.insert(ack.message_id.clone());
+                self.awaiting_ack.insert(ack.clone());
                 Some(AckHandle { conn: self.id, ack })
             }
         }
@@ -1012,11 +1108,23 @@ impl Connection {
         self.sent(now);
     }
 
-    fn start_draining(&mut self) {
-        if self.state == State::Connected {
-            self.state = State::Draining;
-            self.emit(ConnectionEvent::Draining);
+    /// CONNECTION_DRAINING, in whatever state messages are processed: while the session is
+    /// still being set up it takes effect as setup ends; while closing it bounds the close.
+    fn start_draining(&mut self, now: Instant) {
+        if self.drain_deadline.is_some() {
+            return;
         }
+        match self.state {
+            State::Connected => self.state = State::Draining,
+            State::Closing => {}
+            s if s.is_setup() => {
+                self.drain_pending = true;
+                return;
+            }
+            _ => return,
+        }
+        self.drain_deadline = Some(later(now, self.config.drain_timeout));
+        self.emit(ConnectionEvent::Draining);
     }
 
     fn maybe_finish_close(&mut self, now: Instant) {
@@ -1058,6 +1166,8 @@ impl Connection {
         self.setup_deadline = None;
         self.close_deadline = None;
         self.ping_deadline = None;
+        self.drain_deadline = None;
+        self.stanza_open_since = None;
         self.awaiting_ack.clear();
         let unanswered = self.in_flight.drain_in_order();
         self.emit(ConnectionEvent::Closed { reason, unanswered });
@@ -1079,11 +1189,38 @@ fn stream_condition(e: &XmlError) -> &'static str {
     }
 }
 
-/// The `message_id` of an echoed payload, if it is a JSON object with a string one.
-fn echoed_message_id(json: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Echo {
-        message_id: Option<String>,
+/// The parts of an echoed payload that tell what it answers.
+#[derive(serde::Deserialize)]
+struct Echo {
+    message_id: Option<String>,
+    message_type: Option<String>,
+}
+
+/// The echoed payload of a stanza error, if it is a JSON object with string fields.
+fn echoed_payload(json: &str) -> Option<Echo> {
+    serde_json::from_str::<Echo>(json).ok()
+}
+
+/// `now + d`, or `now` should it not be representable (durations are validated to at most
+/// ten years, so it always is in practice; a deadline that fires at once beats a panic).
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or(now)
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Field by field, without the buffers: `out` may hold the SASL `<auth>` element.
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .field("config", &self.config)
+            .field("jid", &self.jid)
+            .field("in_flight", &self.in_flight.len())
+            .field("awaiting_ack", &self.awaiting_ack.len())
+            .field("queued_out_bytes", &self.out.len())
+            .field("events", &self.events.len())
+            .field("buffered_in_bytes", &self.reader.framer().buffered())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
     }
-    serde_json::from_str::<Echo>(json).ok()?.message_id
 }

@@ -416,7 +416,9 @@ pub struct ServerConnection {
     recent_invalid: VecDeque<(String, String)>,
     /// Upstream messages and receipts sent and not acked, in send order.
     unacked: BTreeMap<u64, Incoming>,
-    unacked_by_id: HashMap<MessageId, u64>,
+    /// Keyed by the ack each expects: `(from, message_id)`, since device-chosen ids collide
+    /// across devices.
+    unacked_by_id: HashMap<AppAck, u64>,
     unacked_seq: u64,
     /// Ids of pings sent and not answered, oldest first.
     pings: VecDeque<String>,
@@ -781,7 +783,7 @@ impl ServerConnection {
     /// again replaces the entry).
     pub fn send_upstream(&mut self, message: &Upstream) -> Result<(), ServerError> {
         self.ready()?;
-        self.check_unacked(&message.message_id)?;
+        self.check_unacked(&message.ack())?;
         self.write_gcm(Some("normal"), message)?;
         self.track_unacked(Incoming::Upstream(message.clone()));
         self.stats.upstream_sent += 1;
@@ -792,7 +794,7 @@ impl ServerConnection {
     /// [`Self::unacked_upstream`] until the client acks it.
     pub fn send_receipt(&mut self, receipt: &Receipt) -> Result<(), ServerError> {
         self.ready()?;
-        self.check_unacked(&receipt.message_id)?;
+        self.check_unacked(&receipt.ack())?;
         self.write_gcm(Some("normal"), receipt)?;
         self.track_unacked(Incoming::Receipt(receipt.clone()));
         self.stats.receipts_sent += 1;
@@ -1184,7 +1186,7 @@ impl ServerConnection {
 
     fn on_app_ack(&mut self, ack: AppAck) {
         self.stats.app_acks_received += 1;
-        match self.unacked_by_id.remove(ack.message_id.as_str()) {
+        match self.unacked_by_id.remove(&ack) {
             Some(seq) => {
                 self.unacked.remove(&seq);
                 self.events.push_back(ServerEvent::AppAck(ack));
@@ -1242,20 +1244,20 @@ impl ServerConnection {
             })
     }
 
-    fn check_unacked(&self, id: &MessageId) -> Result<(), ServerError> {
+    fn check_unacked(&self, key: &AppAck) -> Result<(), ServerError> {
         let limit = self.config.max_unacked_upstream;
-        if self.unacked.len() >= limit && !self.unacked_by_id.contains_key(id) {
+        if self.unacked.len() >= limit && !self.unacked_by_id.contains_key(key) {
             return Err(ServerError::TooManyUnacked { limit });
         }
         Ok(())
     }
 
     fn track_unacked(&mut self, message: Incoming) {
-        let Some(id) = message.message_id().cloned() else {
+        let Some(key) = message.ack_for() else {
             return;
         };
         self.unacked_seq += 1;
-        if let Some(old) = self.unacked_by_id.insert(id, self.unacked_seq) {
+        if let Some(old) = self.unacked_by_id.insert(key, self.unacked_seq) {
             self.unacked.remove(&old);
         }
         self.unacked.insert(self.unacked_seq, message);

@@ -244,7 +244,7 @@ fn ack_nack_and_stanza_error_for_every_kind() {
             NackCode::DeviceUnregistered,
             NackCode::InternalServerError,
             NackCode::ServiceUnavailable,
-            NackCode::BadAck,
+            // (BAD_ACK answers our acks, never a downstream message: see below.)
             NackCode::InvalidJson,
             NackCode::DeviceMessageRateExceeded,
             NackCode::TopicsMessageRateExceeded,
@@ -840,4 +840,291 @@ fn a_bind_result_without_an_id_is_taken() {
     conn.handle_input(now, through_bind(false, None).as_bytes());
     assert_eq!(conn.state(), State::Connected);
     assert_eq!(conn.jid(), Some("123456789012@gcm.googleapis.com/R"));
+}
+
+// ---- hardening: ack keys, drain deadline, liveness, draining anywhere, BAD_ACK ----
+
+fn upstream_from(from: &str, id: &str) -> Upstream {
+    match Incoming::from_json(&format!(
+        r#"{{"from":"{from}","category":"com.example","message_id":"{id}","data":{{}}}}"#
+    ))
+    .unwrap()
+    {
+        Incoming::Upstream(u) => u,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn manual_acks_of_colliding_ids_from_two_devices_both_go_out() {
+    let mut c = Pair::client_config();
+    c.ack_mode = AckMode::Manual;
+    let mut pair = make(c, Pair::server_config(), Some((8, 13)));
+    pair.connect();
+    pair.server
+        .send_upstream(&upstream_from("DEV-A", "1"))
+        .unwrap();
+    pair.server
+        .send_upstream(&upstream_from("DEV-B", "1"))
+        .unwrap();
+    pair.drive();
+    let handles: Vec<_> = pair
+        .client_events
+        .iter()
+        .filter_map(|e| match e {
+            ConnectionEvent::Upstream { ack: Some(h), .. } => Some(h.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handles.len(), 2);
+    let now = pair.now;
+    for h in &handles {
+        pair.client.ack(now, h).unwrap();
+    }
+    assert_eq!(pair.client.ack(now, &handles[1]), Err(AckError::NotPending));
+    pair.drive();
+    assert_eq!(pair.server.unacked_upstream().count(), 0);
+    let mut acked: Vec<_> = pair
+        .server_events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::AppAck(a) => Some((a.to.clone(), a.message_id.as_str().to_owned())),
+            _ => None,
+        })
+        .collect();
+    acked.sort();
+    assert_eq!(
+        acked,
+        [("DEV-A".into(), "1".into()), ("DEV-B".into(), "1".into())]
+    );
+}
+
+#[test]
+fn a_drained_connection_the_server_never_closes_ends_at_the_drain_deadline() {
+    each_way(|pair| {
+        pair.connect();
+        send(pair, "a");
+        send(pair, "b");
+        pair.drive();
+        pair.server
+            .send_control(&Control::connection_draining())
+            .unwrap();
+        pair.drive();
+        assert_eq!(pair.client.state(), State::Draining);
+        // The server answers pings (the connection is alive) but never the messages.
+        pair.advance(Duration::from_secs(59));
+        assert_eq!(pair.client.state(), State::Draining);
+        pair.advance(Duration::from_secs(2));
+        let (reason, unanswered) = closed(pair).unwrap();
+        assert_eq!(reason, &CloseReason::DrainTimeout);
+        assert_eq!(ids(unanswered), ["a", "b"]);
+        assert!(
+            pair.server_events
+                .iter()
+                .any(|e| matches!(e, ServerEvent::Closed { .. })),
+            "the client closed its stream: {:?}",
+            pair.server_events
+        );
+    });
+}
+
+#[test]
+fn the_drain_deadline_is_configurable() {
+    let mut c = Pair::client_config();
+    c.drain_timeout = Duration::from_secs(5);
+    let mut pair = make(c, Pair::server_config(), None);
+    pair.connect();
+    send(&mut pair, "a");
+    pair.drive();
+    pair.server
+        .nack("a", NackCode::ConnectionDraining, None)
+        .unwrap();
+    pair.drive();
+    pair.advance(Duration::from_secs(6));
+    let (reason, unanswered) = closed(&pair).unwrap();
+    assert_eq!(reason, &CloseReason::DrainTimeout);
+    assert!(
+        unanswered.is_empty(),
+        "`a` was returned, not left in flight"
+    );
+}
+
+/// Feeds the client one byte of an unfinished stanza every `every`, for `total`.
+fn trickle(pair: &mut Pair, every: Duration, total: Duration) {
+    pair.mute(Direction::ToClient);
+    let bytes = b"<message id='x'><gcm xmlns='google:mobile:data'>{\"from\":\"D\"";
+    let mut t = Duration::ZERO;
+    let mut i = 0;
+    while t < total && pair.client.state() != State::Closed {
+        let now = pair.now;
+        pair.client
+            .handle_input(now, &bytes[i % bytes.len()..][..1]);
+        i += 1;
+        pair.advance(every);
+        t += every;
+    }
+}
+
+#[test]
+fn a_trickled_stanza_that_never_ends_is_a_dead_connection() {
+    let mut pair = make(Pair::client_config(), Pair::server_config(), None);
+    pair.connect();
+    send(&mut pair, "a");
+    pair.drive();
+    let start = pair.now;
+    trickle(&mut pair, Duration::from_secs(2), Duration::from_secs(600));
+    let (reason, unanswered) = closed(&pair).unwrap();
+    assert_eq!(reason, &CloseReason::StanzaTimeout);
+    assert_eq!(ids(unanswered), ["a"]);
+    let took = pair.now - start;
+    assert!(took <= Duration::from_secs(34), "{took:?}");
+}
+
+#[test]
+fn bytes_of_an_unfinished_stanza_are_not_life() {
+    // With the stanza limit out of the way, the ping still fires: a trickle is not an answer.
+    let mut c = Pair::client_config();
+    c.stanza_timeout = Duration::from_secs(3600);
+    let mut pair = make(c, Pair::server_config(), None);
+    pair.connect();
+    send(&mut pair, "a");
+    pair.drive();
+    let start = pair.now;
+    trickle(&mut pair, Duration::from_secs(2), Duration::from_secs(600));
+    let (reason, _) = closed(&pair).unwrap();
+    assert_eq!(reason, &CloseReason::PingTimeout);
+    assert!(pair.now - start <= Duration::from_secs(94));
+}
+
+#[test]
+fn whitespace_keepalives_between_stanzas_are_life() {
+    let mut pair = make(Pair::client_config(), Pair::server_config(), None);
+    pair.connect();
+    pair.mute(Direction::ToClient);
+    for _ in 0..100 {
+        let now = pair.now;
+        pair.client.handle_input(now, b" ");
+        pair.advance(Duration::from_secs(20));
+    }
+    assert_eq!(pair.client.state(), State::Connected);
+    assert_eq!(pair.client.stats().pings_sent, 0);
+}
+
+#[test]
+fn draining_during_session_setup_takes_effect_when_setup_ends() {
+    use ccs_proto::Connection;
+    use ccs_proto::connection::ConnId;
+    let now = epoch();
+    let mut conn = Connection::new(ConnId(3), Pair::client_config(), now).unwrap();
+    conn.handle_input(now, through_bind(true, Some("bind_1")).as_bytes());
+    assert_eq!(conn.state(), State::StartingSession);
+    conn.handle_input(
+        now,
+        br#"<message><gcm xmlns="google:mobile:data">{"message_type":"control","control_type":"CONNECTION_DRAINING"}</gcm></message>"#,
+    );
+    conn.handle_input(now, b"<iq type='result' id='sess_1'/>");
+    let events: Vec<_> = std::iter::from_fn(|| conn.poll_event()).collect();
+    assert!(
+        matches!(events[0], ConnectionEvent::Connected { .. }),
+        "{events:?}"
+    );
+    assert!(matches!(events[1], ConnectionEvent::Draining), "{events:?}");
+    assert_eq!(conn.state(), State::Draining);
+    let err = conn.send(now, msg("a")).unwrap_err();
+    assert_eq!(err.kind, SendErrorKind::Draining);
+}
+
+#[test]
+fn draining_while_closing_is_reported_and_bounds_the_close() {
+    let mut pair = make(Pair::client_config(), Pair::server_config(), None);
+    pair.connect();
+    send(&mut pair, "a");
+    pair.drive();
+    let now = pair.now;
+    pair.client.close(now, now + Duration::from_secs(3600));
+    pair.server
+        .send_control(&Control::connection_draining())
+        .unwrap();
+    pair.drive();
+    assert_eq!(count(&pair, |e| matches!(e, ConnectionEvent::Draining)), 1);
+    pair.advance(Duration::from_secs(61));
+    let (reason, unanswered) = closed(&pair).unwrap();
+    assert_eq!(reason, &CloseReason::DrainTimeout);
+    assert_eq!(ids(unanswered), ["a"]);
+}
+
+#[test]
+fn bad_ack_is_about_our_ack_not_a_downstream_message_with_the_same_id() {
+    each_way(|pair| {
+        pair.connect();
+        send(pair, "1");
+        pair.drive();
+        pair.server
+            .send_upstream(&upstream_from("DEV", "1"))
+            .unwrap();
+        pair.drive();
+        let ack = upstream_from("DEV", "1").ack();
+        pair.server.nack_bad_ack(&ack, None).unwrap();
+        pair.drive();
+        assert_eq!(pair.client.in_flight(), 1, "{:?}", pair.client_events);
+        assert_eq!(
+            count(pair, |e| matches!(e, ConnectionEvent::Nacked { .. })),
+            0
+        );
+        assert_eq!(
+            count(pair, |e| matches!(
+                e,
+                ConnectionEvent::Anomaly(ccs_proto::connection::Anomaly::AckRefused { .. })
+            )),
+            1
+        );
+        // A stanza error echoing our ack is the same: not an answer to "1".
+        let now = pair.now;
+        pair.client.handle_input(
+            now,
+            br#"<message type="error"><gcm xmlns="google:mobile:data">{"to":"DEV","message_id":"1","message_type":"ack"}</gcm><error type="modify"><bad-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></error></message>"#,
+        );
+        pair.drive();
+        assert_eq!(pair.client.in_flight(), 1);
+        assert_eq!(
+            count(pair, |e| matches!(e, ConnectionEvent::StanzaError { .. })),
+            0
+        );
+        pair.server.ack("1", None).unwrap();
+        pair.drive();
+        assert_eq!(
+            count(pair, |e| matches!(e, ConnectionEvent::Acked { .. })),
+            1
+        );
+    });
+}
+
+#[test]
+fn durations_the_clock_cannot_hold_are_refused_not_a_panic() {
+    use ccs_proto::Connection;
+    use ccs_proto::connection::ConnId;
+    let mut c = Pair::client_config();
+    c.setup_timeout = Duration::MAX;
+    assert!(Connection::new(ConnId(1), c, epoch()).is_err());
+}
+
+#[test]
+fn debug_output_never_shows_the_queued_auth() {
+    use base64::Engine as _;
+    use ccs_proto::Connection;
+    use ccs_proto::connection::ConnId;
+    let now = epoch();
+    let mut conn = Connection::new(ConnId(3), Pair::client_config(), now).unwrap();
+    conn.handle_input(now, format!("{SERVER_HEADER}{SASL_FEATURES}").as_bytes());
+    assert_eq!(conn.state(), State::Authenticating);
+    let secret = base64::engine::general_purpose::STANDARD
+        .encode("\0123456789012@gcm.googleapis.com\0test-key");
+    let debug = format!("{conn:?}");
+    assert!(!debug.contains(&secret), "{debug}");
+    assert!(!debug.contains("test-key"), "{debug}");
+    let out = String::from_utf8(conn.poll_transmit().unwrap()).unwrap();
+    assert!(
+        out.contains(&secret),
+        "the test looks for the right bytes: {out}"
+    );
 }

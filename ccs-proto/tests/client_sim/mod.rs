@@ -738,12 +738,12 @@ struct Knobs {
     retry_rate_limited: bool,
 }
 
-const NACK_CODES: [&str; 17] = [
+/// Nacks a downstream message can get (BAD_ACK answers our acks, never a downstream message).
+const NACK_CODES: [&str; 16] = [
     "BAD_REGISTRATION",
     "DEVICE_UNREGISTERED",
     "INTERNAL_SERVER_ERROR",
     "SERVICE_UNAVAILABLE",
-    "BAD_ACK",
     "INVALID_JSON",
     "CONNECTION_DRAINING",
     "DEVICE_MESSAGE_RATE_EXCEEDED",
