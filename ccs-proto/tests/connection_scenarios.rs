@@ -1118,7 +1118,7 @@ fn debug_output_never_shows_the_queued_auth() {
     conn.handle_input(now, format!("{SERVER_HEADER}{SASL_FEATURES}").as_bytes());
     assert_eq!(conn.state(), State::Authenticating);
     let secret = base64::engine::general_purpose::STANDARD
-        .encode("\0123456789012@gcm.googleapis.com\0test-key");
+        .encode("\u{0}123456789012@gcm.googleapis.com\u{0}test-key");
     let debug = format!("{conn:?}");
     assert!(!debug.contains(&secret), "{debug}");
     assert!(!debug.contains("test-key"), "{debug}");
