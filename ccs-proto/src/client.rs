@@ -133,6 +133,10 @@ pub const MAX_CONNECTIONS: usize = 1000;
 
 pub use crate::config::MAX_DURATION;
 
+/// The key of [`ClientStats::nacked_by_code`] that counts every nack code this crate does
+/// not know ([`NackCode::Unknown`]).
+pub const UNKNOWN_NACK_CODES: &str = "UNKNOWN";
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------------
@@ -384,7 +388,9 @@ impl fmt::Display for MessageTicket {
 }
 
 /// What the client asks of its adapter, from [`Client::poll_output`].
-#[derive(Debug)]
+///
+/// `Debug` shows the length of [`Output::Transmit`]'s bytes, never the bytes (they may be
+/// the SASL `<auth>`, which carries the server key).
 #[must_use]
 #[non_exhaustive]
 pub enum Output {
@@ -640,7 +646,9 @@ pub struct ClientStats {
     pub acked: u64,
     /// Nacks received, every code (CONNECTION_DRAINING included).
     pub nacked: u64,
-    /// Nacks received, by code.
+    /// Nacks received, by code: the documented codes by name, every code this crate does
+    /// not know under one key, [`UNKNOWN_NACK_CODES`] (a server's free text cannot grow the
+    /// map).
     pub nacked_by_code: BTreeMap<String, u64>,
     /// Outcomes [`Outcome::Nacked`] (final nacks).
     pub nacked_final: u64,
@@ -715,6 +723,17 @@ pub struct ConnectionInfo {
     pub in_flight: usize,
     /// Its window.
     pub window: usize,
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connect(id) => f.debug_tuple("Connect").field(id).finish(),
+            Self::Transmit(id, bytes) => write!(f, "Transmit({id:?}, <{} bytes>)", bytes.len()),
+            Self::Disconnect(id) => f.debug_tuple("Disconnect").field(id).finish(),
+            Self::Event(e) => f.debug_tuple("Event").field(e).finish(),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1671,11 +1690,16 @@ impl Client {
 
     fn count_nack(&mut self, code: &NackCode) {
         self.stats.nacked += 1;
-        *self
-            .stats
-            .nacked_by_code
-            .entry(code.as_str().to_owned())
-            .or_default() += 1;
+        let key = match code {
+            NackCode::Unknown(_) => UNKNOWN_NACK_CODES,
+            known => known.as_str(),
+        };
+        match self.stats.nacked_by_code.get_mut(key) {
+            Some(n) => *n += 1,
+            None => {
+                self.stats.nacked_by_code.insert(key.to_owned(), 1);
+            }
+        }
     }
 
     /// A final answer: the message's one outcome (or a late answer, if it expired).

@@ -169,6 +169,17 @@ pub struct AckHandle {
 }
 
 impl AckHandle {
+    #[cfg(test)]
+    pub(crate) fn for_tests(conn: ConnId, to: &str, message_id: &str) -> Self {
+        Self {
+            conn,
+            ack: AppAck {
+                to: to.to_owned(),
+                message_id: MessageId::new(message_id).expect("a valid test id"),
+            },
+        }
+    }
+
     /// The connection the message arrived on (the only one the ack is valid on).
     pub fn conn(&self) -> ConnId {
         self.conn

@@ -259,3 +259,46 @@ fn unknown_messages_and_anomalies_reach_the_application() {
     );
     assert_eq!(net.client.stats().outcomes(), 0);
 }
+
+#[test]
+fn debug_output_never_shows_the_queued_auth() {
+    use base64::Engine as _;
+    use ccs_proto::Client;
+    let now = epoch();
+    let mut client = Client::new(client_config(), now).unwrap();
+    let Some(Output::Connect(id)) = client.poll_output() else {
+        panic!("a connect first")
+    };
+    client.handle_connected(now, id);
+    client.handle_input(
+        now,
+        id,
+        b"<stream:stream from='gcm.googleapis.com' id='1' version='1.0' \
+          xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>\
+          <stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>\
+          <mechanism>PLAIN</mechanism></mechanisms></stream:features>",
+    );
+    let config = client_config();
+    let secret = base64::engine::general_purpose::STANDARD.encode(format!(
+        "\u{0}{}@gcm.googleapis.com\u{0}{}",
+        config.connection.sender_id,
+        config.connection.server_key.expose()
+    ));
+    let debug = format!("{client:?}");
+    assert!(!debug.contains(&secret), "{debug}");
+    let outputs: Vec<Output> = std::iter::from_fn(|| client.poll_output()).collect();
+    let debug = format!("{outputs:?}");
+    assert!(!debug.contains(&secret), "{debug}");
+    let wire: Vec<u8> = outputs
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Transmit(_, b) => Some(b),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(
+        String::from_utf8(wire).unwrap().contains(&secret),
+        "the test looks for the right bytes"
+    );
+}

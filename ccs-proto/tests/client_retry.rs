@@ -264,3 +264,31 @@ fn delayed_retries_go_out_by_due_time_not_by_nack_order() {
     net.drive();
     assert_eq!(net.pending(c), ["b", "a"]);
 }
+
+#[test]
+fn unknown_nack_codes_share_one_counter() {
+    // A server that puts free text in `error` must not grow the stats without bound.
+    let mut net = Net::up(predictable(1));
+    let c = net.only_conn();
+    for i in 0..50 {
+        net.send(msg(&format!("m-{i}")));
+    }
+    net.drive();
+    for i in 0..50 {
+        net.server(c)
+            .nack(
+                &format!("m-{i}"),
+                NackCode::Unknown(format!("SOMETHING_ODD_{i}")),
+                None,
+            )
+            .unwrap();
+    }
+    net.drive();
+    let s = net.client.stats();
+    assert_eq!(s.nacked, 50);
+    assert_eq!(s.nacked_by_code.len(), 1, "{:?}", s.nacked_by_code);
+    assert_eq!(
+        s.nacked_by_code.get(ccs_proto::client::UNKNOWN_NACK_CODES),
+        Some(&50)
+    );
+}

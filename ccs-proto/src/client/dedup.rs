@@ -2,8 +2,9 @@
 //!
 //! CCS redelivers every upstream message whose ack it did not get, on a later connection
 //! (PROTOCOL.md §7.3). The window remembers the last `capacity` `(from, message_id)` pairs
-//! handed to the application, so that a redelivered copy is acked again but not handed over
-//! twice.
+//! handed to the application and done with, so that a redelivered copy is acked again but
+//! not handed over twice. Every operation is O(1) (amortized), however many pairs await
+//! the application's ack.
 //!
 //! In manual-ack mode a pair is only "done" once the application has acked it. Until then it
 //! is tied to the connection the first copy came on: a copy arriving meanwhile on another
@@ -48,8 +49,10 @@ enum State<T> {
 #[derive(Debug)]
 pub(super) struct Dedup<T> {
     capacity: usize,
-    /// Insertion order, for eviction; an entry whose generation no longer matches the map's
-    /// is stale (the pair was forgotten and seen again) and is skipped.
+    /// Pairs that are done, in the order they became done, for eviction. Pairs awaiting the
+    /// application are not in it (they are never evicted), so an insert costs O(1) however
+    /// many await. An entry whose generation no longer matches the map's is stale (the pair
+    /// was forgotten, or seen again) and is skipped.
     order: VecDeque<(Key, u64)>,
     map: HashMap<Key, (u64, State<T>)>,
     next_gen: u64,
@@ -88,6 +91,8 @@ impl<T> Dedup<T> {
                 },
             };
         }
+        let generation = self.next_gen;
+        self.next_gen += 1;
         let state = match handle {
             Some(_) => {
                 self.awaiting += 1;
@@ -96,11 +101,11 @@ impl<T> Dedup<T> {
                     held: Vec::new(),
                 }
             }
-            None => State::Done,
+            None => {
+                self.order.push_back((key.clone(), generation));
+                State::Done
+            }
         };
-        let generation = self.next_gen;
-        self.next_gen += 1;
-        self.order.push_back((key.clone(), generation));
         self.map.insert(key, (generation, state));
         self.evict();
         Verdict::Deliver
@@ -120,16 +125,22 @@ impl<T> Dedup<T> {
             return Vec::new();
         }
         let key = (from.to_owned(), id.clone());
-        match self.map.get_mut(&key) {
-            Some((_, state @ State::Awaiting { .. })) => {
+        let handles = match self.map.get_mut(&key) {
+            Some((generation, state @ State::Awaiting { .. })) => {
                 self.awaiting = self.awaiting.saturating_sub(1);
+                // Done from now on: it joins the eviction order at the back.
+                *generation = self.next_gen;
+                self.next_gen += 1;
+                self.order.push_back((key, *generation));
                 match std::mem::replace(state, State::Done) {
                     State::Awaiting { held, .. } => held.into_iter().map(|(h, _)| h).collect(),
                     State::Done => Vec::new(),
                 }
             }
-            _ => Vec::new(),
-        }
+            _ => return Vec::new(),
+        };
+        self.evict();
+        handles
     }
 
     /// `conn` ended: the application's acks of copies that came on it will be refused. For
@@ -172,22 +183,17 @@ impl<T> Dedup<T> {
         handed
     }
 
+    /// Forgets the oldest done pairs beyond the capacity. Each entry of `order` is popped at
+    /// most once, so this is O(1) amortized per insert.
     fn evict(&mut self) {
-        // Pairs awaiting the application go to the back rather than out.
-        let mut budget = self.order.len();
-        while self.map.len() > self.capacity && budget > 0 {
-            budget -= 1;
+        while self.map.len() - self.awaiting > self.capacity {
             let Some((key, generation)) = self.order.pop_front() else {
                 return;
             };
-            match self.map.get(&key) {
-                Some((g, State::Awaiting { .. })) if *g == generation => {
-                    self.order.push_back((key, generation));
-                }
-                Some((g, State::Done)) if *g == generation => {
-                    self.map.remove(&key);
-                }
-                _ => {}
+            if let Some((g, State::Done)) = self.map.get(&key)
+                && *g == generation
+            {
+                self.map.remove(&key);
             }
         }
         // Stale entries (forgotten pairs) would otherwise pile up in `order`.
@@ -257,5 +263,40 @@ mod tests {
         }
         assert!(d.order.len() <= 2 * 64 + 1);
         assert_eq!(d.map.len(), 2);
+    }
+
+    #[test]
+    fn pairs_awaiting_the_application_cost_nothing_per_insert() {
+        // 20,000 pairs await acks in a window of 10: each insert must not walk them all.
+        let mut d = Dedup::<()>::new(10);
+        let h = |i: usize| {
+            AckHandle::for_tests(ConnId(1), &format!("dev-{i}"), &i.to_string())
+        };
+        for i in 0..20_000 {
+            let handle = h(i);
+            let key = id(&i.to_string());
+            assert!(matches!(
+                d.observe(handle.to(), &key, ConnId(1), Some(&handle)),
+                Verdict::Deliver
+            ));
+        }
+        assert!(d.order.is_empty(), "awaiting pairs are not in the eviction order");
+        assert_eq!(d.awaiting, 20_000);
+        // Acked, they become done and are evicted beyond the capacity, oldest first.
+        for i in 0..20_000 {
+            d.app_acked(&format!("dev-{i}"), &id(&i.to_string()));
+        }
+        assert_eq!(d.awaiting, 0);
+        assert_eq!(d.map.len(), 10);
+        let last = h(19_999);
+        assert!(matches!(
+            d.observe(last.to(), last.message_id(), ConnId(1), None),
+            Verdict::Duplicate { .. }
+        ));
+        let first = h(0);
+        assert!(matches!(
+            d.observe(first.to(), first.message_id(), ConnId(1), None),
+            Verdict::Deliver
+        ));
     }
 }
