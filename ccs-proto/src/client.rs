@@ -117,7 +117,7 @@ use std::time::{Duration, Instant};
 use crate::config::ConnectionConfig;
 use crate::connection::{
     AckError, AckHandle, Anomaly, CloseReason, ConnId, Connection, ConnectionEvent,
-    SendErrorKind as ConnSendErrorKind, State,
+    SendErrorKind as ConnSendErrorKind, State, later,
 };
 use crate::error::UsageError;
 use crate::message::{
@@ -210,11 +210,14 @@ impl RetryPolicy {
 /// When to open connections again (PROTOCOL.md Part 1, "Reconnect").
 ///
 /// Each of the [`ClientConfig::connections`] slots counts its consecutive failures. A
-/// connection that stayed up for [`healthy_after`](Self::healthy_after) resets the count and
-/// is replaced at once when it ends. A failed attempt (refused, timed out, authentication
-/// refused, setup failed) or a connection that ended sooner counts as a failure: after `n`
-/// failures the next attempt waits `min(cap, base * factor^(n-1))`, with jitter. So a server
-/// that drops every connection at once never meets a reconnect storm.
+/// connection that did its job resets the count and is replaced at once when it ends: it got
+/// at least one answer (ack, nack or stanza error) to a downstream message, or it stayed up
+/// for [`healthy_after`](Self::healthy_after). A failed attempt (refused, timed out,
+/// authentication refused, setup failed) or a connection that ended sooner without a single
+/// answer counts as a failure: after `n` failures the next attempt waits
+/// `min(cap, base * factor^(n-1))`, with jitter. So a server that drops every connection at
+/// once never meets a reconnect storm, and a busy connection lost now and then is replaced
+/// at once however young it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReconnectPolicy {
@@ -871,6 +874,8 @@ struct Entry {
     conn: Option<Connection>,
     connect_deadline: Instant,
     up_since: Option<Instant>,
+    /// Answers (acks, nacks, stanza errors) it brought to downstream messages.
+    answers: u64,
     counted_connecting: bool,
     told_to_close: bool,
     forced: bool,
@@ -970,10 +975,15 @@ impl Deadlines {
     }
 }
 
-fn later(now: Instant, d: Duration) -> Instant {
-    // Every setting is at most ten years (`validate`), so this cannot overflow in practice;
-    // should it, the deadline fires at once rather than never.
-    now.checked_add(d).unwrap_or(now)
+impl Entry {
+    /// Whether the connection achieved something: answers to downstream messages, or a life
+    /// of at least `healthy_after` after setup. Judges its end for the reconnect backoff.
+    fn did_its_job(&self, now: Instant, healthy_after: Duration) -> bool {
+        self.answers > 0
+            || self
+                .up_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= healthy_after)
+    }
 }
 
 impl Client {
@@ -1620,6 +1630,15 @@ impl Client {
     // ---- internals: connection events ----
 
     fn on_conn_event(&mut self, now: Instant, id: ConnId, ev: ConnectionEvent) {
+        if matches!(
+            ev,
+            ConnectionEvent::Acked { .. }
+                | ConnectionEvent::Nacked { .. }
+                | ConnectionEvent::StanzaError { .. }
+        ) && let Some(e) = self.conns.get_mut(&id)
+        {
+            e.answers += 1;
+        }
         match ev {
             ConnectionEvent::Connected { jid } => {
                 if let Some(e) = self.conns.get_mut(&id) {
@@ -1866,14 +1885,13 @@ impl Client {
         self.stats.drains += 1;
         let healthy_after = self.config.reconnect.healthy_after;
         let detached = self.conns.get_mut(&id).and_then(|e| {
-            let healthy = e
-                .up_since
-                .is_some_and(|t| now.saturating_duration_since(t) >= healthy_after);
+            let healthy = e.did_its_job(now, healthy_after);
             e.slot.take().map(|s| (s, healthy))
         });
         if let Some((s, healthy)) = detached {
-            // A replacement at once; but a connection drained soon after it came up counts
-            // as a failure, so that a server draining every connection causes no storm.
+            // A replacement at once; but a connection drained soon after it came up, before
+            // any answer, counts as a failure, so that a server draining every connection
+            // causes no storm.
             self.release_slot(now, s, healthy, false);
         }
         self.emit(ClientEvent::ConnectionDraining { id });
@@ -1909,9 +1927,7 @@ impl Client {
             self.hand_over(message, Some(handle));
         }
         self.stats.connections_closed += 1;
-        let healthy = entry.up_since.is_some_and(|t| {
-            now.saturating_duration_since(t) >= self.config.reconnect.healthy_after
-        });
+        let healthy = entry.did_its_job(now, self.config.reconnect.healthy_after);
         let auth = reason.is_auth_failure();
         let mut will_retry_in = None;
         let mut failures = 0;
@@ -2010,6 +2026,7 @@ impl Client {
                 conn: None,
                 connect_deadline: later(now, self.config.reconnect.connect_timeout),
                 up_since: None,
+                answers: 0,
                 counted_connecting: true,
                 told_to_close: false,
                 forced: false,

@@ -293,3 +293,44 @@ fn connect_outputs_come_before_anything_else() {
     assert!(bytes.starts_with(b"<stream:stream"));
     assert_eq!(c.0, id.0);
 }
+
+#[test]
+fn a_busy_connection_lost_young_is_replaced_at_once_every_time() {
+    // One connection lost every couple of seconds, each after carrying messages: the backoff
+    // must not grow (it exists for connections that achieve nothing).
+    let mut net = Net::up(predictable());
+    net.auto_ack = true;
+    let mut delays = Vec::new();
+    for round in 0..8 {
+        let c = net.only_conn();
+        for i in 0..20 {
+            net.send(msg(&format!("m-{round}-{i}")));
+        }
+        net.advance(secs(2));
+        net.take_events();
+        net.kill(c);
+        delays.push(retry_delays(&net.client_events)[0]);
+        net.drive();
+        assert_eq!(ups(&net.client_events).len(), 1, "replaced at once");
+    }
+    assert!(delays.iter().all(|d| *d == Some(Duration::ZERO)), "{delays:?}");
+    assert_eq!(net.client.stats().acked, 160);
+}
+
+#[test]
+fn a_young_connection_without_a_single_answer_still_backs_off() {
+    // Messages sent but never answered do not make a connection healthy.
+    let mut net = Net::up(predictable());
+    let mut delays = Vec::new();
+    for round in 0..4 {
+        let c = net.only_conn();
+        net.send(msg(&format!("m-{round}")));
+        net.advance(secs(1));
+        net.take_events();
+        net.kill(c);
+        let d = retry_delays(&net.client_events)[0].unwrap();
+        delays.push(d);
+        net.advance(d + secs(1));
+    }
+    assert_eq!(delays, [secs(1), secs(2), secs(4), secs(8)]);
+}
