@@ -237,6 +237,14 @@ pub struct ReconnectPolicy {
     /// Time allowed between [`Output::Connect`] and [`Client::handle_connected`] (TCP and
     /// TLS). Default 15 s.
     pub connect_timeout: Duration,
+    /// Time allowed for the client's first connection to come up, counted from
+    /// [`Client::new`]. Until then every transient failure (refused, timed out, a stream
+    /// error, a protocol violation, an early close) is retried with this policy's backoff;
+    /// when it passes, or at once on a failure retrying cannot fix (credentials refused,
+    /// PLAIN not offered, [`ConnectFailure::permanent`] from the adapter), the client gives
+    /// up: [`ClientEvent::FirstConnectFailed`], then it closes itself. Once a connection has
+    /// come up, the client never gives up by itself. Default 30 s.
+    pub first_connect_timeout: Duration,
 }
 
 impl Default for ReconnectPolicy {
@@ -249,6 +257,7 @@ impl Default for ReconnectPolicy {
             jitter: Jitter::Full,
             max_connecting: 8,
             connect_timeout: Duration::from_secs(15),
+            first_connect_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -343,6 +352,10 @@ impl ClientConfig {
                 "reconnect.connect_timeout",
                 Some(self.reconnect.connect_timeout),
             ),
+            (
+                "reconnect.first_connect_timeout",
+                Some(self.reconnect.first_connect_timeout),
+            ),
             ("ack_timeout", self.ack_timeout),
             ("max_queue_time", self.max_queue_time),
             ("connection.setup_timeout", Some(c.setup_timeout)),
@@ -357,6 +370,9 @@ impl ClientConfig {
         }
         if self.reconnect.connect_timeout.is_zero() {
             return bad("reconnect.connect_timeout", "must be more than zero");
+        }
+        if self.reconnect.first_connect_timeout.is_zero() {
+            return bad("reconnect.first_connect_timeout", "must be more than zero");
         }
         if self.ack_timeout.is_some_and(|d| d.is_zero()) {
             return bad("ack_timeout", "must be more than zero when set");
@@ -450,6 +466,18 @@ pub enum ClientEvent {
     ConnectionDraining {
         /// The connection.
         id: ConnId,
+    },
+    /// No connection has come up yet and the client gave up on the first one: the first
+    /// connection's deadline ([`ReconnectPolicy::first_connect_timeout`]) passed, or an
+    /// attempt failed in a way retrying cannot fix ([`DownReason::is_permanent`]). `error` is
+    /// the last failure. The client then closes itself at once: every message accepted so
+    /// far is given back as [`Outcome::Unsent`] and [`ClientEvent::Closed`] follows.
+    FirstConnectFailed {
+        /// The last failure (for a deadline with no attempt finished,
+        /// [`DownReason::ConnectTimeout`]).
+        error: DownReason,
+        /// Whether retrying could not have helped (rather than the deadline passing).
+        permanent: bool,
     },
     /// A connection (or an attempt at one) ended. Its unanswered messages went back to the
     /// front of the queue.
@@ -595,8 +623,12 @@ pub enum DownReason {
     /// The stream ended (see [`CloseReason`]; [`CloseReason::is_auth_failure`] tells a
     /// refused key).
     Closed(CloseReason),
-    /// The adapter could not open the transport.
+    /// The adapter could not open the transport (a transient failure: retried).
     ConnectFailed(String),
+    /// The adapter could not open the transport for a reason retrying cannot fix (the
+    /// server's certificate is not trusted, the host name does not resolve): see
+    /// [`ConnectFailure::permanent`].
+    ConnectFailedPermanently(String),
     /// The transport was not up within [`ReconnectPolicy::connect_timeout`].
     ConnectTimeout,
     /// The client closed before the transport was up.
@@ -608,6 +640,59 @@ impl DownReason {
     pub fn is_auth_failure(&self) -> bool {
         matches!(self, Self::Closed(r) if r.is_auth_failure())
     }
+
+    /// Whether retrying soon cannot help: credentials refused, SASL PLAIN not offered, or a
+    /// transport failure the adapter marked permanent. Only the first connection gives up
+    /// on these ([`ReconnectPolicy::first_connect_timeout`]); later ones back off.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Self::ConnectFailedPermanently(_)
+                | Self::Closed(CloseReason::AuthFailed { .. })
+                | Self::Closed(CloseReason::PlainNotOffered { .. })
+        )
+    }
+}
+
+/// Why the adapter could not open a transport, for [`Client::handle_connect_failed`]. A
+/// plain string converts into a transient failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectFailure {
+    /// What went wrong, for a person.
+    pub message: String,
+    /// Whether retrying cannot fix it (see [`ConnectFailure::permanent`]).
+    pub permanent: bool,
+}
+
+impl ConnectFailure {
+    /// A failure that may go away (refused, reset, timed out, unreachable network).
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+
+    /// A failure retrying cannot fix: the server's certificate is not trusted (unknown
+    /// issuer, wrong name, expired), the host name does not resolve.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            permanent: true,
+        }
+    }
+}
+
+impl From<String> for ConnectFailure {
+    fn from(message: String) -> Self {
+        Self::transient(message)
+    }
+}
+
+impl From<&str> for ConnectFailure {
+    fn from(message: &str) -> Self {
+        Self::transient(message)
+    }
 }
 
 impl fmt::Display for DownReason {
@@ -615,6 +700,7 @@ impl fmt::Display for DownReason {
         match self {
             Self::Closed(r) => r.fmt(f),
             Self::ConnectFailed(e) => write!(f, "could not connect: {e}"),
+            Self::ConnectFailedPermanently(e) => write!(f, "could not connect: {e}"),
             Self::ConnectTimeout => f.write_str("connecting timed out"),
             Self::Cancelled => f.write_str("connection attempt cancelled by close"),
         }
@@ -840,6 +926,10 @@ pub struct Client {
     touched: Vec<ConnId>,
     scratch: Vec<ConnectionEvent>,
     queue_was_full: bool,
+    /// Until the first connection comes up: when the client gives up on it.
+    first_deadline: Option<Instant>,
+    /// The last failure before the first connection came up.
+    first_error: Option<DownReason>,
     stats: ClientStats,
 }
 
@@ -1016,8 +1106,11 @@ impl Client {
             touched: Vec::new(),
             scratch: Vec::new(),
             queue_was_full: false,
+            first_deadline: None,
+            first_error: None,
             stats: ClientStats::default(),
         };
+        client.first_deadline = Some(later(now, client.config.reconnect.first_connect_timeout));
         for s in 0..slots {
             client.slots.push(Slot::default());
             client.schedule(s, now);
@@ -1107,6 +1200,7 @@ impl Client {
             self.delayed.peek().map(|d| d.due),
             self.ack_deadlines.front(),
             self.queue_deadlines.front(),
+            self.first_deadline,
             closing,
         ]
         .into_iter()
@@ -1139,11 +1233,24 @@ impl Client {
     }
 
     /// The transport of `id` could not be opened.
-    pub fn handle_connect_failed(&mut self, now: Instant, id: ConnId, reason: impl Into<String>) {
+    pub fn handle_connect_failed(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        failure: impl Into<ConnectFailure>,
+    ) {
         match self.conns.get(&id) {
             None => return,
             Some(e) if e.conn.is_some() => return self.handle_eof(now, id),
-            Some(_) => self.end_entry(now, id, DownReason::ConnectFailed(reason.into()), vec![]),
+            Some(_) => {
+                let failure = failure.into();
+                let reason = if failure.permanent {
+                    DownReason::ConnectFailedPermanently(failure.message)
+                } else {
+                    DownReason::ConnectFailed(failure.message)
+                };
+                self.end_entry(now, id, reason, vec![])
+            }
         }
         self.pump(now);
     }
@@ -1207,6 +1314,13 @@ impl Client {
         }
         self.expire_acks(now);
         self.expire_queued(now);
+        if self.first_deadline.is_some_and(|d| now >= d) {
+            let error = self
+                .first_error
+                .take()
+                .unwrap_or(DownReason::ConnectTimeout);
+            self.give_up(now, error, false);
+        }
         self.pump(now);
     }
 
@@ -1656,6 +1770,8 @@ impl Client {
                     }
                 }
                 self.stats.connections_opened += 1;
+                self.first_deadline = None;
+                self.first_error = None;
                 self.emit(ClientEvent::ConnectionUp { id, jid });
             }
             ConnectionEvent::Acked {
@@ -1944,6 +2060,7 @@ impl Client {
             }
             _ => None,
         };
+        let (reason_permanent, reason_copy) = (reason.is_permanent(), reason.clone());
         self.emit(ClientEvent::ConnectionDown {
             id,
             reason,
@@ -1958,6 +2075,25 @@ impl Client {
                 consecutive_failures: failures,
             });
         }
+        if self.first_deadline.is_some() && self.lifecycle == Lifecycle::Running {
+            if reason_permanent {
+                self.give_up(now, reason_copy, true);
+            } else {
+                self.first_error = Some(reason_copy);
+            }
+        }
+    }
+
+    /// The first connection will not come: say why, then close at once (every message is
+    /// given back unsent).
+    fn give_up(&mut self, now: Instant, error: DownReason, permanent: bool) {
+        if self.first_deadline.take().is_none() || self.lifecycle != Lifecycle::Running {
+            return;
+        }
+        self.first_error = None;
+        self.emit(ClientEvent::FirstConnectFailed { error, permanent });
+        // Every caller pumps next, and the pump runs the close.
+        self.lifecycle = Lifecycle::Closing { deadline: now };
     }
 
     /// Slot `s` lost its connection (it ended, or it is draining and will end by itself):

@@ -105,8 +105,14 @@ fn a_server_that_drops_every_connection_at_once_meets_no_storm() {
 
 #[test]
 fn an_authentication_failure_backs_off_and_is_reported() {
-    let mut net = Net::new(predictable());
+    // Once a connection has come up, a refused key is retried with backoff (a key rotated
+    // on the server may come back); only the first connection gives up on it.
+    let mut net = Net::up(predictable());
+    let first = net.only_conn();
+    net.advance(secs(11)); // healthy: replaced at once
     net.dial_default = Dial::BadKey;
+    net.kill(first);
+    net.take_events();
     net.advance(ms(2500)); // refusals at about 0 s and 1 s; the next would be at 3 s
 
     let events = net.take_events();
@@ -313,7 +319,10 @@ fn a_busy_connection_lost_young_is_replaced_at_once_every_time() {
         net.drive();
         assert_eq!(ups(&net.client_events).len(), 1, "replaced at once");
     }
-    assert!(delays.iter().all(|d| *d == Some(Duration::ZERO)), "{delays:?}");
+    assert!(
+        delays.iter().all(|d| *d == Some(Duration::ZERO)),
+        "{delays:?}"
+    );
     assert_eq!(net.client.stats().acked, 160);
 }
 
@@ -333,4 +342,120 @@ fn a_young_connection_without_a_single_answer_still_backs_off() {
         net.advance(d + secs(1));
     }
     assert_eq!(delays, [secs(1), secs(2), secs(4), secs(8)]);
+}
+
+fn first_connect_failed(events: &[ClientEvent]) -> Vec<(DownReason, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::FirstConnectFailed { error, permanent } => {
+                Some((error.clone(), *permanent))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_first_connection_that_fails_transiently_is_retried_until_one_comes_up() {
+    // A server that breaks its first connections (refused, a stream cut after bind, a
+    // silent dial): the client keeps trying within the first-connection deadline.
+    let mut net = Net::new(predictable());
+    net.dial_plan
+        .extend([Dial::Refuse, Dial::Accept, Dial::Refuse, Dial::Accept]);
+    net.send(msg("m"));
+    net.run_until(10_000, |n| !n.bound().is_empty());
+    let first_up = net.bound()[0];
+    net.kill(first_up); // dies young, before any answer
+    net.advance(secs(10));
+    assert!(first_connect_failed(&net.client_events).is_empty());
+    net.ack_all();
+    net.drive();
+    assert!(outcomes(&net.client_events)[0].2.is_acked());
+    assert!(!net.client.is_closing());
+}
+
+#[test]
+fn the_first_connection_gives_up_at_its_deadline_with_the_last_error() {
+    let mut config = predictable();
+    config.reconnect.first_connect_timeout = secs(20);
+    let mut net = Net::new(config);
+    net.dial_default = Dial::Refuse;
+    let t = net.send(msg("m"));
+    net.advance(secs(19));
+    assert!(first_connect_failed(&net.client_events).is_empty());
+    assert!(!net.client.is_closing());
+    net.advance(secs(2));
+    let gave_up = first_connect_failed(&net.client_events);
+    assert_eq!(gave_up.len(), 1, "{:?}", net.client_events);
+    assert!(matches!(gave_up[0], (DownReason::ConnectFailed(_), false)));
+    assert!(net.client.is_closed());
+    let got = outcomes(&net.client_events);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, t.get());
+    assert_eq!(
+        got[0].2,
+        ccs_proto::Outcome::Unsent {
+            maybe_delivered: false
+        }
+    );
+    assert!(
+        matches!(net.client_events.last(), Some(ClientEvent::Closed { .. })),
+        "Closed is the last event"
+    );
+}
+
+#[test]
+fn refused_credentials_on_the_first_connection_give_up_at_once() {
+    let mut net = Net::new(predictable());
+    net.dial_default = Dial::BadKey;
+    net.advance(ms(500));
+    let gave_up = first_connect_failed(&net.client_events);
+    assert_eq!(gave_up.len(), 1, "{:?}", net.client_events);
+    assert!(gave_up[0].0.is_auth_failure());
+    assert!(gave_up[0].1, "permanent");
+    assert!(net.client.is_closed());
+    assert_eq!(net.client.stats().connection_attempts, 1);
+}
+
+#[test]
+fn a_permanent_transport_failure_on_the_first_connection_gives_up_at_once() {
+    use ccs_proto::client::ConnectFailure;
+    let now = epoch();
+    let mut client = ccs_proto::Client::new(predictable(), now).unwrap();
+    let Some(Output::Connect(id)) = client.poll_output() else {
+        panic!("a connect first")
+    };
+    client.handle_connect_failed(
+        now,
+        id,
+        ConnectFailure::permanent("certificate not trusted"),
+    );
+    let events: Vec<ClientEvent> = std::iter::from_fn(|| client.poll_output())
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let gave_up = first_connect_failed(&events);
+    assert_eq!(
+        gave_up,
+        [(
+            DownReason::ConnectFailedPermanently("certificate not trusted".into()),
+            true
+        )]
+    );
+    assert!(client.is_closed());
+}
+
+#[test]
+fn after_a_first_connection_nothing_gives_up() {
+    let mut net = Net::up(predictable());
+    let c = net.only_conn();
+    net.dial_default = Dial::BadKey;
+    net.kill(c);
+    net.advance(secs(600));
+    assert!(first_connect_failed(&net.client_events).is_empty());
+    assert!(!net.client.is_closing());
+    assert!(net.client.stats().auth_failures > 5);
 }

@@ -269,9 +269,7 @@ mod tests {
     fn pairs_awaiting_the_application_cost_nothing_per_insert() {
         // 20,000 pairs await acks in a window of 10: each insert must not walk them all.
         let mut d = Dedup::<()>::new(10);
-        let h = |i: usize| {
-            AckHandle::for_tests(ConnId(1), &format!("dev-{i}"), &i.to_string())
-        };
+        let h = |i: usize| AckHandle::for_tests(ConnId(1), &format!("dev-{i}"), &i.to_string());
         for i in 0..20_000 {
             let handle = h(i);
             let key = id(&i.to_string());
@@ -280,7 +278,10 @@ mod tests {
                 Verdict::Deliver
             ));
         }
-        assert!(d.order.is_empty(), "awaiting pairs are not in the eviction order");
+        assert!(
+            d.order.is_empty(),
+            "awaiting pairs are not in the eviction order"
+        );
         assert_eq!(d.awaiting, 20_000);
         // Acked, they become done and are evicted beyond the capacity, oldest first.
         for i in 0..20_000 {
