@@ -9,7 +9,10 @@
 //!   everything either side writes.
 //! - [`message`]: the CCS JSON carried inside `<gcm xmlns="google:mobile:data">`: the
 //!   [`message::Downstream`] builder and the typed [`message::Incoming`] messages (upstream,
-//!   ack, nack, receipt, control).
+//!   ack, nack, receipt, control). Decoding what CCS sends is lenient where the documentation
+//!   is silent: an upstream message or a receipt with a string `from` and `message_id` always
+//!   decodes (odd optional fields are kept raw in `extra`), so that it is acked and never
+//!   redelivered forever ([`message`](message#leniency-what-ccs-sends) has the rules).
 //! - [`connection`]: one stream, client side ([`Connection`]); [`client`]: every connection
 //!   and the policy around them ([`Client`]: queue, resend, drain, retry, reconnect, close).
 //! - [`credentials`]: the sender id and the server key (a secret that never prints).

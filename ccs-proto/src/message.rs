@@ -17,6 +17,46 @@
 //! Unknown fields are never dropped: each message keeps them in an `extra` map and writes them
 //! back out.
 //!
+//! # Leniency (what CCS sends)
+//!
+//! A message that must be acked is never refused for a detail: refusing it would leave it
+//! un-acked, and CCS would deliver it again and again while the application never sees it.
+//! So [`Incoming::from_json`] is strict only about what it cannot do without:
+//!
+//! - `message_type`, when present and not null, must be a string;
+//! - `message_id` must be a string (kept as received) on everything but control and unknown
+//!   messages, `from` a string on upstream messages and receipts, `control_type` a string on
+//!   control messages.
+//!
+//! Every other field the crate knows is optional, and a value that does not have its
+//! documented type is not an error: the typed field is left empty and the value is kept as
+//! received in the message's `extra` map, under its own name (for a receipt's `data` entries:
+//! in [`Receipt::data`], which is kept whole). Null counts as absent. In detail:
+//!
+//! - strings (`category`, `registration_id`, `error`, `error_description`, and `from` where it
+//!   is optional) and objects (`data`): anything else goes to `extra`; an absent `error` is
+//!   [`NackCode::Unknown`] with an empty string;
+//! - upstream `time_to_live` (seconds): a non-negative JSON integer, and also a string of
+//!   ASCII digits (`"86400"`) or a number with an integral value (`86400.0`, `8.64e4`), read
+//!   as that integer; anything else (`"1 day"`, `-1`, `1.5`, a string with a sign or spaces)
+//!   goes to `extra`;
+//! - receipts: `data.message_status` that is absent or not a string gives
+//!   [`ReceiptStatus::Other`] with an empty string; `data.original_message_id` and
+//!   `data.device_registration_id` must be strings and `data.message_sent_timestamp` a string
+//!   of digits or an integer, or the typed field is `None`.
+//!
+//! Should the message still not decode (a known field given twice), and the same text is a
+//! JSON object that decodes as an upstream message or a receipt once each name keeps its last
+//! value, that decoding is returned, so that the message is delivered and acked. Anything else
+//! that does not decode is a [`JsonError`]; without a usable `from` and `message_id` there is
+//! nothing to ack anyway.
+//!
+//! Serializing writes such `extra` entries back in place of the empty typed field, so that a
+//! decoded message re-encodes to the same object (`"86400"` comes back as `86400`).
+//!
+//! [`ClientMessage::from_json`] (the server role) stays strict: a wrong type there is the
+//! app server's bug, and CCS answers it with a nack.
+//!
 //! ```
 //! use ccs_proto::message::{Downstream, Incoming, NackCode, RetryClass};
 //!
@@ -710,7 +750,10 @@ impl ClientMessage {
 ///
 /// Dispatch is on the JSON `message_type` only (never on stanza attributes): absent =
 /// [`Incoming::Upstream`], `"ack"`, `"nack"`, `"receipt"`, `"control"`, and any other value
-/// is [`Incoming::Unknown`], kept whole. Fields a variant does not know go in its `extra`.
+/// is [`Incoming::Unknown`], kept whole. Fields a variant does not know go in its `extra`, and
+/// so does a known optional field whose value has the wrong type (see the
+/// [module documentation](self#leniency-what-ccs-sends)): an upstream message or a receipt
+/// with a string `from` and `message_id` always decodes, so that it can be acked.
 /// Ack every upstream message and every receipt ([`Incoming::ack_for`]); never ack the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
@@ -736,13 +779,22 @@ pub enum Incoming {
 impl Incoming {
     /// Decodes the JSON text of one `<gcm>` element from CCS.
     ///
-    /// Errors when the text is not one JSON object, when a required field is missing
-    /// (`message_id` on everything but control and unknown messages, `from` on upstream
-    /// messages and receipts, `control_type` on control messages, `data.message_status` on
-    /// receipts) or when a field this crate reads has the wrong type; the error names the
-    /// field.
+    /// Errors when the text is not one JSON object, when a required field is missing or not a
+    /// string (`message_id` on everything but control and unknown messages, `from` on
+    /// upstream messages and receipts, `control_type` on control messages), or when
+    /// `message_type` is neither a string nor null; the error names the field. An optional
+    /// field of the wrong type is no error: it is kept in `extra` (the rules are in the
+    /// [module documentation](self#leniency-what-ccs-sends)).
+    ///
+    /// The text is decoded in one pass without building a `serde_json::Value`. Only when that
+    /// fails (a field given twice, or an error) is it parsed again as a `Value`, in which each
+    /// name keeps its last value; that second decoding is used if it gives an upstream message
+    /// or a receipt, and otherwise the first error is returned.
     pub fn from_json(json: &str) -> Result<Self, JsonError> {
-        Ok(serde_json::from_str(json)?)
+        match serde_json::from_str(json) {
+            Ok(m) => Ok(m),
+            Err(e) => Self::ackable_last_values(json).ok_or_else(|| e.into()),
+        }
     }
 
     /// The ack to send for this message: for an [`Upstream`] message or a [`Receipt`],
@@ -770,19 +822,28 @@ impl Incoming {
 
 /// An upstream message: a device sent something to the app server. Ack it with
 /// [`Upstream::ack`] on the connection it arrived on.
+///
+/// Only `from` and `message_id` are required (strings). `category`, `data` and
+/// `time_to_live` are typed when they have their documented type (`time_to_live` also from a
+/// string of digits or an integral float); otherwise the typed field is empty and the value
+/// is in `extra`, under its own name, as received. When serialized, such an `extra` entry is
+/// written in place of the empty field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// `from`: the registration token of the sending app instance.
     pub from: String,
-    /// `category`: the package name (or iOS bundle id) of the sending app.
+    /// `category`: the package name (or iOS bundle id) of the sending app; `None` when
+    /// absent or not a string.
     pub category: Option<String>,
     /// `message_id`: chosen by the device.
     pub message_id: MessageId,
-    /// `data`: the payload (empty when the field was absent).
+    /// `data`: the payload (empty when the field was absent or not an object).
     pub data: Map<String, Value>,
-    /// `time_to_live` in seconds, when present (seen on the wire, not documented).
+    /// `time_to_live` in seconds, when present as a non-negative integer, a string of ASCII
+    /// digits or an integral float (seen on the wire, not documented).
     pub time_to_live: Option<u64>,
-    /// Every other field.
+    /// Every other field, and `category`, `data` or `time_to_live` when its value had
+    /// another type.
     pub extra: Map<String, Value>,
 }
 
@@ -797,6 +858,9 @@ impl Upstream {
 }
 
 /// CCS accepted a downstream message.
+///
+/// `message_id` is required (a string); `from` and `registration_id` are `None` when absent
+/// or not strings, and a value of another type is kept in `extra`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
     /// `from`: the registration token the message was addressed to (not always sent).
@@ -806,7 +870,7 @@ pub struct Ack {
     /// `registration_id`: the canonical token that should replace `from` in the app
     /// server's records.
     pub registration_id: Option<String>,
-    /// Every other field.
+    /// Every other field, and `from` or `registration_id` when not a string.
     pub extra: Map<String, Value>,
 }
 
@@ -827,19 +891,25 @@ impl Ack {
 /// `error` is the typed code; `raw_error` the text exactly as received, which for the 2013
 /// format is a composite such as `InvalidJson : INVALID_TTL : Invalid value (-1) for …`. When
 /// serialized, `raw_error` is written if it parses to `error`, otherwise `error`'s code.
+///
+/// `message_id` is required (a string); `from`, `error` and `error_description` are read
+/// when they are strings, and a value of another type is kept in `extra` (an `error` that is
+/// not a string counts as absent: [`NackCode::Unknown`] with an empty string, retried with
+/// backoff).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nack {
     /// `from`: the registration token the message was addressed to.
     pub from: Option<String>,
     /// `message_id`: the id of our downstream message.
     pub message_id: MessageId,
-    /// `error`, typed ([`NackCode::Unknown`] with an empty string when the field was absent).
+    /// `error`, typed ([`NackCode::Unknown`] with an empty string when the field was absent
+    /// or not a string).
     pub error: NackCode,
-    /// `error` as received (empty when the field was absent).
+    /// `error` as received (empty when the field was absent or not a string).
     pub raw_error: String,
     /// `error_description`: free text, possibly empty.
     pub error_description: Option<String>,
-    /// Every other field.
+    /// Every other field, and `from`, `error` or `error_description` when not a string.
     pub extra: Map<String, Value>,
 }
 
@@ -863,26 +933,38 @@ impl Nack {
 /// `data` is the whole `data` object as received; `status`, `original_message_id`,
 /// `device_registration_id` and `sent_timestamp` are decoded from it. When serialized, `data`
 /// is written with those four entries taken from the typed fields wherever the two disagree.
+///
+/// Only `from` and `message_id` are required (strings), so that every receipt can be acked.
+/// The rest is lenient: `category` or `data` of another type is kept in `extra` (and `data`
+/// is then empty); a `data.message_status` that is absent or not a string gives
+/// [`ReceiptStatus::Other`] with an empty string, and the other three `data` entries give
+/// `None` when they do not have their type. `data` keeps those entries as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     /// `from`: `gcm.googleapis.com`.
     pub from: String,
     /// `message_id`: `dr2:` followed by the id of the downstream message.
     pub message_id: MessageId,
-    /// `category`: the package name of the receiving app.
+    /// `category`: the package name of the receiving app; `None` when absent or not a
+    /// string.
     pub category: Option<String>,
-    /// `data.message_status`.
+    /// `data.message_status` ([`ReceiptStatus::Other`] with an empty string when it was
+    /// absent or not a string).
     pub status: ReceiptStatus,
-    /// `data.original_message_id`: the id of the downstream message.
+    /// `data.original_message_id`: the id of the downstream message (`None` when absent or
+    /// not a string).
     pub original_message_id: Option<MessageId>,
-    /// `data.device_registration_id`: the token the message was delivered to.
+    /// `data.device_registration_id`: the token the message was delivered to (`None` when
+    /// absent or not a string).
     pub device_registration_id: Option<String>,
     /// `data.message_sent_timestamp`: when the message was sent to the device, in
-    /// milliseconds since the Unix epoch (sent as a string of digits; a number is accepted).
+    /// milliseconds since the Unix epoch (sent as a string of digits; a number is accepted;
+    /// `None` when absent or anything else).
     pub sent_timestamp: Option<u64>,
-    /// `data`, whole.
+    /// `data`, whole (empty when the field was absent or not an object).
     pub data: Map<String, Value>,
-    /// Every other field (for example the `time_to_live` seen on real receipts).
+    /// Every other field (for example the `time_to_live` seen on real receipts), and
+    /// `category` or `data` when its value had another type.
     pub extra: Map<String, Value>,
 }
 
@@ -942,7 +1024,8 @@ impl Receipt {
 pub enum ReceiptStatus {
     /// `MESSAGE_SENT_TO_DEVICE`: the device received the message.
     MessageSentToDevice,
-    /// Any other status, kept as received.
+    /// Any other status, kept as received; empty when `data.message_status` was absent or
+    /// not a string.
     Other(String),
 }
 
@@ -1080,8 +1163,8 @@ pub enum NackCode {
     /// `JSON_PARSING_ERROR`: the JSON could not be parsed (seen as a sub-code of stanza
     /// errors). Fix the message.
     JsonParsingError,
-    /// Any other code, kept as received (the whole `error` string). Treated like
-    /// `INTERNAL_SERVER_ERROR`: retried with backoff.
+    /// Any other code, kept as received (the whole `error` string; empty when `error` was
+    /// absent or not a string). Treated like `INTERNAL_SERVER_ERROR`: retried with backoff.
     Unknown(String),
 }
 
@@ -1342,81 +1425,72 @@ impl Serialize for ClientMessage {
 
 impl Serialize for Upstream {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("from", &self.from)?;
-        if let Some(v) = &self.category {
-            m.serialize_entry("category", v)?;
+        let mut f = Fields::new(s.serialize_map(None)?);
+        f.entry(IKey::From, &self.from)?;
+        f.optional(IKey::Category, self.category.as_ref())?;
+        f.entry(IKey::MessageId, &self.message_id)?;
+        // An empty `data` gives way to one kept in `extra` (a value that was not an object).
+        if !self.data.is_empty() || !self.extra.contains_key(IKey::Data.name()) {
+            f.entry(IKey::Data, &self.data)?;
         }
-        m.serialize_entry("message_id", &self.message_id)?;
-        m.serialize_entry("data", &self.data)?;
-        if let Some(v) = self.time_to_live {
-            m.serialize_entry("time_to_live", &v)?;
-        }
-        write_extra(&mut m, &self.extra, UPSTREAM_KEYS)?;
-        m.end()
+        f.optional(IKey::TimeToLive, self.time_to_live.as_ref())?;
+        f.end(&self.extra)
     }
 }
 
 impl Serialize for Ack {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("message_type", "ack")?;
-        if let Some(v) = &self.from {
-            m.serialize_entry("from", v)?;
-        }
-        m.serialize_entry("message_id", &self.message_id)?;
-        if let Some(v) = &self.registration_id {
-            m.serialize_entry("registration_id", v)?;
-        }
-        write_extra(&mut m, &self.extra, ACK_KEYS)?;
-        m.end()
+        let mut f = Fields::new(s.serialize_map(None)?);
+        f.entry(IKey::MessageType, "ack")?;
+        f.optional(IKey::From, self.from.as_ref())?;
+        f.entry(IKey::MessageId, &self.message_id)?;
+        f.optional(IKey::RegistrationId, self.registration_id.as_ref())?;
+        f.end(&self.extra)
     }
 }
 
 impl Serialize for Nack {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("message_type", "nack")?;
-        if let Some(v) = &self.from {
-            m.serialize_entry("from", v)?;
+        let mut f = Fields::new(s.serialize_map(None)?);
+        f.entry(IKey::MessageType, "nack")?;
+        f.optional(IKey::From, self.from.as_ref())?;
+        f.entry(IKey::MessageId, &self.message_id)?;
+        // An absent `error` gives way to one kept in `extra` (a value that was not a string).
+        let absent = self.raw_error.is_empty() && is_empty_unknown(&self.error);
+        if !absent || !self.extra.contains_key(IKey::Error.name()) {
+            let error = if NackCode::parse(&self.raw_error) == self.error {
+                self.raw_error.as_str()
+            } else {
+                self.error.as_str()
+            };
+            f.entry(IKey::Error, error)?;
         }
-        m.serialize_entry("message_id", &self.message_id)?;
-        let error = if NackCode::parse(&self.raw_error) == self.error {
-            self.raw_error.as_str()
-        } else {
-            self.error.as_str()
-        };
-        m.serialize_entry("error", error)?;
-        if let Some(v) = &self.error_description {
-            m.serialize_entry("error_description", v)?;
-        }
-        write_extra(&mut m, &self.extra, NACK_KEYS)?;
-        m.end()
+        f.optional(IKey::ErrorDescription, self.error_description.as_ref())?;
+        f.end(&self.extra)
     }
 }
 
 impl Serialize for Receipt {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("message_type", "receipt")?;
-        m.serialize_entry("from", &self.from)?;
-        m.serialize_entry("message_id", &self.message_id)?;
-        if let Some(v) = &self.category {
-            m.serialize_entry("category", v)?;
+        let mut f = Fields::new(s.serialize_map(None)?);
+        f.entry(IKey::MessageType, "receipt")?;
+        f.entry(IKey::From, &self.from)?;
+        f.entry(IKey::MessageId, &self.message_id)?;
+        f.optional(IKey::Category, self.category.as_ref())?;
+        // A `data` with nothing in it gives way to one kept in `extra` (not an object).
+        if !receipt_data_is_empty(self) || !self.extra.contains_key(IKey::Data.name()) {
+            f.entry(IKey::Data, &ReceiptData(self))?;
         }
-        m.serialize_entry("data", &ReceiptData(self))?;
-        write_extra(&mut m, &self.extra, RECEIPT_KEYS)?;
-        m.end()
+        f.end(&self.extra)
     }
 }
 
 impl Serialize for Control {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("message_type", "control")?;
-        m.serialize_entry("control_type", self.control_type.as_str())?;
-        write_extra(&mut m, &self.extra, CONTROL_KEYS)?;
-        m.end()
+        let mut f = Fields::new(s.serialize_map(None)?);
+        f.entry(IKey::MessageType, "control")?;
+        f.entry(IKey::ControlType, self.control_type.as_str())?;
+        f.end(&self.extra)
     }
 }
 
@@ -1429,108 +1503,146 @@ impl Serialize for Incoming {
             Self::Receipt(v) => v.serialize(s),
             Self::Control(v) => v.serialize(s),
             Self::Unknown { message_type, json } => {
-                let mut m = s.serialize_map(None)?;
-                m.serialize_entry("message_type", message_type)?;
-                write_extra(&mut m, json, &[])?;
-                m.end()
+                let mut f = Fields::new(s.serialize_map(None)?);
+                f.entry(IKey::MessageType, message_type)?;
+                f.end(json)
             }
         }
     }
 }
 
-/// The fields each incoming kind writes from typed fields (besides `message_type`); `extra`
-/// entries with these names are not written, and when decoding, these are the fields the
-/// kind reads (the other known names land in `extra`).
-const UPSTREAM_KEYS: &[IKey] = &[
-    IKey::From,
-    IKey::Category,
-    IKey::MessageId,
-    IKey::Data,
-    IKey::TimeToLive,
-];
-const ACK_KEYS: &[IKey] = &[IKey::From, IKey::MessageId, IKey::RegistrationId];
-const NACK_KEYS: &[IKey] = &[
-    IKey::From,
-    IKey::MessageId,
-    IKey::Error,
-    IKey::ErrorDescription,
-];
-const RECEIPT_KEYS: &[IKey] = &[IKey::From, IKey::MessageId, IKey::Category, IKey::Data];
-const CONTROL_KEYS: &[IKey] = &[IKey::ControlType];
+/// Writes an incoming message: its typed fields, then its `extra` entries except
+/// `message_type` and those a typed field has written. So an `extra` entry named after a
+/// typed field that is absent (or was left empty because the value had another type) is
+/// written as it is, and a decoded message re-encodes to the object it came from.
+struct Fields<M> {
+    map: M,
+    // One bit per `IKey` (ten of them), set when that field was written.
+    written: u16,
+}
 
-fn write_extra<M: SerializeMap>(
-    m: &mut M,
-    extra: &Map<String, Value>,
-    known: &[IKey],
-) -> Result<(), M::Error> {
-    for (k, v) in extra {
-        let skip = match IKey::lookup(k) {
-            Some(IKey::MessageType) => true,
-            Some(key) => known.contains(&key),
-            None => false,
-        };
-        if !skip {
-            m.serialize_entry(k, v)?;
+impl<M: SerializeMap> Fields<M> {
+    fn new(map: M) -> Self {
+        Self { map, written: 0 }
+    }
+
+    fn entry<V: Serialize + ?Sized>(&mut self, key: IKey, value: &V) -> Result<(), M::Error> {
+        self.written |= 1 << key as u16;
+        self.map.serialize_entry(key.name(), value)
+    }
+
+    fn optional<V: Serialize>(&mut self, key: IKey, value: Option<&V>) -> Result<(), M::Error> {
+        match value {
+            Some(v) => self.entry(key, v),
+            None => Ok(()),
         }
     }
-    Ok(())
+
+    fn end(mut self, extra: &Map<String, Value>) -> Result<M::Ok, M::Error> {
+        for (k, v) in extra {
+            let skip = match IKey::lookup(k) {
+                Some(IKey::MessageType) => true,
+                Some(key) => self.written & (1 << key as u16) != 0,
+                None => false,
+            };
+            if !skip {
+                self.map.serialize_entry(k, v)?;
+            }
+        }
+        self.map.end()
+    }
+}
+
+/// Whether a nack code is the one an absent `error` decodes to.
+fn is_empty_unknown(code: &NackCode) -> bool {
+    matches!(code, NackCode::Unknown(s) if s.is_empty())
+}
+
+/// Whether a receipt status is the one an absent `data.message_status` decodes to.
+fn is_empty_status(status: &ReceiptStatus) -> bool {
+    matches!(status, ReceiptStatus::Other(s) if s.is_empty())
+}
+
+/// Whether [`ReceiptData`] would write an empty object for this receipt.
+fn receipt_data_is_empty(r: &Receipt) -> bool {
+    r.data.is_empty()
+        && is_empty_status(&r.status)
+        && r.original_message_id.is_none()
+        && r.device_registration_id.is_none()
+        && r.sent_timestamp.is_none()
 }
 
 /// A receipt's `data`, with the typed fields written over the entries they disagree with.
+/// An entry that decodes to the typed value is written as received (a `message_status` that
+/// is not a string when the status is empty, a timestamp as a number, a null).
 struct ReceiptData<'a>(&'a Receipt);
 
 impl Serialize for ReceiptData<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.0;
+        let original = r.original_message_id.as_ref().map(MessageId::as_str);
+        let device = r.device_registration_id.as_deref();
+        let empty_status = is_empty_status(&r.status);
         let mut m = s.serialize_map(None)?;
-        let (mut status, mut original, mut device, mut sent) = (false, false, false, false);
+        let (mut status, mut original_seen, mut device_seen, mut sent) =
+            (false, false, false, false);
         for (k, v) in &r.data {
             match k.as_str() {
                 "message_status" => {
                     status = true;
-                    m.serialize_entry(k, r.status.as_str())?;
+                    if empty_status && !v.is_string() {
+                        m.serialize_entry(k, v)?;
+                    } else {
+                        m.serialize_entry(k, r.status.as_str())?;
+                    }
                 }
                 "original_message_id" => {
-                    original = true;
-                    match &r.original_message_id {
-                        Some(id) => m.serialize_entry(k, id)?,
-                        None if v.is_null() => m.serialize_entry(k, v)?,
-                        None => {}
-                    }
+                    original_seen = true;
+                    write_data_str(&mut m, k, v, original)?;
                 }
                 "device_registration_id" => {
-                    device = true;
-                    match &r.device_registration_id {
-                        Some(id) => m.serialize_entry(k, id)?,
-                        None if v.is_null() => m.serialize_entry(k, v)?,
-                        None => {}
-                    }
+                    device_seen = true;
+                    write_data_str(&mut m, k, v, device)?;
                 }
                 "message_sent_timestamp" => {
                     sent = true;
                     match r.sent_timestamp {
-                        Some(t) if timestamp_of(v) == Ok(Some(t)) => m.serialize_entry(k, v)?,
+                        t if timestamp_of(v) == t => m.serialize_entry(k, v)?,
                         Some(t) => m.serialize_entry(k, &t.to_string())?,
-                        None if v.is_null() => m.serialize_entry(k, v)?,
                         None => {}
                     }
                 }
                 _ => m.serialize_entry(k, v)?,
             }
         }
-        if !status {
+        if !status && !empty_status {
             m.serialize_entry("message_status", r.status.as_str())?;
         }
-        if let (false, Some(id)) = (original, &r.original_message_id) {
+        if let (false, Some(id)) = (original_seen, original) {
             m.serialize_entry("original_message_id", id)?;
         }
-        if let (false, Some(id)) = (device, &r.device_registration_id) {
+        if let (false, Some(id)) = (device_seen, device) {
             m.serialize_entry("device_registration_id", id)?;
         }
         if let (false, Some(t)) = (sent, r.sent_timestamp) {
             m.serialize_entry("message_sent_timestamp", &t.to_string())?;
         }
         m.end()
+    }
+}
+
+/// A receipt `data` entry that must be a string: the typed value when there is one, else the
+/// entry as received unless it is a string (that would decode to a value, not `None`).
+fn write_data_str<M: SerializeMap>(
+    m: &mut M,
+    key: &str,
+    received: &Value,
+    typed: Option<&str>,
+) -> Result<(), M::Error> {
+    match typed {
+        Some(t) => m.serialize_entry(key, t),
+        None if !received.is_string() => m.serialize_entry(key, received),
+        None => Ok(()),
     }
 }
 
@@ -2265,31 +2377,52 @@ impl IncomingFields {
         }
     }
 
-    fn optional_str<E: de::Error>(&mut self, k: IKey) -> Result<Option<String>, E> {
-        match self.take(k) {
-            Some(Any::Str(s)) => Ok(Some(s)),
-            None | Some(Any::Null) => Ok(None),
-            Some(other) => Err(wrong_type(k.name(), &other.describe(), "a string")),
+    /// An optional string: `None` when absent or null. A value of another type is put back
+    /// in its slot, for [`IncomingFields::rest`] to keep in `extra` as received; so are the
+    /// other `lenient_*` readers.
+    fn lenient_str(&mut self, k: IKey) -> Option<String> {
+        match self.take(k)? {
+            Any::Str(s) => Some(s),
+            other => {
+                self.put_back(k, other);
+                None
+            }
         }
     }
 
-    fn optional_u64<E: de::Error>(&mut self, k: IKey) -> Result<Option<u64>, E> {
+    /// An optional object: empty when absent or null.
+    fn lenient_object(&mut self, k: IKey) -> Map<String, Value> {
         match self.take(k) {
-            Some(Any::U64(n)) => Ok(Some(n)),
-            None | Some(Any::Null) => Ok(None),
-            Some(other) => Err(wrong_type(
-                k.name(),
-                &other.describe(),
-                "a non-negative integer",
-            )),
+            Some(Any::Obj(m)) => m,
+            None => Map::new(),
+            Some(other) => {
+                self.put_back(k, other);
+                Map::new()
+            }
         }
     }
 
-    fn object<E: de::Error>(&mut self, k: IKey) -> Result<Map<String, Value>, E> {
-        match self.take(k) {
-            Some(Any::Obj(m)) => Ok(m),
-            None | Some(Any::Null) => Ok(Map::new()),
-            Some(other) => Err(wrong_type(k.name(), &other.describe(), "a JSON object")),
+    /// An optional count of seconds: a non-negative integer, a string of ASCII digits, or a
+    /// number with an integral value, each within `u64`.
+    fn lenient_seconds(&mut self, k: IKey) -> Option<u64> {
+        let v = self.take(k)?;
+        let seconds = match &v {
+            Any::U64(n) => Some(*n),
+            Any::Str(s) => digits_u64(s),
+            Any::Other(Value::Number(n)) => n.as_f64().and_then(integral_u64),
+            _ => None,
+        };
+        if seconds.is_none() {
+            self.put_back(k, v);
+        }
+        seconds
+    }
+
+    /// Puts a value that is not of its field's type back in its slot (null is dropped: it
+    /// means absent).
+    fn put_back(&mut self, k: IKey, v: Any) {
+        if !matches!(v, Any::Null) {
+            self.slots[k as usize] = Some(v);
         }
     }
 
@@ -2303,7 +2436,8 @@ impl IncomingFields {
         std::mem::take(&mut self.extra)
     }
 
-    // Each kind takes its fields out of the table; `rest` then sweeps up the others.
+    // Each kind takes its fields out of the table; `rest` then sweeps up the others. Only the
+    // fields a kind cannot do without are errors (see the module documentation).
     fn build<E: de::Error>(&mut self) -> Result<Incoming, E> {
         let message_type = match self.take(IKey::MessageType) {
             None | Some(Any::Null) => None,
@@ -2315,82 +2449,52 @@ impl IncomingFields {
         };
         let Some(message_type) = message_type else {
             let from = self.required_str(IKey::From)?;
-            let category = self.optional_str(IKey::Category)?;
             let message_id = MessageId(self.required_str(IKey::MessageId)?);
-            let data = self.object(IKey::Data)?;
-            let time_to_live = self.optional_u64(IKey::TimeToLive)?;
             return Ok(Incoming::Upstream(Upstream {
                 from,
-                category,
+                category: self.lenient_str(IKey::Category),
                 message_id,
-                data,
-                time_to_live,
+                data: self.lenient_object(IKey::Data),
+                time_to_live: self.lenient_seconds(IKey::TimeToLive),
                 extra: self.rest(),
             }));
         };
         Ok(match message_type {
             Kind::Ack => {
-                let from = self.optional_str(IKey::From)?;
                 let message_id = MessageId(self.required_str(IKey::MessageId)?);
-                let registration_id = self.optional_str(IKey::RegistrationId)?;
                 Incoming::Ack(Ack {
-                    from,
+                    from: self.lenient_str(IKey::From),
                     message_id,
-                    registration_id,
+                    registration_id: self.lenient_str(IKey::RegistrationId),
                     extra: self.rest(),
                 })
             }
             Kind::Nack => {
-                let from = self.optional_str(IKey::From)?;
                 let message_id = MessageId(self.required_str(IKey::MessageId)?);
-                let raw_error = self.optional_str(IKey::Error)?.unwrap_or_default();
-                let error_description = self.optional_str(IKey::ErrorDescription)?;
+                let raw_error = self.lenient_str(IKey::Error).unwrap_or_default();
                 Incoming::Nack(Nack {
-                    from,
+                    from: self.lenient_str(IKey::From),
                     message_id,
                     error: NackCode::parse(&raw_error),
                     raw_error,
-                    error_description,
+                    error_description: self.lenient_str(IKey::ErrorDescription),
                     extra: self.rest(),
                 })
             }
             Kind::Receipt => {
                 let from = self.required_str(IKey::From)?;
                 let message_id = MessageId(self.required_str(IKey::MessageId)?);
-                let category = self.optional_str(IKey::Category)?;
-                let data = self.object(IKey::Data)?;
-                let status = match data.get("message_status") {
-                    Some(Value::String(s)) => ReceiptStatus::parse(s),
-                    None => return Err(E::missing_field("data.message_status")),
-                    Some(other) => {
-                        return Err(wrong_type(
-                            "data.message_status",
-                            &describe(other),
-                            "a string",
-                        ));
-                    }
-                };
-                let original_message_id =
-                    optional_data_str(&data, "original_message_id")?.map(MessageId);
-                let device_registration_id = optional_data_str(&data, "device_registration_id")?;
-                let sent_timestamp = match data.get("message_sent_timestamp") {
-                    None => None,
-                    Some(v) => timestamp_of(v).map_err(|found| {
-                        wrong_type(
-                            "data.message_sent_timestamp",
-                            &found,
-                            "milliseconds since the epoch as a string of digits or an integer",
-                        )
-                    })?,
-                };
+                let data = self.lenient_object(IKey::Data);
                 Incoming::Receipt(Receipt {
                     from,
                     message_id,
-                    category,
-                    status,
-                    original_message_id,
-                    device_registration_id,
-                    sent_timestamp,
+                    category: self.lenient_str(IKey::Category),
+                    status: receipt_status_of(data.get("message_status")),
+                    original_message_id: data_str_of(data.get("original_message_id"))
+                        .map(|s| MessageId(s.to_owned())),
+                    device_registration_id: data_str_of(data.get("device_registration_id"))
+                        .map(str::to_owned),
+                    sent_timestamp: data.get("message_sent_timestamp").and_then(timestamp_of),
                     data,
                     extra: self.rest(),
                 })
@@ -2410,32 +2514,63 @@ impl IncomingFields {
     }
 }
 
-fn optional_data_str<E: de::Error>(
-    data: &Map<String, Value>,
-    key: &'static str,
-) -> Result<Option<String>, E> {
-    match data.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(wrong_type(
-            &format!("data.{key}"),
-            &describe(other),
-            "a string",
-        )),
+impl Incoming {
+    /// The slow path of [`Incoming::from_json`], taken only when the one-pass decoding
+    /// failed: the text parsed as a `Value` (each name keeps its last value) and decoded
+    /// again, kept only when it is a message that must be acked.
+    fn ackable_last_values(json: &str) -> Option<Self> {
+        let value: Value = serde_json::from_str(json).ok()?;
+        match Self::deserialize(value) {
+            Ok(m @ (Self::Upstream(_) | Self::Receipt(_))) => Some(m),
+            _ => None,
+        }
     }
 }
 
-/// A receipt's `message_sent_timestamp`: a string of ASCII digits or a JSON integer; `Err`
-/// describes anything else.
-fn timestamp_of(v: &Value) -> Result<Option<u64>, String> {
+/// A receipt's status from its `data.message_status`: [`ReceiptStatus::Other`] with an empty
+/// string when that is absent or not a string.
+fn receipt_status_of(v: Option<&Value>) -> ReceiptStatus {
     match v {
-        Value::Null => Ok(None),
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-            s.parse().map(Some).map_err(|_| format!("the string {s:?}"))
-        }
-        Value::Number(n) => n.as_u64().map(Some).ok_or_else(|| describe(v)),
-        Value::String(s) => Err(format!("the string {s:?}")),
-        other => Err(describe(other)),
+        Some(Value::String(s)) => ReceiptStatus::parse(s),
+        _ => ReceiptStatus::Other(String::new()),
+    }
+}
+
+/// A receipt's `data` entry that must be a string.
+fn data_str_of(v: Option<&Value>) -> Option<&str> {
+    match v {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// A string of ASCII digits as a `u64` (no sign, no spaces, not empty, within range).
+fn digits_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// A float with an integral value in `0..2^64`, as a `u64`.
+fn integral_u64(f: f64) -> Option<u64> {
+    // 2^64 is exact as an f64; every integral f64 below it fits in a u64.
+    const TWO_TO_64: f64 = 18_446_744_073_709_551_616.0;
+    if (0.0..TWO_TO_64).contains(&f) && f.fract() == 0.0 {
+        // In range and integral, so the cast is exact.
+        Some(f as u64)
+    } else {
+        None
+    }
+}
+
+/// A receipt's `message_sent_timestamp`: a string of ASCII digits or a non-negative JSON
+/// integer, within `u64`; `None` for anything else.
+fn timestamp_of(v: &Value) -> Option<u64> {
+    match v {
+        Value::String(s) => digits_u64(s),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
     }
 }
 
@@ -2476,6 +2611,25 @@ fn xml_problem(s: &str) -> Option<&'static str> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The fields each incoming kind reads when they are well typed (besides
+    /// `message_type`); the other known names land in `extra`.
+    const UPSTREAM_KEYS: &[IKey] = &[
+        IKey::From,
+        IKey::Category,
+        IKey::MessageId,
+        IKey::Data,
+        IKey::TimeToLive,
+    ];
+    const ACK_KEYS: &[IKey] = &[IKey::From, IKey::MessageId, IKey::RegistrationId];
+    const NACK_KEYS: &[IKey] = &[
+        IKey::From,
+        IKey::MessageId,
+        IKey::Error,
+        IKey::ErrorDescription,
+    ];
+    const RECEIPT_KEYS: &[IKey] = &[IKey::From, IKey::MessageId, IKey::Category, IKey::Data];
+    const CONTROL_KEYS: &[IKey] = &[IKey::ControlType];
 
     #[test]
     fn message_id_validation() {
