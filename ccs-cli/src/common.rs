@@ -34,6 +34,11 @@ pub(crate) struct ConnArgs {
     /// general-purpose XMPP servers).
     #[arg(long)]
     pub(crate) bare_authcid: bool,
+    /// Seconds to keep retrying until the first connection is up (transient failures are
+    /// retried with backoff; refused credentials or an untrusted certificate end at once).
+    #[arg(long, value_name = "SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=315_360_000))]
+    pub(crate) connect_timeout: u64,
 }
 
 /// The sender id, and where the key comes from.
@@ -79,6 +84,8 @@ impl ConnArgs {
         if self.bare_authcid {
             config.client.connection.authcid = ccs_proto::AuthcidForm::Bare;
         }
+        config.client.reconnect.first_connect_timeout =
+            std::time::Duration::from_secs(self.connect_timeout);
         config.client.max_queue = config
             .client
             .max_queue

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use ccs_proto::client::{ClientEvent, ClientStats, MessageTicket, Outcome, Output};
+use ccs_proto::client::{ClientEvent, ClientStats, ConnectFailure, MessageTicket, Outcome, Output};
 use ccs_proto::connection::{AckError, AckHandle, ConnId};
 use ccs_proto::message::Downstream;
 use rustls::pki_types::ServerName;
@@ -46,7 +46,7 @@ pub(crate) enum Command {
 /// What the network tasks report.
 enum Net {
     Connected(ConnId, mpsc::UnboundedSender<Write>),
-    ConnectFailed(ConnId, String),
+    ConnectFailed(ConnId, ConnectFailure),
     Data(ConnId, bytes::Bytes),
     Eof(ConnId),
 }
@@ -156,7 +156,7 @@ impl Driver {
             Net::ConnectFailed(id, reason) => {
                 if let Some(c) = conns.remove(&id) {
                     c.tasks.into_iter().for_each(|t| t.abort());
-                    info!(conn = %id, %reason, "connection attempt failed");
+                    info!(conn = %id, reason = %reason.message, permanent = reason.permanent, "connection attempt failed");
                     self.core.handle_connect_failed(now, id, reason);
                 }
             }
@@ -306,17 +306,18 @@ impl Driver {
                 }
                 let _ = self.events.send(Event::ConnectionUp { id, jid });
             }
+            ClientEvent::FirstConnectFailed { error, permanent } => {
+                warn!(%error, permanent, "giving up on the first connection");
+                if let Some(first) = self.first.take() {
+                    let _ = first.send(Err(crate::ConnectError::from_first(&error)));
+                }
+            }
             ClientEvent::ConnectionDown {
                 id,
                 reason,
                 will_retry_in,
             } => {
                 info!(conn = %id, reason = ?reason, retry_in = ?will_retry_in, "connection down");
-                if !reason.is_auth_failure()
-                    && let Some(first) = self.first.take()
-                {
-                    let _ = first.send(Err(crate::ConnectError::from_down(&reason)));
-                }
                 let _ = self.events.send(Event::ConnectionDown {
                     id,
                     reason,
@@ -329,13 +330,7 @@ impl Driver {
                 text,
                 consecutive_failures,
             } => {
-                warn!(conn = %id, %condition, "authentication failed: check the sender id and server key");
-                if let Some(first) = self.first.take() {
-                    let _ = first.send(Err(crate::ConnectError::AuthFailed {
-                        condition: condition.clone(),
-                        text: text.clone(),
-                    }));
-                }
+                warn!(conn = %id, %condition, ?text, "authentication failed: check the sender id and server key");
                 let _ = self.events.send(Event::AuthFailed {
                     id,
                     condition,
@@ -384,13 +379,22 @@ async fn dial(
     net: mpsc::UnboundedSender<Net>,
 ) {
     debug!("dialling");
-    let tcp = match TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await {
+    // Resolving apart from connecting tells a name that does not resolve (permanent: the
+    // core gives up on a first connection at once) from a refused connection (transient).
+    let addrs: Vec<std::net::SocketAddr> =
+        match tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)).await {
+            Ok(a) => a.collect(),
+            Err(e) => {
+                let why = format!("cannot resolve {}: {e}", endpoint.host);
+                let _ = net.send(Net::ConnectFailed(id, ConnectFailure::permanent(why)));
+                return;
+            }
+        };
+    let tcp = match TcpStream::connect(addrs.as_slice()).await {
         Ok(s) => s,
         Err(e) => {
-            let _ = net.send(Net::ConnectFailed(
-                id,
-                format!("cannot connect to {endpoint}: {e}"),
-            ));
+            let why = format!("cannot connect to {endpoint}: {e}");
+            let _ = net.send(Net::ConnectFailed(id, ConnectFailure::transient(why)));
             return;
         }
     };
@@ -398,10 +402,18 @@ async fn dial(
     let stream = match tls.connect(server_name, tcp).await {
         Ok(s) => s,
         Err(e) => {
-            let _ = net.send(Net::ConnectFailed(
-                id,
-                format!("TLS with {endpoint} failed: {e}"),
-            ));
+            let why = format!("TLS with {endpoint} failed: {e}");
+            // A certificate the configuration does not trust stays untrusted on retry.
+            let untrusted = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+            let failure = if untrusted {
+                ConnectFailure::permanent(why)
+            } else {
+                ConnectFailure::transient(why)
+            };
+            let _ = net.send(Net::ConnectFailed(id, failure));
             return;
         }
     };

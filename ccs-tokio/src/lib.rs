@@ -101,18 +101,29 @@ pub enum ConnectError {
         /// The server's text, if any.
         text: Option<String>,
     },
-    /// The server could not be reached, or TLS failed (an untrusted certificate, a wrong
-    /// server name), or the stream broke before it was ready.
+    /// No connection came up: the server could not be reached, or TLS failed (an untrusted
+    /// certificate, a wrong server name), or the stream broke before it was ready, on every
+    /// attempt until the first-connection deadline; or at once for a failure retrying cannot
+    /// fix. The text is the last failure.
     Connect(String),
 }
 
 impl ConnectError {
-    fn from_down(reason: &DownReason) -> Self {
-        Self::Connect(match reason {
-            DownReason::ConnectFailed(why) => why.clone(),
-            DownReason::ConnectTimeout => "the connection attempt timed out".into(),
-            other => format!("{other:?}"),
-        })
+    /// The core's verdict on the first connection ([`ClientEvent::FirstConnectFailed`]).
+    fn from_first(error: &DownReason) -> Self {
+        match error {
+            DownReason::Closed(ccs_proto::connection::CloseReason::AuthFailed {
+                condition,
+                text,
+            }) => Self::AuthFailed {
+                condition: condition.clone(),
+                text: text.clone(),
+            },
+            DownReason::ConnectFailed(why) | DownReason::ConnectFailedPermanently(why) => {
+                Self::Connect(why.clone())
+            }
+            other => Self::Connect(other.to_string()),
+        }
     }
 }
 
@@ -319,9 +330,13 @@ struct Inner {
 }
 
 impl Client {
-    /// Starts the client and waits for its first connection to be ready. Fails fast when the
-    /// server refuses the credentials, cannot be reached, or presents a certificate that is
-    /// not trusted.
+    /// Starts the client and waits for its first connection to be ready.
+    ///
+    /// The core decides when to give up ([`ccs_proto::client::ReconnectPolicy`]'s
+    /// `first_connect_timeout`, default 30 s): at once when the server refuses the
+    /// credentials, the certificate is not trusted or the host name does not resolve;
+    /// otherwise transient failures (refused, reset, a stream error, an early close) are
+    /// retried with the reconnect backoff until that deadline, and the last one is reported.
     pub async fn connect(config: Config) -> Result<Self, ConnectError> {
         let tls_config = tls::client_config(&config.tls).map_err(ConnectError::Config)?;
         let server_name =

@@ -186,6 +186,8 @@ async fn untrusted_certificate_fails_fast_and_clearly() {
     let mut config = config_for(&emu);
     config.tls.ca_pem.clear();
     config.tls.only_extra_roots = false;
+    // Untrusted is permanent: no waiting for the first-connection deadline.
+    config.client.reconnect.first_connect_timeout = Duration::from_secs(3600);
     let err = within("connect", Client::connect(config))
         .await
         .unwrap_err();
@@ -203,15 +205,61 @@ async fn connection_refused_is_a_clear_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let config = Config::new(
+    let mut config = Config::new(
         Endpoint::new("127.0.0.1", port),
         SenderId::new("1").unwrap(),
         ServerKey::new("k").unwrap(),
     );
+    // Refused is transient: retried until the first-connection deadline, then reported.
+    config.client.reconnect.first_connect_timeout = Duration::from_millis(1500);
+    config.client.reconnect.base = Duration::from_millis(50);
     let err = within("connect", Client::connect(config))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("cannot connect"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_does_not_resolve_fails_at_once() {
+    let mut config = Config::new(
+        Endpoint::new("no-such-host.invalid", 5235),
+        SenderId::new("1").unwrap(),
+        ServerKey::new("k").unwrap(),
+    );
+    // A deadline the test would notice: giving up must not wait for it.
+    config.client.reconnect.first_connect_timeout = Duration::from_secs(3600);
+    let err = within("connect", Client::connect(config))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot resolve"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_breaks_only_its_first_connection_is_retried() {
+    // A front that cuts the first connection right after TCP accept, then forwards every
+    // later one to the emulator: `connect` must reach the healthy second connection.
+    let emu = emulator(|_| {}).await;
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = front.local_addr().unwrap().port();
+    let backend = emu.local_addr();
+    tokio::spawn(async move {
+        let (first, _) = front.accept().await.unwrap();
+        drop(first);
+        loop {
+            let (mut inbound, _) = front.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut out = tokio::net::TcpStream::connect(backend).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+            });
+        }
+    });
+    let mut config = config_for(&emu);
+    config.endpoint = Endpoint::new("127.0.0.1", port);
+    config.client.reconnect.first_connect_timeout = Duration::from_secs(3600);
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    let outcome = within("send", client.send(msg(1))).await.unwrap();
+    assert!(outcome.is_acked(), "{outcome:?}");
+    within("close", client.close(Duration::from_secs(5))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
