@@ -61,6 +61,44 @@
 //! handed to the application at least once; with de-duplication on (the default), once per
 //! `(from, message_id)` within the window.
 //!
+//! # Bounded time
+//!
+//! Every message gets its outcome in bounded time, whatever the server or the network does.
+//! With the defaults: a message not yet sent after [`ClientConfig::max_queue_time`] (10 min,
+//! e.g. while no connection can be made) expires unsent; a message on the wire without an
+//! answer after [`ClientConfig::ack_timeout`] (60 s, e.g. a server that answers pings but not
+//! messages) expires, maybe delivered. So an outcome comes within 11 minutes of `send`
+//! at the latest; set both to `None` to wait as long as it takes.
+//!
+//! # Protocol decisions
+//!
+//! Where the CCS documents are silent, the client decides as follows.
+//!
+//! - **Liveness** comes from complete frames only (a stanza, a whitespace keepalive between
+//!   stanzas). Bytes of an unfinished stanza do not move the ping deadline, and a stanza left
+//!   unfinished for [`ConnectionConfig::stanza_timeout`] (30 s) ends the connection: a peer
+//!   trickling bytes cannot hold messages in flight forever.
+//! - **Draining** (CONNECTION_DRAINING, by control message or nack, in any state where
+//!   messages are processed) stops sends on the connection at once and opens a replacement;
+//!   the old connection keeps receiving and acking until the server closes it, or until
+//!   [`ConnectionConfig::drain_timeout`] (60 s) passes: then the client closes it itself
+//!   and only then gives its unanswered messages back for resending with the same ids (no
+//!   answer can arrive on a closed connection, so none is reported twice).
+//! - **The first connection**: transient failures (refused, timed out, a stream error, a
+//!   protocol violation, an early close) are retried with the reconnect backoff until
+//!   [`ReconnectPolicy::first_connect_timeout`] (30 s); a failure retrying cannot fix
+//!   ([`DownReason::is_permanent`]) ends it at once. Either way
+//!   [`ClientEvent::FirstConnectFailed`] says why and the client closes itself. After one
+//!   connection has come up, the client never gives up by itself.
+//! - **Backoff** is for connections that achieve nothing. A connection that got at least one
+//!   answer, or lived [`ReconnectPolicy::healthy_after`], is replaced at once when it ends.
+//! - **Leniency**: an upstream message or receipt with a usable `from` and `message_id`
+//!   always reaches the application and is acked, whatever its other fields hold (see
+//!   [`crate::message`]); nothing the server sends can become a poison message that loops.
+//! - **Acks of our acks**: a `BAD_ACK` nack, or a stanza error echoing one of our acks, is
+//!   about that upstream message ([`Anomaly::AckRefused`]), never about a downstream message
+//!   that shares its id.
+//!
 //! # Example
 //!
 //! A client and the crate's own server role, wired by hand:
@@ -283,12 +321,16 @@ pub struct ClientConfig {
     /// If set, a message sent and not answered within this time is reported
     /// [`Outcome::Expired`] ([`ExpiryKind::AckTimeout`]); an answer arriving later is
     /// reported as [`ClientEvent::LateAnswer`], never as a second outcome. A connection whose
-    /// whole window is taken by such messages is closed and replaced. Default `None`.
+    /// whole window is taken by such messages is closed and replaced. Default 60 s: this is
+    /// what bounds the wait for an answer from a server that stays alive (answers pings,
+    /// sends keepalives) but never answers a message. `None` waits for as long as the
+    /// connection lives.
     pub ack_timeout: Option<Duration>,
     /// If set, a message is never sent (or sent again) later than this after `send` accepted
     /// it: it is reported [`Outcome::Expired`] ([`ExpiryKind::QueueTime`]) instead. A
     /// message already on the wire is left to its answer (and to `ack_timeout`). Default
-    /// `None`.
+    /// 10 minutes: this is what bounds the wait while no connection can be made. `None`
+    /// keeps messages queued for as long as it takes.
     pub max_queue_time: Option<Duration>,
     /// Upstream `(from, message_id)` pairs remembered to suppress redelivered copies
     /// (default 10,000; `0` disables de-duplication).
@@ -307,8 +349,8 @@ impl ClientConfig {
             max_queue: 10_000,
             retry: RetryPolicy::default(),
             reconnect: ReconnectPolicy::default(),
-            ack_timeout: None,
-            max_queue_time: None,
+            ack_timeout: Some(Duration::from_secs(60)),
+            max_queue_time: Some(Duration::from_secs(600)),
             dedup_window: 10_000,
             seed: 0,
         }
