@@ -980,7 +980,7 @@ impl Connection {
                 }
                 self.sent(now);
             }
-            // Results (our pings) and errors need nothing: any byte already counted as life.
+            // Results (our pings) and errors need nothing: the frame already counted as life.
             _ => {}
         }
     }

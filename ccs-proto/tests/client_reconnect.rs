@@ -459,3 +459,38 @@ fn after_a_first_connection_nothing_gives_up() {
     assert!(!net.client.is_closing());
     assert!(net.client.stats().auth_failures > 5);
 }
+
+#[test]
+fn a_drained_connection_never_closed_by_the_server_hands_its_messages_back_at_the_deadline() {
+    let mut config = predictable();
+    config.connection.drain_timeout = secs(5);
+    config.ack_timeout = None;
+    let mut net = Net::up(config);
+    let old = net.only_conn();
+    net.advance(secs(11)); // healthy: its replacement opens at once
+    net.send(msg("a"));
+    net.send(msg("b"));
+    net.drive();
+    net.server(old)
+        .send_control(&Control::connection_draining())
+        .unwrap();
+    net.drive();
+    let new = net.only_conn();
+    assert_ne!(new, old);
+    // The old server answers pings but never the messages, and never closes.
+    net.advance(secs(4));
+    assert!(net.pending(new).is_empty());
+    net.advance(secs(2));
+    let d = downs(&net.client_events);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].0, old);
+    assert_eq!(d[0].1, DownReason::Closed(CloseReason::DrainTimeout));
+    assert_eq!(net.pending(new), ["a", "b"], "same ids, on the replacement");
+    // Answers that the old server might still send cannot reach the client: it is gone.
+    net.ack_all();
+    net.drive();
+    let got = outcomes(&net.client_events);
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|o| o.2.is_acked()));
+    assert!(net.violations.is_empty(), "{:?}", net.violations);
+}
