@@ -188,3 +188,28 @@ fn bench_finishes_with_sane_figures() {
     assert!(v["client_cpu_us_per_msg"].as_f64().unwrap() > 0.0);
     assert!(v["peak_rss_kib"].as_u64().unwrap() > 1000);
 }
+
+#[test]
+fn an_unreachable_server_is_retried_until_the_connect_timeout_then_reported() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = Command::new(BIN)
+        .args(["send", "--sender-id", "42", "--connect-timeout", "1"])
+        .args(["--endpoint", &format!("127.0.0.1:{port}")])
+        .env("CCS_API_KEY", "k")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect"), "{err}");
+    let bad = Command::new(BIN)
+        .args(["send", "--sender-id", "42", "--connect-timeout", "0"])
+        .env("CCS_API_KEY", "k")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "clap refuses a zero timeout");
+}
