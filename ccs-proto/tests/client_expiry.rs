@@ -154,3 +154,32 @@ fn a_retry_due_after_the_queue_limit_expires_at_the_limit() {
     );
     assert_eq!(net.client.queued(), 0);
 }
+
+#[test]
+fn by_default_every_outcome_comes_in_bounded_time() {
+    // A server that stays alive (answers pings, the link carries keepalives) but never
+    // answers a message; and a network where no connection can be made. The defaults bound
+    // both waits: 60 s for an answer, 10 minutes in the queue.
+    let mut net = Net::up(client_config());
+    net.send(msg("on-the-wire"));
+    net.advance(secs(59));
+    assert!(outcomes(&net.client_events).is_empty());
+    net.advance(secs(2));
+    assert_eq!(
+        expired(&net.client_events),
+        [("on-the-wire".into(), ExpiryKind::AckTimeout, 1)]
+    );
+
+    let mut net = Net::up(client_config());
+    let c = net.only_conn();
+    net.dial_default = Dial::Refuse;
+    net.kill(c);
+    net.send(msg("never-sent"));
+    net.advance(secs(599));
+    assert!(outcomes(&net.client_events).is_empty());
+    net.advance(secs(2));
+    assert_eq!(
+        expired(&net.client_events),
+        [("never-sent".into(), ExpiryKind::QueueTime, 0)]
+    );
+}
