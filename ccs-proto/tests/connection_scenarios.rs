@@ -359,16 +359,32 @@ fn answers_for_unknown_ids_are_anomalies_not_crashes() {
     );
 }
 
-fn send_upstream(pair: &mut Pair, id: &str) {
-    let up: Upstream = match Incoming::from_json(&format!(
-        r#"{{"from":"DEVICE","category":"com.example","message_id":"{id}","data":{{"hello":"world"}}}}"#
+/// The ack handles of the upstream messages the client reported (manual mode).
+fn upstream_ack_handles(pair: &Pair) -> Vec<ccs_proto::connection::AckHandle> {
+    pair.client_events
+        .iter()
+        .filter_map(|e| match e {
+            ConnectionEvent::Upstream { ack: Some(h), .. } => Some(h.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn upstream_from(from: &str, id: &str) -> Upstream {
+    match Incoming::from_json(&format!(
+        r#"{{"from":"{from}","category":"com.example","message_id":"{id}","data":{{"hello":"world"}}}}"#
     ))
     .unwrap()
     {
         Incoming::Upstream(u) => u,
         _ => unreachable!(),
-    };
-    pair.server.send_upstream(&up).unwrap();
+    }
+}
+
+fn send_upstream(pair: &mut Pair, id: &str) {
+    pair.server
+        .send_upstream(&upstream_from("DEVICE", id))
+        .unwrap();
 }
 
 #[test]
@@ -405,14 +421,7 @@ fn upstream_manual_ack() {
     send_upstream(&mut pair, "up-1");
     send_upstream(&mut pair, "up-2");
     pair.drive();
-    let handles: Vec<_> = pair
-        .client_events
-        .iter()
-        .filter_map(|e| match e {
-            ConnectionEvent::Upstream { ack: Some(h), .. } => Some(h.clone()),
-            _ => None,
-        })
-        .collect();
+    let handles = upstream_ack_handles(&pair);
     assert_eq!(handles.len(), 2);
     assert_eq!(
         pair.server.unacked_upstream().count(),
@@ -844,17 +853,6 @@ fn a_bind_result_without_an_id_is_taken() {
 
 // ---- hardening: ack keys, drain deadline, liveness, draining anywhere, BAD_ACK ----
 
-fn upstream_from(from: &str, id: &str) -> Upstream {
-    match Incoming::from_json(&format!(
-        r#"{{"from":"{from}","category":"com.example","message_id":"{id}","data":{{}}}}"#
-    ))
-    .unwrap()
-    {
-        Incoming::Upstream(u) => u,
-        _ => unreachable!(),
-    }
-}
-
 #[test]
 fn manual_acks_of_colliding_ids_from_two_devices_both_go_out() {
     let mut c = Pair::client_config();
@@ -868,14 +866,7 @@ fn manual_acks_of_colliding_ids_from_two_devices_both_go_out() {
         .send_upstream(&upstream_from("DEV-B", "1"))
         .unwrap();
     pair.drive();
-    let handles: Vec<_> = pair
-        .client_events
-        .iter()
-        .filter_map(|e| match e {
-            ConnectionEvent::Upstream { ack: Some(h), .. } => Some(h.clone()),
-            _ => None,
-        })
-        .collect();
+    let handles = upstream_ack_handles(&pair);
     assert_eq!(handles.len(), 2);
     let now = pair.now;
     for h in &handles {
