@@ -395,13 +395,11 @@ async fn dial(
         }
     };
     let _ = tcp.set_nodelay(true);
-    let stream = match tls.connect(server_name, tcp).await {
+    let stream = match tls.connect(server_name.clone(), tcp).await {
         Ok(s) => s,
         Err(e) => {
-            let _ = net.send(Net::ConnectFailed(
-                id,
-                format!("TLS with {endpoint} failed: {e}"),
-            ));
+            let why = crate::tls::describe_tls_error(&endpoint, &server_name, &e);
+            let _ = net.send(Net::ConnectFailed(id, why));
             return;
         }
     };
