@@ -19,6 +19,13 @@ pub(crate) struct ConnArgs {
     /// Extra CA certificate (PEM) to trust, e.g. the emulator's `--cert-out`. Repeatable.
     #[arg(long = "ca-file")]
     pub(crate) ca_files: Vec<PathBuf>,
+    /// A server certificate (PEM) to trust exactly: accepted when the server presents this
+    /// very certificate, whoever issued it and whatever names it carries; e.g. a self-signed
+    /// one from `openssl req -x509`, which --ca-file refuses as a CA certificate. The server
+    /// must still prove it holds the certificate's key, and the certificate must be within
+    /// its validity dates. Every other certificate is checked as usual. Repeatable.
+    #[arg(long = "pin-cert", value_name = "FILE")]
+    pub(crate) pin_certs: Vec<PathBuf>,
     /// The name the server's certificate must carry (default: the endpoint's host).
     #[arg(long)]
     pub(crate) server_name: Option<String>,
@@ -78,6 +85,7 @@ impl ConnArgs {
         let mut tls = TlsOptions::default();
         tls.server_name = self.server_name.clone();
         tls.ca_files = self.ca_files.clone();
+        tls.pinned_certs = self.pin_certs.clone();
         config.tls = tls;
         config.client.connection.window = self.window;
         config.client.connections = self.connections;

@@ -399,10 +399,10 @@ async fn dial(
         }
     };
     let _ = tcp.set_nodelay(true);
-    let stream = match tls.connect(server_name, tcp).await {
+    let stream = match tls.connect(server_name.clone(), tcp).await {
         Ok(s) => s,
         Err(e) => {
-            let why = format!("TLS with {endpoint} failed: {e}");
+            let why = crate::tls::describe_tls_error(&endpoint, &server_name, &e);
             // A certificate the configuration does not trust stays untrusted on retry.
             let untrusted = e
                 .get_ref()

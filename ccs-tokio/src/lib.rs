@@ -54,6 +54,7 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_rustls::TlsConnector;
 
 pub use ccs_proto;
+pub use tls::describe_tls_error;
 pub use tls::{Endpoint, TlsOptions};
 
 use driver::{Command, Driver};
