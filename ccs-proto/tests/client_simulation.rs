@@ -3,10 +3,16 @@
 //! random byte offsets, also mid-stanza, in either direction; stream errors; muted links;
 //! drains by control message and by nack at random times; every nack code; slow and missing
 //! acks; stanza errors; refused, silent and unauthorised dials; upstream messages and
-//! receipts redelivered after lost acks; random chunking), checked with ledgers on both
-//! sides: every accepted message reported exactly once and consistently with what the server
+//! receipts redelivered after lost acks; random chunking; drained connections whose server
+//! never closes them nor answers what is in flight; servers trickling a stanza a byte at a
+//! time and never finishing it; upstream ids shared by several devices; upstream messages
+//! with optional fields of odd types, written raw), checked with ledgers on both sides:
+//! every accepted message reported exactly once and consistently with what the server
 //! answered, no window exceeded, nothing new sent on a draining connection, every upstream
-//! message handed over and acked.
+//! message handed over once per (from, message_id), as sent, and acked; a stuck drained
+//! connection ended by the client exactly at its drain deadline, nothing it left unanswered
+//! answered or sent elsewhere before that, and all of it sent again after; a trickled
+//! connection declared dead (stanza or ping timeout) by its stanza deadline.
 //!
 //! A failing run prints its seed and the command that replays it (`replay_seed`, with
 //! `CCS_SIM_SEED`). Longer runs (24 of 100,000 messages and 400 of 3,000; about 80 s in
@@ -48,7 +54,8 @@ fn many_seeds() {
 
 /// One run of 100,000 messages under faults (4 connections, window 100, manual acks,
 /// pieces of up to 409 bytes, frequent kills and drains, refused dials, every nack code,
-/// missing acks; the seed was picked for that mix).
+/// missing acks, stuck drains, trickled stanzas, colliding and odd upstream messages; the
+/// seed, and the salt of the later faults' draws, were picked for that mix).
 #[test]
 fn hundred_thousand_messages() {
     let s = run(0xA7, 100_000, false);

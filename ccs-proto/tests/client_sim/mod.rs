@@ -12,16 +12,19 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDequ
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use ccs_proto::client::DownReason;
 use ccs_proto::client::{
     Client, ClientConfig, ClientEvent, ClientStats, ExpiryKind, FailReason, Jitter, Outcome,
     Output, RetryPolicy,
 };
-use ccs_proto::connection::{AckError, AckHandle, ConnId};
-use ccs_proto::credentials::{SenderId, ServerKey};
+use ccs_proto::connection::{AckError, AckHandle, CloseReason, ConnId};
+use ccs_proto::credentials::{DEFAULT_DOMAIN, SenderId, ServerKey};
 use ccs_proto::message::{Control, Downstream, MessageId, NackCode, Receipt, RetryClass, Upstream};
 use ccs_proto::rng::SplitMix64;
 use ccs_proto::server::{ServerConfig, ServerConnection, ServerEvent, ServerState};
+use ccs_proto::xml::write::{self, MessageAttrs};
 use ccs_proto::{AckMode, ConnectionConfig};
+use serde_json::{Map, Value, json};
 
 pub const SENDER: &str = "123456789012";
 pub const KEY: &str = "sim-key";
@@ -82,6 +85,8 @@ enum Ev {
     Deliver(ConnId, Dir, Vec<u8>),
     Eof(ConnId, Dir),
     Dialled(ConnId, Dial),
+    /// The next bytes of a trickled stanza (see [`Net::trickle`]).
+    Trickle(ConnId),
     Custom(u64),
 }
 
@@ -121,7 +126,26 @@ struct Link {
     client_done: bool,
     /// The server connection is closed.
     server_done: bool,
+    /// A stanza being trickled to the client in place of the server's output.
+    trickle: Option<Trickle>,
 }
+
+/// A stanza that never ends, sent to the client a byte at a time (see [`Net::trickle`]).
+#[derive(Debug)]
+struct Trickle {
+    /// The stanza's opening bytes; after them, filler that never closes it.
+    head: Vec<u8>,
+    /// Bytes sent so far.
+    sent: usize,
+    /// Bytes in the first piece.
+    first: usize,
+    /// Delay between pieces.
+    every: Duration,
+}
+
+/// How many bytes a trickle sends at most (then it goes quiet, its stanza still open): far
+/// below the client's stanza size limit, so that only a timeout can end it.
+const TRICKLE_MAX: usize = 4096;
 
 /// What one [`Net::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +192,10 @@ pub struct Net {
     /// Broken rules seen by the harness itself.
     pub violations: Vec<String>,
     pub client_timeouts: u64,
+    /// When the first byte of each trickled stanza reached the client.
+    pub trickle_started: BTreeMap<ConnId, Instant>,
+    /// Pings the client sent on connections it reported draining.
+    pub pings_while_draining: u64,
 }
 
 impl Net {
@@ -203,6 +231,8 @@ impl Net {
             draining: BTreeSet::new(),
             violations: Vec::new(),
             client_timeouts: 0,
+            trickle_started: BTreeMap::new(),
+            pings_while_draining: 0,
         };
         // Not pumped yet: set `dial_plan` and friends first; the first step pumps.
         net
@@ -293,6 +323,55 @@ impl Net {
         if let Some(l) = self.links.get_mut(&id) {
             l.muted[dir as usize] = true;
         }
+    }
+
+    /// The server starts a stanza on `id` and never finishes it: its own output on the link is
+    /// dropped from now on (as [`Net::mute`] does, so the stream the client reads stays
+    /// well-formed: everything the server wrote before arrives whole, then the stanza), and
+    /// the stanza's bytes follow, `first` at once and then one every `every`, never closing
+    /// it. It stops when the link ends.
+    pub fn trickle(&mut self, id: ConnId, head: Vec<u8>, first: usize, every: Duration) -> bool {
+        // What the server wrote so far goes out first, whole.
+        self.pump();
+        let now = self.now;
+        let latency = self.latency;
+        let Some(link) = self.links.get_mut(&id) else {
+            return false;
+        };
+        if !link.alive || link.client_done || link.server_done || link.trickle.is_some() {
+            return false;
+        }
+        link.muted[Dir::ToClient as usize] = true;
+        link.trickle = Some(Trickle {
+            first: first.clamp(1, head.len().max(1)),
+            head,
+            sent: 0,
+            every,
+        });
+        let at = (now + latency).max(link.last[Dir::ToClient as usize]);
+        self.push(at, Ev::Trickle(id));
+        true
+    }
+
+    /// Writes a whole stanza from the server to the client on `id`, after everything the
+    /// server wrote so far (the bytes of a message the server role cannot produce). `false`
+    /// if the server cannot send messages now (not bound, closing, link gone). Dropped like
+    /// the server's own output on a muted link.
+    pub fn inject_to_client(&mut self, id: ConnId, bytes: Vec<u8>) -> bool {
+        self.pump();
+        let ready = self
+            .servers
+            .get(&id)
+            .is_some_and(|s| matches!(s.state(), ServerState::Bound | ServerState::Draining));
+        let up = self
+            .links
+            .get(&id)
+            .is_some_and(|l| l.alive && !l.client_done && !l.server_done);
+        if !ready || !up {
+            return false;
+        }
+        self.transfer(id, Dir::ToClient, bytes);
+        true
     }
 
     /// Removes every armed kill budget: no link dies any more. Muted links stay muted (a
@@ -399,6 +478,7 @@ impl Net {
                 Ev::Deliver(id, dir, bytes) => self.deliver(id, dir, &bytes),
                 Ev::Eof(id, dir) => self.eof(id, dir),
                 Ev::Dialled(id, dial) => self.dialled(id, dial),
+                Ev::Trickle(id) => self.trickle_step(id),
                 Ev::Custom(c) => return Step::Custom(c),
             }
             self.pump();
@@ -525,6 +605,9 @@ impl Net {
                         self.now - self.epoch
                     ));
                 }
+                if self.draining.contains(&id) && contains(&bytes, b"urn:xmpp:ping") {
+                    self.pings_while_draining += 1;
+                }
                 self.transfer(id, Dir::ToServer, bytes);
             }
             Output::Disconnect(id) => {
@@ -607,6 +690,32 @@ impl Net {
         }
     }
 
+    fn trickle_step(&mut self, id: ConnId) {
+        let now = self.now;
+        let Some(link) = self.links.get_mut(&id) else {
+            return;
+        };
+        let live = link.alive && !link.client_done && !link.server_done;
+        let Some(t) = link.trickle.as_mut().filter(|_| live) else {
+            link.trickle = None;
+            return;
+        };
+        if t.sent >= TRICKLE_MAX {
+            return; // quiet from now on, the stanza still open
+        }
+        let n = if t.sent == 0 { t.first } else { 1 };
+        let piece: Vec<u8> = (t.sent..t.sent + n)
+            .map(|i| t.head.get(i).copied().unwrap_or(b'x'))
+            .collect();
+        t.sent += n;
+        let next = now + t.every;
+        if t.sent == n {
+            self.trickle_started.insert(id, now);
+        }
+        self.push(next, Ev::Trickle(id));
+        self.deliver(id, Dir::ToClient, &piece);
+    }
+
     fn eof(&mut self, id: ConnId, dir: Dir) {
         let Some(link) = self.links.get(&id) else {
             return;
@@ -647,6 +756,7 @@ impl Net {
                         last: [now, now],
                         client_done: false,
                         server_done: false,
+                        trickle: None,
                     },
                 );
                 self.client.handle_connected(now, id);
@@ -688,6 +798,23 @@ pub struct SimSummary {
     pub upstream_deliveries: usize,
     pub kills: usize,
     pub drains: usize,
+    /// Drains after which the server never closed the stream nor answered.
+    pub stuck_drains: usize,
+    /// Connections the client closed at the drain deadline.
+    pub drain_timeouts: usize,
+    /// Messages unanswered on a stuck drained connection, sent again elsewhere.
+    pub stuck_resent: usize,
+    /// Pings the client sent on draining connections (a stuck server answers them).
+    pub pings_while_draining: u64,
+    /// Connections on which the server trickled a stanza that never ends.
+    pub trickles: usize,
+    /// Connections the client declared dead for a stanza left open, or an unanswered ping.
+    pub stanza_timeouts: usize,
+    pub ping_timeouts: usize,
+    /// Upstream messages whose `message_id` other devices also use.
+    pub colliding_upstream: usize,
+    /// Upstream messages with optional fields of odd types, written raw.
+    pub odd_upstream: usize,
     pub steps: u64,
     pub sim_time: Duration,
     pub stats: ClientStats,
@@ -736,7 +863,28 @@ struct Knobs {
     close_early: bool,
     retry_max: u32,
     retry_rate_limited: bool,
+    /// The client's `drain_timeout` and `stanza_timeout`.
+    drain_timeout: Duration,
+    stanza_timeout: Duration,
+    /// ‰ of drains by control message after which the server goes quiet: it never closes
+    /// the stream and never answers what is in flight (it still answers pings).
+    p_stuck: u64,
+    /// ‰ of fault ticks that start trickling a never-ending stanza on a connection.
+    p_trickle: u64,
+    /// ‰ of upstream messages whose id is a per-device counter (`"1"`, `"2"`, ..., or
+    /// `"m-1"`, ... on some devices, like our downstream ids), shared by every device.
+    p_collide: u64,
+    /// ‰ of upstream messages with optional fields of odd types (written raw: the server
+    /// role cannot produce them).
+    p_odd: u64,
 }
+
+/// The ack key of an upstream message or receipt: `(from, message_id)`. Device-chosen ids
+/// collide across devices.
+type UpKey = (String, MessageId);
+
+/// Devices sending upstream messages.
+const DEVICES: usize = 13;
 
 /// Nacks a downstream message can get (BAD_ACK answers our acks, never a downstream message).
 const NACK_CODES: [&str; 16] = [
@@ -762,6 +910,9 @@ struct Sim {
     spec: SimSpec,
     net: Net,
     r: SplitMix64,
+    /// Draws for the faults added later (stuck drains, trickles, colliding ids, odd
+    /// fields), apart from `r` so that the other knobs of a seed stay what they were.
+    r2: SplitMix64,
     k: Knobs,
     setup: String,
     phase: SimPhase,
@@ -790,13 +941,45 @@ struct Sim {
     up_total: usize,
     up_generated: usize,
     mailbox: VecDeque<Mail>,
-    up_known: HashSet<MessageId>,
-    up_outstanding: HashMap<MessageId, (ConnId, Mail)>,
-    up_server_acked: HashSet<MessageId>,
-    up_delivered: HashMap<MessageId, u32>,
-    up_app_acked: HashSet<MessageId>,
+    up_known: HashSet<UpKey>,
+    /// What the application must be handed for each upstream message (not receipts).
+    up_expected: HashMap<UpKey, Upstream>,
+    up_outstanding: HashMap<UpKey, (ConnId, Mail)>,
+    up_server_acked: HashSet<UpKey>,
+    up_delivered: HashMap<UpKey, u32>,
+    up_app_acked: HashSet<UpKey>,
     acks_pending: usize,
     receipts_made: HashSet<MessageId>,
+    /// Per device: the last counter id used.
+    dev_counter: [u64; DEVICES],
+    // stuck drains and trickles
+    /// Some connection came up (refused credentials before that end the client).
+    ever_up: bool,
+    /// Connections some fault hit (kills, mutes, stream errors, drains).
+    touched: HashSet<ConnId>,
+    /// Connections drained and then left hanging by their server.
+    stuck: HashSet<ConnId>,
+    /// Connections trickled a never-ending stanza.
+    trickled: HashSet<ConnId>,
+    /// Stuck or trickled connections not yet down; for stuck ones, when the client
+    /// reported them draining.
+    watched: BTreeMap<ConnId, Option<Instant>>,
+    /// Messages unanswered on a stuck connection: none may be answered, or sent anywhere
+    /// else, before the client ends it.
+    stuck_inflight: HashMap<MessageId, ConnId>,
+    /// Messages given back by a stuck connection's end: each must be sent again (or
+    /// expire, or stay unsent at close).
+    resend_expected: HashSet<MessageId>,
+    /// When the client last reported a message expired by its ack timeout.
+    ack_expired_at: Option<Instant>,
+    stuck_drains: usize,
+    drain_timeouts: usize,
+    stuck_resent: usize,
+    trickles: usize,
+    stanza_timeouts: usize,
+    ping_timeouts: usize,
+    colliding_upstream: usize,
+    odd_upstream: usize,
     // bookkeeping
     actions: HashMap<u64, Action>,
     next_token: u64,
@@ -812,15 +995,155 @@ struct Sim {
 enum Mail {
     Up(Upstream),
     Receipt(Receipt),
+    /// An upstream message written as raw stanza bytes (odd optional fields). The server
+    /// role does not know it: the client's ack shows up as `UnknownAck`, and this ledger
+    /// tracks it instead.
+    Raw(Box<RawUp>),
+}
+
+#[derive(Debug, Clone)]
+struct RawUp {
+    from: String,
+    message_id: MessageId,
+    bytes: Vec<u8>,
 }
 
 impl Mail {
-    fn id(&self) -> &MessageId {
+    fn key(&self) -> UpKey {
         match self {
-            Mail::Up(u) => &u.message_id,
-            Mail::Receipt(r) => &r.message_id,
+            Mail::Up(u) => (u.from.clone(), u.message_id.clone()),
+            Mail::Receipt(r) => (r.from.clone(), r.message_id.clone()),
+            Mail::Raw(r) => (r.from.clone(), r.message_id.clone()),
         }
     }
+}
+
+/// An upstream message from `from` with id `id` carrying an odd optional field (`variant`
+/// picks which), as JSON text, with what the client must decode it to: every such message
+/// is an [`Upstream`], the odd value kept in `extra` (or read, for a `time_to_live` of
+/// digits or an integral float).
+fn odd_upstream(variant: u64, from: &str, id: &MessageId, i: usize) -> (String, Upstream) {
+    let q = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    let obj = |v: Value| match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let mut expected = Upstream {
+        from: from.to_owned(),
+        category: Some("com.example".into()),
+        message_id: id.clone(),
+        data: obj(json!({"i": i})),
+        time_to_live: None,
+        extra: Map::new(),
+    };
+    let mut category = r#""category":"com.example""#.to_owned();
+    let mut data = format!(r#""data":{{"i":{i}}}"#);
+    let mut more = String::new();
+    match variant % 13 {
+        0 => {
+            more = r#""time_to_live":"86400""#.into();
+            expected.time_to_live = Some(86400);
+        }
+        1 => {
+            more = r#""time_to_live":86400.0"#.into();
+            expected.time_to_live = Some(86400);
+        }
+        2 => {
+            more = r#""time_to_live":8.64e4"#.into();
+            expected.time_to_live = Some(86400);
+        }
+        3 => {
+            category = r#""category":7"#.into();
+            expected.category = None;
+            expected.extra.insert("category".into(), json!(7));
+        }
+        4 => {
+            data = r#""data":"not-an-object""#.into();
+            expected.data = Map::new();
+            expected.extra.insert("data".into(), json!("not-an-object"));
+        }
+        5 => {
+            let nested = json!({"a": {"b": [1, {"c": null}, 2.5]}, "d": "<&>\"'"});
+            more = format!(r#""x_nested":{nested}"#);
+            expected.extra.insert("x_nested".into(), nested);
+        }
+        6 => {
+            more = r#""time_to_live":"1 day""#.into();
+            expected.extra.insert("time_to_live".into(), json!("1 day"));
+        }
+        7 => {
+            more = r#""time_to_live":-1"#.into();
+            expected.extra.insert("time_to_live".into(), json!(-1));
+        }
+        8 => {
+            // A field given twice: each name keeps its last value.
+            category = r#""category":"com.other","category":"com.example""#.into();
+        }
+        9 => {
+            category = r#""category":null,"time_to_live":null"#.into();
+            expected.category = None;
+        }
+        10 => {
+            category = r#""category":{"pkg":"x"}"#.into();
+            data = format!(r#""data":{{"i":{i},"nested":{{"deep":[true,false]}}}}"#);
+            expected.category = None;
+            expected
+                .extra
+                .insert("category".into(), json!({"pkg": "x"}));
+            expected.data = obj(json!({"i": i, "nested": {"deep": [true, false]}}));
+        }
+        11 => {
+            more = r#""message_type":null"#.into();
+        }
+        _ => {
+            more = r#""time_to_live":1.5,"category_extra":[]"#.into();
+            expected.extra.insert("time_to_live".into(), json!(1.5));
+            expected.extra.insert("category_extra".into(), json!([]));
+        }
+    }
+    let mut fields = vec![
+        format!("\"from\":{}", q(from)),
+        category,
+        format!("\"message_id\":{}", q(id.as_str())),
+        data,
+    ];
+    if !more.is_empty() {
+        // The odd field first or last.
+        if variant.is_multiple_of(2) {
+            fields.insert(0, more);
+        } else {
+            fields.push(more);
+        }
+    }
+    (format!("{{{}}}", fields.join(",")), expected)
+}
+
+/// The stanza the server writes for an upstream message, with `json` as its payload.
+fn upstream_stanza(json: &str) -> Vec<u8> {
+    let to = format!("{SENDER}@{DEFAULT_DOMAIN}");
+    let from = format!("devices@{DEFAULT_DOMAIN}");
+    let attrs = MessageAttrs {
+        id: None,
+        to: Some(&to),
+        from: Some(&from),
+        kind: Some("normal"),
+    };
+    let mut out = Vec::new();
+    write::gcm_message(&mut out, &attrs, json);
+    out
+}
+
+/// The opening of a stanza that a trickling server never finishes.
+fn trickle_head() -> Vec<u8> {
+    let mut out = upstream_stanza(r#"{"from":"trickler","message_id":"never","data":{"pad":""#);
+    // Cut `</gcm></message>`: the stanza stays open, inside a JSON string that the
+    // trickle's filler bytes (`x`) go on extending.
+    let end = out
+        .windows(6)
+        .rposition(|w| w == b"</gcm>")
+        .expect("the stanza has a gcm element");
+    out.truncate(end);
+    out
 }
 
 /// Runs one seeded simulation; `Err` describes the first broken rule, with the seed.
@@ -880,6 +1203,17 @@ impl Sim {
             c.max_queue_time = Some(secs(30 + r.below(60)));
         }
         c.dedup_window = 1_000_000;
+        // The later faults draw from their own generator: the knobs above stay each seed's.
+        // (The salt was picked for the mix of `hundred_thousand_messages`, seed 0xA7.)
+        let mut r2 = SplitMix64(spec.seed ^ 0x0DD5_FA17_7E1C_C0EB);
+        // Mostly short drain deadlines; sometimes longer than `ping_after`, so that the
+        // client pings a stuck server (which answers) before its drain deadline.
+        c.connection.drain_timeout = if r2.below(4) == 0 {
+            ms(11_000 + r2.below(5001))
+        } else {
+            ms(1000 + r2.below(4001))
+        };
+        c.connection.stanza_timeout = ms(1000 + r2.below(7001));
         let k = Knobs {
             p_nack: r.below(60),
             p_stanza_error: r.below(10),
@@ -894,6 +1228,12 @@ impl Sim {
             close_early: r.below(6) == 0,
             retry_max,
             retry_rate_limited,
+            drain_timeout: c.connection.drain_timeout,
+            stanza_timeout: c.connection.stanza_timeout,
+            p_stuck: [0, 250, 600, 1000][r2.below(4) as usize],
+            p_trickle: [0, 0, 30, 100][r2.below(4) as usize],
+            p_collide: [0, 300, 1000][r2.below(3) as usize],
+            p_odd: [0, 50, 200][r2.below(3) as usize],
         };
         let mut net = Net::with_seed(c.clone(), r.next());
         net.latency = ms(1 + r.below(30));
@@ -907,7 +1247,9 @@ impl Sim {
         let setup = format!(
             "connections {connections}, window {}, {:?} acks, max_queue {}, retries {} (rate {}), \
              queue time {:?}, latency {:?}+{:?}, pieces {:?}, nack {}‰, stanza err {}‰, \
-             missing {}‰, kill {}%/{:?}, drain {}%, bad dial {}%, close early {}",
+             missing {}‰, kill {}%/{:?}, drain {}%, bad dial {}%, close early {}, \
+             drain timeout {:?} (stuck {}‰), stanza timeout {:?} (trickle {}‰), \
+             colliding ids {}‰, odd fields {}‰",
             c.connection.window,
             c.connection.ack_mode,
             c.max_queue,
@@ -925,6 +1267,12 @@ impl Sim {
             k.p_drain,
             k.p_bad_dial,
             k.close_early,
+            k.drain_timeout,
+            k.p_stuck,
+            k.stanza_timeout,
+            k.p_trickle,
+            k.p_collide,
+            k.p_odd,
         );
         let messages = spec.messages;
         let fault_phase_min = Duration::from_millis(20 * messages as u64 / connections as u64)
@@ -933,6 +1281,7 @@ impl Sim {
             spec,
             net,
             r,
+            r2,
             k,
             setup,
             phase: SimPhase::Faults,
@@ -955,12 +1304,30 @@ impl Sim {
             up_generated: 0,
             mailbox: VecDeque::new(),
             up_known: HashSet::new(),
+            up_expected: HashMap::new(),
             up_outstanding: HashMap::new(),
             up_server_acked: HashSet::new(),
             up_delivered: HashMap::new(),
             up_app_acked: HashSet::new(),
             acks_pending: 0,
             receipts_made: HashSet::new(),
+            dev_counter: [0; DEVICES],
+            ever_up: false,
+            touched: HashSet::new(),
+            stuck: HashSet::new(),
+            trickled: HashSet::new(),
+            watched: BTreeMap::new(),
+            stuck_inflight: HashMap::new(),
+            resend_expected: HashSet::new(),
+            ack_expired_at: None,
+            stuck_drains: 0,
+            drain_timeouts: 0,
+            stuck_resent: 0,
+            trickles: 0,
+            stanza_timeouts: 0,
+            ping_timeouts: 0,
+            colliding_upstream: 0,
+            odd_upstream: 0,
             actions: HashMap::new(),
             next_token: 0,
             kills: 0,
@@ -980,6 +1347,11 @@ impl Sim {
 
     fn chance(&mut self, per_mille: u64) -> bool {
         self.r.below(1000) < per_mille
+    }
+
+    /// [`Sim::chance`] from the second generator (the later faults).
+    fn chance2(&mut self, per_mille: u64) -> bool {
+        per_mille > 0 && self.r2.below(1000) < per_mille
     }
 
     fn mix(&mut self, v: u64) {
@@ -1095,7 +1467,8 @@ impl Sim {
                 self.acks_pending -= 1;
                 match self.net.client.ack(now, &h) {
                     Ok(()) => {
-                        self.up_app_acked.insert(h.message_id().clone());
+                        self.up_app_acked
+                            .insert((h.to().to_owned(), h.message_id().clone()));
                     }
                     Err(AckError::ConnectionGone) => {}
                     Err(e) => return Err(format!("ack of {} refused: {e}", h.message_id())),
@@ -1159,13 +1532,16 @@ impl Sim {
     }
 
     fn fault(&mut self) {
-        let links = self.net.alive_links();
+        let mut links = self.net.alive_links();
+        // Stuck and trickled connections are left to the client's deadlines.
+        links.retain(|c| !self.stuck.contains(c) && !self.trickled.contains(c));
         if links.is_empty() {
             return;
         }
         let id = links[self.r.below(links.len() as u64) as usize];
         if self.chance(self.k.p_kill * 10) {
             self.kills += 1;
+            self.touched.insert(id);
             match self.r.below(5) {
                 0 => self.net.kill(id),
                 1 => {
@@ -1191,6 +1567,30 @@ impl Sim {
             }
         } else if self.chance(self.k.p_drain * 10) {
             self.start_drain(id, true);
+        } else if self.chance2(self.k.p_trickle) {
+            self.start_trickle(id);
+        }
+    }
+
+    /// The server on `id` starts a stanza and trickles its bytes, never finishing it; its
+    /// own output is dropped from then on. The client must end the connection by its
+    /// stanza timeout (or its ping timeout) and send what was in flight elsewhere.
+    fn start_trickle(&mut self, id: ConnId) {
+        let bound = self
+            .net
+            .servers
+            .get(&id)
+            .is_some_and(|s| s.state() == ServerState::Bound);
+        if !bound || !self.client_up.contains(&id) || self.touched.contains(&id) {
+            return;
+        }
+        let head = trickle_head();
+        let first = 1 + self.r2.below(head.len() as u64) as usize;
+        let every = ms(20 + self.r2.below(1500));
+        if self.net.trickle(id, head, first, every) {
+            self.trickles += 1;
+            self.trickled.insert(id);
+            self.watched.insert(id, None);
         }
     }
 
@@ -1209,6 +1609,24 @@ impl Sim {
         }
         self.drains += 1;
         self.draining_servers.insert(id);
+        let fresh = self.touched.insert(id) && !self.close_scheduled.contains(&id);
+        if control && fresh && self.chance2(self.k.p_stuck) {
+            // The server never closes this stream and never answers what is in flight.
+            self.stuck_drains += 1;
+            self.stuck.insert(id);
+            self.close_scheduled.insert(id);
+            self.watched.insert(id, None);
+            let pending: Vec<MessageId> = self
+                .net
+                .servers
+                .get(&id)
+                .map(|s| s.pending_ids().into_iter().cloned().collect())
+                .unwrap_or_default();
+            for m in pending {
+                self.stuck_inflight.insert(m, id);
+            }
+            return;
+        }
         if self.close_scheduled.insert(id) {
             let after = ms(100 + self.r.below(3000));
             self.later(after, Action::CloseServer(id));
@@ -1222,20 +1640,12 @@ impl Sim {
             for _ in 0..n.min(self.up_total - self.up_generated) {
                 let i = self.up_generated;
                 self.up_generated += 1;
-                let up = Upstream {
-                    from: format!("device-{}", i % 13),
-                    category: Some("com.example".into()),
-                    message_id: mid(&format!("up-{i}")),
-                    data: serde_json::from_value(serde_json::json!({"i": i})).unwrap(),
-                    time_to_live: None,
-                    extra: Default::default(),
-                };
-                self.up_known.insert(up.message_id.clone());
-                self.mailbox.push_back(Mail::Up(up));
+                self.generate_upstream(i);
             }
         }
         let mut bound = self.net.bound();
-        bound.retain(|c| self.client_up.contains(c));
+        // A stuck server sends nothing new.
+        bound.retain(|c| self.client_up.contains(c) && !self.stuck.contains(c));
         if bound.is_empty() {
             return;
         }
@@ -1245,24 +1655,79 @@ impl Sim {
                 break;
             };
             let conn = bound[self.r.below(bound.len() as u64) as usize];
-            let Some(s) = self.net.servers.get_mut(&conn) else {
-                self.mailbox.push_back(mail);
-                continue;
-            };
             let sent = match &mail {
-                Mail::Up(u) => s.send_upstream(u),
-                Mail::Receipt(r) => s.send_receipt(r),
+                Mail::Raw(raw) => self.net.inject_to_client(conn, raw.bytes.clone()),
+                Mail::Up(u) => self
+                    .net
+                    .servers
+                    .get_mut(&conn)
+                    .is_some_and(|s| s.send_upstream(u).is_ok()),
+                Mail::Receipt(r) => self
+                    .net
+                    .servers
+                    .get_mut(&conn)
+                    .is_some_and(|s| s.send_receipt(r).is_ok()),
             };
-            match sent {
-                Ok(()) => {
-                    self.up_outstanding.insert(mail.id().clone(), (conn, mail));
-                }
-                Err(_) => self.mailbox.push_back(mail),
+            if sent {
+                self.up_outstanding.insert(mail.key(), (conn, mail));
+            } else {
+                self.mailbox.push_back(mail);
             }
         }
     }
 
+    /// Upstream message `i`: from one of the devices, with a unique id or (sometimes) the
+    /// device's next counter value, which every device uses; sometimes with an odd optional
+    /// field, then written raw.
+    fn generate_upstream(&mut self, i: usize) {
+        let dev = i % DEVICES;
+        let from = format!("device-{dev}");
+        let id = if self.chance2(self.k.p_collide) {
+            self.colliding_upstream += 1;
+            self.dev_counter[dev] += 1;
+            let n = self.dev_counter[dev];
+            // Some devices' ids look like our downstream ones.
+            if dev.is_multiple_of(3) {
+                mid(&format!("m-{n}"))
+            } else {
+                mid(&n.to_string())
+            }
+        } else {
+            mid(&format!("up-{i}"))
+        };
+        let key = (from.clone(), id.clone());
+        if !self.up_known.insert(key.clone()) {
+            self.violations
+                .push(format!("simulation bug: upstream {key:?} generated twice"));
+        }
+        if self.chance2(self.k.p_odd) {
+            self.odd_upstream += 1;
+            let variant = self.r2.next();
+            let (json, expected) = odd_upstream(variant, &from, &id, i);
+            self.up_expected.insert(key, expected);
+            self.mailbox.push_back(Mail::Raw(Box::new(RawUp {
+                from,
+                message_id: id,
+                bytes: upstream_stanza(&json),
+            })));
+        } else {
+            let up = Upstream {
+                from,
+                category: Some("com.example".into()),
+                message_id: id,
+                data: serde_json::from_value(json!({"i": i})).unwrap(),
+                time_to_live: None,
+                extra: Map::new(),
+            };
+            self.up_expected.insert(key, up.clone());
+            self.mailbox.push_back(Mail::Up(up));
+        }
+    }
+
     fn answer(&mut self, conn: ConnId, id: &MessageId, answer: Answer) {
+        if self.stuck.contains(&conn) {
+            return; // a stuck server answers nothing
+        }
         let Some(s) = self.net.servers.get_mut(&conn) else {
             return;
         };
@@ -1282,7 +1747,7 @@ impl Sim {
                         let rid = mid(&format!("dr2:{id}"));
                         if self.receipts_made.insert(rid.clone()) {
                             let receipt = Receipt::sent_to_device(id, "tok", 1_400_000_000_000);
-                            self.up_known.insert(rid);
+                            self.up_known.insert((receipt.from.clone(), rid));
                             self.mailbox.push_back(Mail::Receipt(receipt));
                         }
                     }
@@ -1324,6 +1789,30 @@ impl Sim {
         if let Some(v) = self.violations.first() {
             return Err(v.clone());
         }
+        let now = self.net.now;
+        for (id, seen) in &self.watched {
+            let deadline = match seen {
+                Some(seen) => Some(*seen + self.k.drain_timeout),
+                None => self
+                    .net
+                    .trickle_started
+                    .get(id)
+                    .map(|t0| *t0 + self.k.stanza_timeout),
+            };
+            if let Some(d) = deadline
+                && now > d
+            {
+                return Err(format!(
+                    "{id} ({}) still up {:?} after its deadline",
+                    if seen.is_some() {
+                        "stuck draining"
+                    } else {
+                        "trickled"
+                    },
+                    now - d
+                ));
+            }
+        }
         for c in self.net.client.connections() {
             if c.in_flight > c.window {
                 return Err(format!(
@@ -1343,6 +1832,21 @@ impl Sim {
                     return Err(format!("server received {id}, never accepted by send"));
                 };
                 *self.received.entry(id.clone()).or_default() += 1;
+                if let Some(&stuck) = self.stuck_inflight.get(&id)
+                    && self.watched.contains_key(&stuck)
+                {
+                    return Err(format!(
+                        "{id} sent again on {conn} while still in flight on stuck draining {stuck}"
+                    ));
+                }
+                if self.resend_expected.remove(&id) {
+                    self.stuck_resent += 1;
+                }
+                if self.stuck.contains(&conn) {
+                    // Nothing new goes to a draining connection (checked on the client's
+                    // output); a stuck server would not answer it anyway.
+                    return Ok(());
+                }
                 let n = message
                     .data()
                     .and_then(|d| d.get("n"))
@@ -1382,19 +1886,27 @@ impl Sim {
                 }
             }
             ServerEvent::AppAck(ack) => {
-                if self.up_outstanding.remove(&ack.message_id).is_none() {
-                    return Err(format!(
-                        "ack of {} which the server did not send",
-                        ack.message_id
-                    ));
+                let key = (ack.to, ack.message_id);
+                match self.up_outstanding.remove(&key) {
+                    Some((_, Mail::Up(_) | Mail::Receipt(_))) => {}
+                    _ => return Err(format!("ack of {key:?} which the server did not send")),
                 }
-                self.up_server_acked.insert(ack.message_id);
+                self.up_server_acked.insert(key);
             }
             ServerEvent::UnknownAck(ack) => {
-                return Err(format!(
-                    "client acked {} twice or on the wrong connection",
-                    ack.message_id
-                ));
+                // The server role does not know the messages written raw: this ledger does.
+                let key = (ack.to, ack.message_id);
+                match self.up_outstanding.get(&key) {
+                    Some((c, Mail::Raw(_))) if *c == conn => {
+                        self.up_outstanding.remove(&key);
+                        self.up_server_acked.insert(key);
+                    }
+                    _ => {
+                        return Err(format!(
+                            "client acked {key:?} twice or on the wrong connection"
+                        ));
+                    }
+                }
             }
             ServerEvent::WindowViolation { pending, window } => {
                 return Err(format!(
@@ -1409,17 +1921,17 @@ impl Sim {
             }
             ServerEvent::Closed { .. } => {
                 self.draining_servers.remove(&conn);
-                let back: Vec<MessageId> = self
+                let back: Vec<UpKey> = self
                     .up_outstanding
                     .iter()
                     .filter(|(_, (c, _))| *c == conn)
-                    .map(|(id, _)| id.clone())
+                    .map(|(key, _)| key.clone())
                     .collect();
                 let mut back: Vec<Mail> = back
                     .into_iter()
-                    .filter_map(|id| self.up_outstanding.remove(&id).map(|(_, m)| m))
+                    .filter_map(|key| self.up_outstanding.remove(&key).map(|(_, m)| m))
                     .collect();
-                back.sort_by(|a, b| a.id().cmp(b.id()));
+                back.sort_by_key(Mail::key);
                 for m in back {
                     self.mailbox.push_front(m);
                 }
@@ -1452,6 +1964,27 @@ impl Sim {
                 let id = id.clone();
                 self.outcomes += 1;
                 let kind = self.check_outcome(&id, &outcome)?;
+                if let Outcome::Expired {
+                    kind: ExpiryKind::AckTimeout,
+                    ..
+                } = outcome
+                {
+                    self.ack_expired_at = Some(self.net.now);
+                }
+                let answered = !matches!(kind, "expired" | "unsent");
+                if answered
+                    && let Some(stuck) = self.stuck_inflight.get(&id)
+                    && self.watched.contains_key(stuck)
+                {
+                    return Err(format!(
+                        "{id} reported {kind} while unanswered on stuck {stuck}"
+                    ));
+                }
+                if self.resend_expected.remove(&id) && answered {
+                    return Err(format!(
+                        "{id} reported {kind}, never sent again after its stuck connection"
+                    ));
+                }
                 *self.outcome_kinds.entry(kind).or_default() += 1;
                 self.mix(kind.len() as u64);
                 if let Outcome::Unsent { .. } = outcome {
@@ -1459,10 +1992,24 @@ impl Sim {
                 }
             }
             ClientEvent::Upstream { message, ack } => {
-                self.delivered(message.message_id.clone(), ack)?;
+                let key = (message.from.clone(), message.message_id.clone());
+                match self.up_expected.get(&key) {
+                    Some(e) if *e == *message => {}
+                    Some(e) => {
+                        return Err(format!(
+                            "upstream {key:?} handed over as {message:?}, sent as {e:?}"
+                        ));
+                    }
+                    None => {
+                        return Err(format!(
+                            "upstream {key:?} delivered but never sent by the server"
+                        ));
+                    }
+                }
+                self.delivered(key, ack)?;
             }
             ClientEvent::Receipt { receipt, ack } => {
-                self.delivered(receipt.message_id.clone(), ack)?;
+                self.delivered((receipt.from.clone(), receipt.message_id.clone()), ack)?;
             }
             ClientEvent::Closed { report } => {
                 if report.unsent.len() != self.unsent_reported.len()
@@ -1481,10 +2028,25 @@ impl Sim {
                 self.phase = SimPhase::Done;
             }
             ClientEvent::ConnectionUp { id, .. } => {
+                self.ever_up = true;
                 self.client_up.insert(id);
             }
-            ClientEvent::ConnectionDown { id, .. } => {
+            ClientEvent::ConnectionDraining { id } => {
+                if let Some(seen) = self.watched.get_mut(&id)
+                    && self.stuck.contains(&id)
+                {
+                    *seen = Some(self.net.now);
+                }
+            }
+            ClientEvent::ConnectionDown { id, reason, .. } => {
                 self.client_up.remove(&id);
+                self.connection_down(id, &reason)?;
+            }
+            ClientEvent::FirstConnectFailed { error, permanent } => {
+                return Err(format!(
+                    "the client gave up on its first connection ({error:?}, permanent \
+                     {permanent})"
+                ));
             }
             ClientEvent::QueueOpen => {
                 if !self.queue_full {
@@ -1503,10 +2065,85 @@ impl Sim {
         Ok(())
     }
 
-    fn delivered(&mut self, id: MessageId, ack: Option<AckHandle>) -> Result<(), String> {
+    /// Checks how a stuck or trickled connection ended, and counts the deadlines' work.
+    fn connection_down(&mut self, id: ConnId, reason: &DownReason) -> Result<(), String> {
+        let now = self.net.now;
+        let closed = match reason {
+            DownReason::Closed(r) => Some(r),
+            _ => None,
+        };
+        match closed {
+            Some(CloseReason::DrainTimeout) => self.drain_timeouts += 1,
+            Some(CloseReason::StanzaTimeout) => self.stanza_timeouts += 1,
+            Some(CloseReason::PingTimeout) => self.ping_timeouts += 1,
+            _ => {}
+        }
+        let Some(seen) = self.watched.remove(&id) else {
+            return Ok(());
+        };
+        // The client may end it first itself (`Local`): when it closes, or when the ack
+        // timeout has just expired the connection's whole window (it then replaces it).
+        let closing = self.net.client.is_closing();
+        let replaced = self.ack_expired_at == Some(now);
+        let local = (closing || replaced) && closed == Some(&CloseReason::Local);
+        if self.stuck.contains(&id) {
+            match (closed, seen) {
+                (Some(CloseReason::DrainTimeout), Some(seen)) => {
+                    if now != seen + self.k.drain_timeout {
+                        return Err(format!(
+                            "stuck {id} closed {:?} after it drained, drain timeout {:?}",
+                            now - seen,
+                            self.k.drain_timeout
+                        ));
+                    }
+                }
+                (Some(CloseReason::DrainTimeout), None) => {
+                    return Err(format!(
+                        "{id} closed for its drain deadline, never draining"
+                    ));
+                }
+                _ if local => {}
+                _ => return Err(format!("stuck draining {id} ended: {reason:?}")),
+            }
+            // What it left unanswered goes out again.
+            let mut back: Vec<MessageId> = self
+                .stuck_inflight
+                .iter()
+                .filter(|(_, c)| **c == id)
+                .map(|(m, _)| m.clone())
+                .collect();
+            back.sort();
+            for m in back {
+                self.stuck_inflight.remove(&m);
+                let pending = self.by_id.get(&m).is_some_and(|&t| self.tickets[t].1 == 0);
+                if pending {
+                    self.resend_expected.insert(m);
+                }
+            }
+        } else if self.trickled.contains(&id) {
+            match closed {
+                Some(CloseReason::StanzaTimeout | CloseReason::PingTimeout) => {}
+                // A drain by nack after the trickle began closes it from the server's side.
+                _ if local || self.touched.contains(&id) => {}
+                _ => return Err(format!("trickled {id} ended: {reason:?}")),
+            }
+            if let Some(&t0) = self.net.trickle_started.get(&id)
+                && now > t0 + self.k.stanza_timeout
+            {
+                return Err(format!(
+                    "trickled {id} ended {:?} after its stanza began, stanza timeout {:?}",
+                    now - t0,
+                    self.k.stanza_timeout
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn delivered(&mut self, id: UpKey, ack: Option<AckHandle>) -> Result<(), String> {
         if !self.up_known.contains(&id) {
             return Err(format!(
-                "upstream {id} delivered but never sent by the server"
+                "upstream {id:?} delivered but never sent by the server"
             ));
         }
         let n = self.up_delivered.entry(id.clone()).or_default();
@@ -1514,18 +2151,20 @@ impl Sim {
         if *n > 1 {
             // Only in manual mode, and only when the earlier copy's ack never went through.
             if !self.k.manual || self.up_app_acked.contains(&id) {
-                return Err(format!("upstream {id} handed to the application {n} times"));
+                return Err(format!(
+                    "upstream {id:?} handed to the application {n} times"
+                ));
             }
         }
         if self.k.manual {
             let Some(h) = ack else {
-                return Err(format!("manual mode: {id} without a handle"));
+                return Err(format!("manual mode: {id:?} without a handle"));
             };
             self.acks_pending += 1;
             let after = ms(self.r.below(300));
             self.later(after, Action::AppAck(h));
         } else if ack.is_some() {
-            return Err(format!("auto mode: {id} came with a handle"));
+            return Err(format!("auto mode: {id:?} came with a handle"));
         }
         Ok(())
     }
@@ -1639,11 +2278,16 @@ impl Sim {
         }
         // Dial outcomes for the next connection attempts.
         if self.phase == SimPhase::Faults && self.net.dial_plan.is_empty() {
-            let dial = if self.chance(self.k.p_bad_dial * 10) {
+            let mut dial = if self.chance(self.k.p_bad_dial * 10) {
                 [Dial::BadKey, Dial::Refuse, Dial::Silent][self.r.below(3) as usize]
             } else {
                 Dial::Accept
             };
+            // Refused credentials before any connection came up end the client at once
+            // (the first-connection policy): not a fault this simulation is about.
+            if dial == Dial::BadKey && !self.ever_up {
+                dial = Dial::Accept;
+            }
             self.net.dial_plan.push_back(dial);
         }
     }
@@ -1690,8 +2334,16 @@ impl Sim {
                 .iter()
                 .find(|id| !self.up_delivered.contains_key(*id))
             {
-                return Err(format!("upstream {id} never handed to the application"));
+                return Err(format!("upstream {id:?} never handed to the application"));
             }
+            if let Some(id) = self.resend_expected.iter().next() {
+                return Err(format!(
+                    "{id}, unanswered on a stuck connection, was never sent again"
+                ));
+            }
+        }
+        if let Some(id) = self.watched.keys().next() {
+            return Err(format!("{id} (stuck or trickled) never reported down"));
         }
         Ok(())
     }
@@ -1706,6 +2358,15 @@ impl Sim {
             upstream_deliveries: self.up_delivered.values().map(|n| *n as usize).sum(),
             kills: self.kills,
             drains: self.drains,
+            stuck_drains: self.stuck_drains,
+            drain_timeouts: self.drain_timeouts,
+            stuck_resent: self.stuck_resent,
+            pings_while_draining: self.net.pings_while_draining,
+            trickles: self.trickles,
+            stanza_timeouts: self.stanza_timeouts,
+            ping_timeouts: self.ping_timeouts,
+            colliding_upstream: self.colliding_upstream,
+            odd_upstream: self.odd_upstream,
             steps: self.steps,
             sim_time: self.net.elapsed(),
             stats: self.net.client.stats().clone(),
@@ -1719,15 +2380,26 @@ impl SimSummary {
         let mut s = String::new();
         let _ = write!(
             s,
-            "seed {:#018x}: {} msgs {:?}; upstream {} ({} deliveries); {} kills, {} drains; \
+            "seed {:#018x}: {} msgs {:?}; upstream {} ({} deliveries, {} colliding ids, {} odd); \
+             {} kills, {} drains ({} stuck, {} drain timeouts, {} resent, {} pings), {} trickles \
+             ({} stanza timeouts, {} ping timeouts); \
              sent {} resent {} retried {} conns {} reconnects {} auth failures {}; {:?} simulated, {} steps",
             self.seed,
             self.accepted,
             self.outcomes,
             self.upstream,
             self.upstream_deliveries,
+            self.colliding_upstream,
+            self.odd_upstream,
             self.kills,
             self.drains,
+            self.stuck_drains,
+            self.drain_timeouts,
+            self.stuck_resent,
+            self.pings_while_draining,
+            self.trickles,
+            self.stanza_timeouts,
+            self.ping_timeouts,
             self.stats.sent,
             self.stats.resent,
             self.stats.retried,
