@@ -202,6 +202,10 @@ impl Client {
     pub async fn raw_nack(&mut self) -> Nack {
         self.wait_for(|e| match e {
             ConnectionEvent::Anomaly(Anomaly::UnknownNack(n)) => Some(n.clone()),
+            // BAD_ACK answers one of our acks: the connection reports it apart.
+            ConnectionEvent::Anomaly(Anomaly::AckRefused { nack: Some(n), .. }) => {
+                Some((**n).clone())
+            }
             _ => None,
         })
         .await
