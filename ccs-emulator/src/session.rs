@@ -151,6 +151,8 @@ struct Session {
     unrecorded_out: u64,
     /// Why the connection ended, when the core does not know better (I/O, faults).
     end: Option<ConnectionEnd>,
+    /// [`State::reading_paused`] as of the last turn.
+    reading_paused: bool,
 }
 
 impl Session {
@@ -188,6 +190,7 @@ impl Session {
             unrecorded_in: 0,
             unrecorded_out: 0,
             end: None,
+            reading_paused: false,
         }
     }
 
@@ -221,7 +224,7 @@ impl Session {
             }
             let deadline = self.next_deadline();
             tokio::select! {
-                r = tls.read(&mut buf) => {
+                r = tls.read(&mut buf), if !self.reading_paused => {
                     let now = Instant::now().into_std();
                     match r {
                         Ok(0) => self.core.handle_eof(now),
@@ -245,6 +248,8 @@ impl Session {
                     wake_open = r.is_ok();
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {}
+                // Reading paused, no timer and no wake-ups: nothing can ever happen.
+                else => break,
             }
         }
         // Closed by the protocol (end tags, stream error, timeout): close TLS properly.
@@ -257,6 +262,7 @@ impl Session {
     fn step(&mut self, now: Instant) {
         let shared = Arc::clone(&self.shared);
         let mut st = shared.lock();
+        self.reading_paused = st.reading_paused;
         // Harmless when nothing is due; keeps the core's idea of `now` fresh for `close`.
         self.core.handle_timeout(now.into_std());
         self.drain_events(&mut st, now);
