@@ -49,6 +49,8 @@ enum Net {
     ConnectFailed(ConnId, String),
     Data(ConnId, bytes::Bytes),
     Eof(ConnId),
+    /// The connection's task ended (socket closed); whether gracefully.
+    Ended(ConnId, bool),
 }
 
 enum Write {
@@ -169,6 +171,9 @@ impl Driver {
                 if conns.contains_key(&id) {
                     self.core.handle_eof(now, id);
                 }
+            }
+            Net::Ended(id, graceful) => {
+                let _ = self.events.send(Event::SocketClosed { id, graceful });
             }
         }
     }
@@ -383,6 +388,11 @@ async fn dial(
     read_buffer: usize,
     net: mpsc::UnboundedSender<Net>,
 ) {
+    let mut ended = Ended {
+        id,
+        net: net.clone(),
+        graceful: false,
+    };
     debug!("dialling");
     let tcp = match TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await {
         Ok(s) => s,
@@ -415,8 +425,23 @@ async fn dial(
     let _ = net.send(Net::Connected(id, wtx));
     if write_loop(wr, wrx).await.is_err() {
         let _ = net.send(Net::Eof(id));
+    } else {
+        ended.graceful = true;
     }
     drop(reader);
+}
+
+/// Tells the driver that a connection's task ended, however it ended.
+struct Ended {
+    id: ConnId,
+    net: mpsc::UnboundedSender<Net>,
+    graceful: bool,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let _ = self.net.send(Net::Ended(self.id, self.graceful));
+    }
 }
 
 /// Stops the reader when the connection's task ends (closed, failed, or aborted).

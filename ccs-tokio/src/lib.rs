@@ -286,6 +286,15 @@ pub enum Event {
         /// Its outcome.
         outcome: Outcome,
     },
+    /// The socket of a connection (or connection attempt) is closed and every task of that
+    /// connection has ended. Comes once per connection, after the core gave it up.
+    SocketClosed {
+        /// Which.
+        id: ConnId,
+        /// Whether it ended cleanly: everything queued, the stream end and the TLS
+        /// `close_notify` were written.
+        graceful: bool,
+    },
     /// Any other event of the core (draining, retries, anomalies, ...).
     Core(Box<ClientEvent>),
     /// The client has closed.
