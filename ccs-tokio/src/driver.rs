@@ -1,35 +1,69 @@
 //! The one task that owns the sans-IO [`ccs_proto::Client`] and moves bytes for it.
 //!
 //! It makes no protocol decision: it feeds the core what happened (bytes, EOF, connect
-//! results, the time) and carries out what the core asks (dial, write, close), then hands
-//! events to the application. Each connection has a reader task (socket → driver) and a
-//! writer task (driver → socket, with one flush per batch).
+//! results, the time, the application's commands) and carries out what the core asks (dial,
+//! write, close), then hands events to the application. Each connection is a task of its
+//! own ([`crate::transport`]).
+//!
+//! # Channels, and why nothing deadlocks
+//!
+//! Every channel is bounded but one (the upstream channel, see below):
+//!
+//! | channel | from → to | bound |
+//! |---|---|---|
+//! | submit | `send`/`try_send` → driver | `max_queue` messages |
+//! | control | acks, `close`, `stats` → driver | [`CONTROL_CAPACITY`] commands |
+//! | net | connection tasks → driver | [`NET_CAPACITY`](crate::transport::NET_CAPACITY) |
+//! | outbox | driver → one connection's writer | [`Config::write_limit`](crate::Config::write_limit) bytes |
+//! | upstream | driver → [`UpstreamStream`](crate::UpstreamStream) | unbounded, for now (below) |
+//! | events | driver → [`Client::events`](crate::Client::events) | [`Config::event_capacity`](crate::Config::event_capacity), oldest dropped |
+//!
+//! The rule that keeps this free of deadlocks: **the driver never waits to send**. It only
+//! waits in one place, the `select!` of [`Driver::run`], for any of its inputs; everything it
+//! sends goes into a queue that cannot be full for it or that it may skip:
+//!
+//! - outboxes refuse instead of waiting; a refusal means the writer is stuck (a peer that no
+//!   longer reads), and the driver reports that transport as failed to the core;
+//! - the upstream channel is not bounded yet: in auto-ack mode the core acks an upstream
+//!   message on arrival, before the application has it, so refusing it there would lose it;
+//! - events go to a broadcast channel, which drops the oldest for slow receivers;
+//! - replies go to oneshots.
+//!
+//! Everyone else may wait for the driver (a `send` for room in the submit channel, a reader
+//! for room in the net channel), and the driver always comes back to drain its inputs, a
+//! bounded batch of each per turn. So every wait ends.
+//!
+//! The submit channel is never full for a sender that holds a queue permit: there are
+//! `max_queue` permits and as many slots, and a permit travels with its message.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use ccs_proto::client::{ClientEvent, ClientStats, MessageTicket, Outcome, Output};
+use ccs_proto::client::{ClientEvent, CloseReport, MessageTicket, Outcome, Output};
 use ccs_proto::connection::{AckError, AckHandle, ConnId};
 use ccs_proto::message::Downstream;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, info, warn};
 
-use crate::{Event, Report, UpstreamItem};
+use crate::transport::{ConnTask, Dial, Net, Outbox};
+use crate::{AckToken, Event, Report, Stats, UpstreamItem};
 
-/// What the application asks of the driver.
+/// Commands in the control channel at once; a caller finding it full waits for room.
+/// Enough for bursts of acks from many tasks; each one is handled in microseconds.
+pub(crate) const CONTROL_CAPACITY: usize = 64;
+
+/// Items taken from each input per turn of the loop, so that no input starves the others.
+const BATCH: usize = 64;
+
+/// How long the client gets to finish when every handle was dropped without `close`.
+const DROP_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What the application asks of the driver, besides sending (the control channel).
 pub(crate) enum Command {
-    Send {
-        message: Downstream,
-        reply: oneshot::Sender<Result<Outcome, crate::SendError>>,
-        permit: OwnedSemaphorePermit,
-    },
     Ack {
         handle: AckHandle,
         reply: oneshot::Sender<Result<(), AckError>>,
@@ -39,44 +73,86 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Report>,
     },
     Stats {
-        reply: oneshot::Sender<ClientStats>,
+        reply: oneshot::Sender<Stats>,
     },
 }
 
-/// What the network tasks report.
-enum Net {
-    Connected(ConnId, mpsc::UnboundedSender<Write>),
-    ConnectFailed(ConnId, String),
-    Data(ConnId, bytes::Bytes),
-    Eof(ConnId),
-    /// The connection's task ended (socket closed); whether gracefully.
-    Ended(ConnId, bool),
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ack { .. } => "Ack",
+            Self::Close { .. } => "Close",
+            Self::Stats { .. } => "Stats",
+        })
+    }
 }
 
-enum Write {
-    Data(Vec<u8>),
-    Close,
+/// A message to send (the submit channel).
+pub(crate) struct Submit {
+    pub(crate) message: Downstream,
+    pub(crate) reply: oneshot::Sender<Result<Outcome, crate::SendError>>,
+    pub(crate) permit: OwnedSemaphorePermit,
 }
 
 /// How the first connection went, for `Client::connect`.
 pub(crate) type FirstResult = Result<(), crate::ConnectError>;
 
-pub(crate) struct Driver {
+/// Everything the driver needs; see [`Driver::new`].
+pub(crate) struct Parts {
     pub(crate) core: ccs_proto::Client,
-    pub(crate) cmd_rx: mpsc::UnboundedReceiver<Command>,
-    pub(crate) upstream_tx: Option<mpsc::UnboundedSender<UpstreamItem>>,
+    pub(crate) submit_rx: mpsc::Receiver<Submit>,
+    pub(crate) control_rx: mpsc::Receiver<Command>,
+    pub(crate) control_tx: mpsc::Sender<Command>,
+    /// `None` once the stream was dropped.
+    pub(crate) upstream: Option<mpsc::UnboundedSender<UpstreamItem>>,
     pub(crate) events: broadcast::Sender<Event>,
-    pub(crate) cmd_tx: mpsc::WeakUnboundedSender<Command>,
     pub(crate) endpoint: crate::Endpoint,
     pub(crate) server_name: ServerName<'static>,
     pub(crate) tls: TlsConnector,
     pub(crate) read_buffer: usize,
-    pub(crate) first: Option<oneshot::Sender<FirstResult>>,
+    pub(crate) write_limit: usize,
+    pub(crate) disconnect_grace: Duration,
+    pub(crate) first: oneshot::Sender<FirstResult>,
+}
+
+pub(crate) struct Driver {
+    core: ccs_proto::Client,
+    submit_rx: mpsc::Receiver<Submit>,
+    /// `false` once every `Client` handle is gone.
+    handles_open: bool,
+    control_rx: mpsc::Receiver<Command>,
+    /// For the tokens handed out (keeps the control channel open while the driver runs).
+    control_tx: mpsc::Sender<Command>,
+    net_rx: mpsc::Receiver<Net>,
+    net_tx: mpsc::Sender<Net>,
+    upstream: Option<mpsc::UnboundedSender<UpstreamItem>>,
+    events: broadcast::Sender<Event>,
+    endpoint: crate::Endpoint,
+    server_name: ServerName<'static>,
+    tls: TlsConnector,
+    read_buffer: usize,
+    write_limit: usize,
+    disconnect_grace: Duration,
+    first: Option<oneshot::Sender<FirstResult>>,
+    /// Connections the core has asked for and not yet given up.
+    conns: HashMap<ConnId, Conn>,
+    /// Connections given up, until their task has ended: `(id, graceful)`.
+    closing: JoinSet<(ConnId, bool)>,
+    waiters: HashMap<MessageTicket, Waiter>,
+    close_replies: Vec<oneshot::Sender<Report>>,
+    /// The core's report, once it has closed.
+    closed: Option<CloseReport>,
+    stats: Stats,
 }
 
 struct Conn {
-    writer: Option<mpsc::UnboundedSender<Write>>,
-    tasks: Vec<JoinHandle<()>>,
+    outbox: Arc<Outbox>,
+    task: ConnTask,
+    /// TCP and TLS are up (the core was told).
+    connected: bool,
+    /// Its writer fell [`Config::write_limit`](crate::Config::write_limit) behind: the core
+    /// was told the transport failed.
+    broken: bool,
 }
 
 struct Waiter {
@@ -84,201 +160,294 @@ struct Waiter {
     _permit: OwnedSemaphorePermit,
 }
 
-/// How long the client gets to finish when every handle was dropped without `close`.
-const DROP_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
-
 impl Driver {
+    pub(crate) fn new(p: Parts) -> Self {
+        let (net_tx, net_rx) = mpsc::channel(crate::transport::NET_CAPACITY);
+        Self {
+            core: p.core,
+            submit_rx: p.submit_rx,
+            handles_open: true,
+            control_rx: p.control_rx,
+            control_tx: p.control_tx,
+            net_rx,
+            net_tx,
+            upstream: p.upstream,
+            events: p.events,
+            endpoint: p.endpoint,
+            server_name: p.server_name,
+            tls: p.tls,
+            read_buffer: p.read_buffer,
+            write_limit: p.write_limit,
+            disconnect_grace: p.disconnect_grace,
+            first: Some(p.first),
+            conns: HashMap::new(),
+            closing: JoinSet::new(),
+            waiters: HashMap::new(),
+            close_replies: Vec::new(),
+            closed: None,
+            stats: Stats::default(),
+        }
+    }
+
     pub(crate) async fn run(mut self) {
-        let (net_tx, mut net_rx) = mpsc::unbounded_channel::<Net>();
-        let mut conns: HashMap<ConnId, Conn> = HashMap::new();
-        let mut waiters: HashMap<MessageTicket, Waiter> = HashMap::new();
-        let mut close_replies: Vec<oneshot::Sender<Report>> = Vec::new();
-        let mut commands_open = true;
         loop {
-            self.flush_outputs(&net_tx, &mut conns, &mut waiters, &mut close_replies);
-            if self.core.is_closed() && conns.is_empty() {
+            self.flush_outputs();
+            if self.core.is_closed() && self.conns.is_empty() && self.closing.is_empty() {
                 break;
             }
-            let deadline = self.core.poll_timeout();
+            let wake = self.core.poll_timeout();
             let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                match wake {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 biased;
-                net = net_rx.recv() => {
-                    // `net_tx` lives in this task, so the channel never closes.
-                    let Some(net) = net else { break };
-                    self.on_net(net, &mut conns);
-                    while let Ok(net) = net_rx.try_recv() {
-                        self.on_net(net, &mut conns);
-                    }
+                Some(done) = self.closing.join_next(), if !self.closing.is_empty() => {
+                    self.on_socket_closed(done);
                 }
-                cmd = self.cmd_rx.recv(), if commands_open => match cmd {
-                    Some(cmd) => {
-                        self.on_command(cmd, &mut waiters, &mut close_replies);
-                        while let Ok(cmd) = self.cmd_rx.try_recv() {
-                            self.on_command(cmd, &mut waiters, &mut close_replies);
-                        }
-                    }
-                    None => {
-                        // Every handle is gone: finish what was queued, then stop.
-                        commands_open = false;
-                        if !self.core.is_closing() && !self.core.is_closed() {
-                            let now = Instant::now();
-                            self.core.close(now, now + DROP_CLOSE_DEADLINE);
-                        }
-                    }
+                // The driver holds a sender: never closed.
+                Some(net) = self.net_rx.recv() => self.on_net(net),
+                // The driver holds a sender: never closed.
+                Some(cmd) = self.control_rx.recv() => self.on_command(cmd),
+                submit = self.submit_rx.recv(), if self.handles_open => match submit {
+                    Some(s) => self.on_submit(s),
+                    None => self.on_handles_gone(),
                 },
-                () = sleep => self.core.handle_timeout(Instant::now()),
+                () = sleep => {}
+            }
+            self.drain_ready();
+            let now = Instant::now();
+            if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                self.core.handle_timeout(now);
             }
         }
-        for conn in conns.into_values() {
-            for t in conn.tasks {
-                t.abort();
+        self.finish();
+    }
+
+    /// Takes what else is ready, a bounded batch from each input.
+    fn drain_ready(&mut self) {
+        for _ in 0..BATCH {
+            match self.net_rx.try_recv() {
+                Ok(net) => self.on_net(net),
+                Err(_) => break,
             }
+        }
+        for _ in 0..BATCH {
+            match self.control_rx.try_recv() {
+                Ok(cmd) => self.on_command(cmd),
+                Err(_) => break,
+            }
+        }
+        if self.handles_open {
+            for _ in 0..BATCH {
+                match self.submit_rx.try_recv() {
+                    Ok(s) => self.on_submit(s),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        self.on_handles_gone();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The client stops: every handle is told.
+    fn finish(mut self) {
+        let core = self.closed.take().unwrap_or_default();
+        let report = Report {
+            unsent: core.unsent.into_iter().map(|(_, id)| id).collect(),
+            deadline_passed: core.deadline_passed,
+        };
+        info!(unsent = report.unsent.len(), "client closed");
+        let _ = self.events.send(Event::Closed);
+        for r in self.close_replies.drain(..) {
+            let _ = r.send(report.clone());
         }
         debug!("ccs client driver stopped");
     }
 
-    fn on_net(&mut self, net: Net, conns: &mut HashMap<ConnId, Conn>) {
+    // ---- inputs ------------------------------------------------------------------------
+
+    fn on_net(&mut self, net: Net) {
         let now = Instant::now();
         match net {
-            Net::Connected(id, writer) => match conns.get_mut(&id) {
-                Some(c) => {
-                    c.writer = Some(writer);
+            Net::Connected(id) => {
+                // A connection given up meanwhile is being closed already.
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.connected = true;
                     self.core.handle_connected(now, id);
                 }
-                None => {
-                    let _ = writer.send(Write::Close);
-                }
-            },
+            }
             Net::ConnectFailed(id, reason) => {
-                if let Some(c) = conns.remove(&id) {
-                    c.tasks.into_iter().for_each(|t| t.abort());
+                if let Some(c) = self.conns.remove(&id) {
                     info!(conn = %id, %reason, "connection attempt failed");
+                    self.retire(id, c.task, Duration::ZERO);
                     self.core.handle_connect_failed(now, id, reason);
                 }
             }
             Net::Data(id, bytes) => {
-                if conns.contains_key(&id) {
+                if self.conns.contains_key(&id) {
                     self.core.handle_input(now, id, &bytes);
                 }
             }
             Net::Eof(id) => {
-                if conns.contains_key(&id) {
+                if self.conns.contains_key(&id) {
                     self.core.handle_eof(now, id);
                 }
-            }
-            Net::Ended(id, graceful) => {
-                let _ = self.events.send(Event::SocketClosed { id, graceful });
             }
         }
     }
 
-    fn on_command(
-        &mut self,
-        cmd: Command,
-        waiters: &mut HashMap<MessageTicket, Waiter>,
-        close_replies: &mut Vec<oneshot::Sender<Report>>,
-    ) {
+    fn on_socket_closed(&mut self, done: Result<(ConnId, bool), tokio::task::JoinError>) {
+        match done {
+            Ok((id, graceful)) => {
+                debug!(conn = %id, graceful, "socket closed");
+                let _ = self.events.send(Event::SocketClosed { id, graceful });
+            }
+            // Only if the runtime is shutting down: nothing left to tell.
+            Err(e) => debug!(error = %e, "closing task ended abnormally"),
+        }
+    }
+
+    fn on_submit(&mut self, s: Submit) {
+        match self.core.send(Instant::now(), s.message) {
+            Ok(ticket) => {
+                self.waiters.insert(
+                    ticket,
+                    Waiter {
+                        reply: s.reply,
+                        _permit: s.permit,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = s.reply.send(Err(crate::SendError::from_core(e)));
+            }
+        }
+    }
+
+    fn on_handles_gone(&mut self) {
+        // Every handle is gone: finish what was queued, then stop.
+        self.handles_open = false;
+        self.request_close(Instant::now(), DROP_CLOSE_DEADLINE, None);
+    }
+
+    fn on_command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
-            Command::Send {
-                message,
-                reply,
-                permit,
-            } => match self.core.send(now, message) {
-                Ok(ticket) => {
-                    waiters.insert(
-                        ticket,
-                        Waiter {
-                            reply,
-                            _permit: permit,
-                        },
-                    );
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(crate::SendError::from_core(e)));
-                }
-            },
             Command::Ack { handle, reply } => {
                 let _ = reply.send(self.core.ack(now, &handle));
             }
             Command::Close { deadline, reply } => {
-                if self.core.is_closed() {
-                    let _ = reply.send(Report::default());
-                    return;
+                // Messages handed to `send`/`try_send` before `close` was called are in the
+                // submit channel now: they were accepted, so they go to the core first.
+                while self.handles_open
+                    && let Ok(s) = self.submit_rx.try_recv()
+                {
+                    self.on_submit(s);
                 }
-                close_replies.push(reply);
-                self.core.close(now, now + deadline);
+                self.request_close(now, deadline, Some(reply));
             }
             Command::Stats { reply } => {
-                let _ = reply.send(self.core.stats().clone());
+                let mut stats = self.stats.clone();
+                stats.core = self.core.stats().clone();
+                stats.sockets = self.conns.len() + self.closing.len();
+                let _ = reply.send(stats);
             }
         }
     }
 
-    fn flush_outputs(
+    // ---- close ---------------------------------------------------------------------------
+
+    /// A close asked for (by `close`, or by the last handle going away).
+    fn request_close(
         &mut self,
-        net_tx: &mpsc::UnboundedSender<Net>,
-        conns: &mut HashMap<ConnId, Conn>,
-        waiters: &mut HashMap<MessageTicket, Waiter>,
-        close_replies: &mut Vec<oneshot::Sender<Report>>,
+        now: Instant,
+        within: Duration,
+        reply: Option<oneshot::Sender<Report>>,
     ) {
+        self.close_replies.extend(reply);
+        let deadline = now.checked_add(within).unwrap_or(now + DROP_CLOSE_DEADLINE);
+        self.core.close(now, deadline);
+    }
+
+    // ---- outputs -----------------------------------------------------------------------
+
+    fn flush_outputs(&mut self) {
         while let Some(out) = self.core.poll_output() {
             match out {
-                Output::Connect(id) => {
-                    let span = tracing::info_span!("ccs_connection", conn = %id, endpoint = %self.endpoint);
-                    let task = tokio::spawn(
-                        dial(
-                            id,
-                            self.endpoint.clone(),
-                            self.server_name.clone(),
-                            self.tls.clone(),
-                            self.read_buffer,
-                            net_tx.clone(),
-                        )
-                        .instrument(span),
-                    );
-                    conns.insert(
-                        id,
-                        Conn {
-                            writer: None,
-                            tasks: vec![task],
-                        },
-                    );
-                }
-                Output::Transmit(id, bytes) => {
-                    if let Some(w) = conns.get(&id).and_then(|c| c.writer.as_ref()) {
-                        let _ = w.send(Write::Data(bytes));
-                    }
-                }
+                Output::Connect(id) => self.open(id),
+                Output::Transmit(id, bytes) => self.transmit(id, &bytes),
                 Output::Disconnect(id) => {
-                    if let Some(c) = conns.remove(&id) {
-                        match c.writer {
-                            // The writer task writes what is queued, then closes.
-                            Some(w) => {
-                                let _ = w.send(Write::Close);
-                            }
-                            None => c.tasks.into_iter().for_each(|t| t.abort()),
-                        }
+                    if let Some(c) = self.conns.remove(&id) {
+                        // A socket that is up gets to write what is queued and close cleanly;
+                        // an attempt still dialling is stopped at once.
+                        let grace = if c.connected {
+                            c.outbox.close();
+                            self.disconnect_grace
+                        } else {
+                            Duration::ZERO
+                        };
+                        self.retire(id, c.task, grace);
                     }
                 }
-                Output::Event(ev) => self.on_event(ev, waiters, close_replies),
+                Output::Event(ev) => self.on_event(ev),
                 _ => {}
             }
         }
     }
 
-    fn on_event(
-        &mut self,
-        ev: ClientEvent,
-        waiters: &mut HashMap<MessageTicket, Waiter>,
-        close_replies: &mut Vec<oneshot::Sender<Report>>,
-    ) {
+    fn open(&mut self, id: ConnId) {
+        let span = tracing::info_span!("ccs_connection", conn = %id, endpoint = %self.endpoint);
+        let outbox = Outbox::new(self.write_limit);
+        let task = ConnTask::spawn(
+            Dial {
+                id,
+                endpoint: self.endpoint.clone(),
+                server_name: self.server_name.clone(),
+                tls: self.tls.clone(),
+                read_buffer: self.read_buffer,
+                net: self.net_tx.clone(),
+                outbox: Arc::clone(&outbox),
+            },
+            span,
+        );
+        self.conns.insert(
+            id,
+            Conn {
+                outbox,
+                task,
+                connected: false,
+                broken: false,
+            },
+        );
+    }
+
+    fn transmit(&mut self, id: ConnId, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.broken || c.outbox.push(bytes) {
+            return;
+        }
+        // The writer is a whole write limit behind: the peer is not reading. The transport
+        // cannot carry the stream any more; to the core that is a failed transport.
+        c.broken = true;
+        warn!(conn = %id, limit = self.write_limit, "the server stopped reading: connection dropped");
+        self.core.handle_eof(Instant::now(), id);
+    }
+
+    /// Lets a given-up connection's task end within `grace`, then stops it; its end is
+    /// reported as [`Event::SocketClosed`].
+    fn retire(&mut self, id: ConnId, task: ConnTask, grace: Duration) {
+        self.closing
+            .spawn(async move { (id, task.finish(grace).await) });
+    }
+
+    fn on_event(&mut self, ev: ClientEvent) {
         match ev {
             ClientEvent::Outcome {
                 ticket,
@@ -286,7 +455,7 @@ impl Driver {
                 outcome,
             } => {
                 debug!(message_id = %message.message_id(), acked = outcome.is_acked(), "outcome");
-                let detached = match waiters.remove(&ticket) {
+                let detached = match self.waiters.remove(&ticket) {
                     Some(w) => w.reply.send(Ok(outcome)).err().map(|r| r.ok()),
                     None => Some(Some(outcome)),
                 };
@@ -297,11 +466,11 @@ impl Driver {
                 }
             }
             ClientEvent::Upstream { message, ack } => {
-                let ack = ack.map(|h| crate::AckToken::new(h, self.cmd_tx.clone()));
+                let ack = ack.map(|h| AckToken::new(h, self.control_tx.clone()));
                 self.deliver(UpstreamItem::Message { message, ack });
             }
             ClientEvent::Receipt { receipt, ack } => {
-                let ack = ack.map(|h| crate::AckToken::new(h, self.cmd_tx.clone()));
+                let ack = ack.map(|h| AckToken::new(h, self.control_tx.clone()));
                 self.deliver(UpstreamItem::Receipt { receipt, ack });
             }
             ClientEvent::ConnectionUp { id, jid } => {
@@ -348,15 +517,8 @@ impl Driver {
                 });
             }
             ClientEvent::Closed { report } => {
-                info!(unsent = report.unsent.len(), "client closed");
-                let report = Report {
-                    unsent: report.unsent.into_iter().map(|(_, id)| id).collect(),
-                    deadline_passed: report.deadline_passed,
-                };
-                for r in close_replies.drain(..) {
-                    let _ = r.send(report.clone());
-                }
-                let _ = self.events.send(Event::Closed);
+                // Reported once every socket has closed (see `finish`).
+                self.closed = Some(report);
             }
             other => {
                 debug!(event = ?other, "client event");
@@ -366,147 +528,15 @@ impl Driver {
     }
 
     fn deliver(&mut self, item: UpstreamItem) {
-        match &self.upstream_tx {
+        match &self.upstream {
             Some(tx) => {
                 if let Err(e) = tx.send(item) {
                     // The application dropped its upstream stream: nothing will read this.
                     warn!(item = ?e.0, "upstream message with no reader (upstream stream dropped)");
-                    self.upstream_tx = None;
+                    self.upstream = None;
                 }
             }
             None => debug!(item = ?item, "upstream message with no reader"),
         }
     }
-}
-
-/// Dials one connection: TCP, then TLS; on success, starts its reader and writer tasks.
-async fn dial(
-    id: ConnId,
-    endpoint: crate::Endpoint,
-    server_name: ServerName<'static>,
-    tls: TlsConnector,
-    read_buffer: usize,
-    net: mpsc::UnboundedSender<Net>,
-) {
-    let mut ended = Ended {
-        id,
-        net: net.clone(),
-        graceful: false,
-    };
-    debug!("dialling");
-    let tcp = match TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = net.send(Net::ConnectFailed(
-                id,
-                format!("cannot connect to {endpoint}: {e}"),
-            ));
-            return;
-        }
-    };
-    let _ = tcp.set_nodelay(true);
-    let stream = match tls.connect(server_name, tcp).await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = net.send(Net::ConnectFailed(
-                id,
-                format!("TLS with {endpoint} failed: {e}"),
-            ));
-            return;
-        }
-    };
-    debug!("TLS up");
-    let (rd, wr) = tokio::io::split(stream);
-    let (wtx, wrx) = mpsc::unbounded_channel();
-    // Reading and writing run apart, so a peer that only reads once we read cannot stall us.
-    let reader = AbortOnDrop(tokio::spawn(
-        read_loop(id, rd, read_buffer, net.clone()).instrument(tracing::Span::current()),
-    ));
-    let _ = net.send(Net::Connected(id, wtx));
-    if write_loop(wr, wrx).await.is_err() {
-        let _ = net.send(Net::Eof(id));
-    } else {
-        ended.graceful = true;
-    }
-    drop(reader);
-}
-
-/// Tells the driver that a connection's task ended, however it ended.
-struct Ended {
-    id: ConnId,
-    net: mpsc::UnboundedSender<Net>,
-    graceful: bool,
-}
-
-impl Drop for Ended {
-    fn drop(&mut self) {
-        let _ = self.net.send(Net::Ended(self.id, self.graceful));
-    }
-}
-
-/// Stops the reader when the connection's task ends (closed, failed, or aborted).
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn read_loop(
-    id: ConnId,
-    mut rd: ReadHalf<TlsStream<TcpStream>>,
-    read_buffer: usize,
-    net: mpsc::UnboundedSender<Net>,
-) {
-    let mut buf = BytesMut::with_capacity(read_buffer);
-    loop {
-        if buf.capacity() < read_buffer / 4 {
-            buf.reserve(read_buffer);
-        }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = net.send(Net::Eof(id));
-                return;
-            }
-            Ok(_) => {
-                if net.send(Net::Data(id, buf.split().freeze())).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Writes batches until told to close (`Ok`) or the socket fails (`Err`).
-async fn write_loop(
-    mut wr: WriteHalf<TlsStream<TcpStream>>,
-    mut rx: mpsc::UnboundedReceiver<Write>,
-) -> Result<(), ()> {
-    while let Some(first) = rx.recv().await {
-        let mut close = false;
-        let mut batch = match first {
-            Write::Data(d) => d,
-            Write::Close => {
-                close = true;
-                Vec::new()
-            }
-        };
-        // Coalesce whatever else is queued into one write and one flush.
-        while !close && let Ok(next) = rx.try_recv() {
-            match next {
-                Write::Data(d) => batch.extend_from_slice(&d),
-                Write::Close => close = true,
-            }
-        }
-        if !batch.is_empty() && (wr.write_all(&batch).await.is_err() || wr.flush().await.is_err()) {
-            return Err(());
-        }
-        if close {
-            let _ = wr.shutdown().await;
-            return Ok(());
-        }
-    }
-    // The driver is gone.
-    Ok(())
 }

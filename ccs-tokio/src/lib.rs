@@ -33,30 +33,53 @@
 //! - [`Client::try_send`] never waits: it queues the message or gives it back.
 //! - [`Client::upstream`] yields upstream messages and receipts (with an [`AckToken`] in
 //!   manual-ack mode).
-//! - [`Client::close`] stops taking work, waits for answers until the deadline and reports
-//!   what was never answered.
+//! - [`Client::close`] stops taking work, waits for answers until the deadline, closes every
+//!   connection cleanly and reports what was never answered.
+//!
+//! # Closing
+//!
+//! [`Client::close`] refuses new messages at once and sends what was already queued; the
+//! core closes each connection once its messages are answered (or at the deadline). `close`
+//! returns once every socket is closed: the stream end and the TLS `close_notify` are
+//! written and the server has closed its side, or [`Config::disconnect_grace`] has passed.
+//! The [`Report`] lists the messages never answered. The [`UpstreamStream`] ends then.
+//!
+//! # Resources
+//!
+//! Queues are bounded: messages by `max_queue` (of [`ClientConfig`]); the adapter's commands
+//! and socket reads by fixed capacities; bytes waiting to be written on a connection by
+//! [`Config::write_limit`] (a server that stops reading makes its connection fail rather
+//! than memory grow). (The upstream stream is not bounded yet.) Each connection is one task owning
+//! its socket; when the core gives a connection up (closed, dead after an unanswered ping,
+//! replaced), the task gets [`Config::disconnect_grace`] to flush and close cleanly and is
+//! then stopped, whatever the peer does. [`Event::SocketClosed`] reports each socket's end,
+//! and [`Stats::sockets`] counts the live ones.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod driver;
 mod tls;
+mod transport;
+mod upstream;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ccs_proto::client::{ClientEvent, ClientStats, DownReason, Outcome};
-use ccs_proto::connection::{AckError, AckHandle, ConnId};
+use ccs_proto::connection::ConnId;
 use ccs_proto::credentials::{SenderId, ServerKey};
-use ccs_proto::message::{Downstream, MessageId, Receipt, Upstream};
+use ccs_proto::message::{Downstream, MessageId};
 use ccs_proto::{ClientConfig, ConnectionConfig};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_rustls::TlsConnector;
 
 pub use ccs_proto;
 pub use tls::{Endpoint, TlsOptions};
+pub use upstream::{AckToken, UpstreamItem, UpstreamStream};
 
-use driver::{Command, Driver};
+use driver::{Command, Driver, Parts, Submit};
 
 /// Everything [`Client::connect`] needs.
 #[derive(Debug, Clone)]
@@ -73,6 +96,14 @@ pub struct Config {
     pub read_buffer: usize,
     /// Capacity of the [`Client::events`] channel. Default 1024.
     pub event_capacity: usize,
+    /// Bytes waiting to be written on one connection beyond which the connection counts as
+    /// failed (the server has stopped reading). Default 16 MiB, at least 64 KiB; a
+    /// connection holds at most twice this (the batch being written and the queue behind it).
+    pub write_limit: usize,
+    /// How long a connection the client gave up (closed, dead, replaced) gets to write what
+    /// is queued, its stream end and TLS `close_notify`, and see the server close its side,
+    /// before its socket is closed regardless. Default 2 s.
+    pub disconnect_grace: Duration,
 }
 
 impl Config {
@@ -84,6 +115,8 @@ impl Config {
             client: ClientConfig::new(ConnectionConfig::new(sender_id, server_key)),
             read_buffer: 64 * 1024,
             event_capacity: 1024,
+            write_limit: 16 * 1024 * 1024,
+            disconnect_grace: Duration::from_secs(2),
         }
     }
 }
@@ -170,86 +203,6 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// An upstream message or receipt, from [`Client::upstream`].
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum UpstreamItem {
-    /// A message from a device.
-    Message {
-        /// The message.
-        message: Box<Upstream>,
-        /// In manual-ack mode, the token to ack it with once it is handled.
-        ack: Option<AckToken>,
-    },
-    /// A delivery receipt.
-    Receipt {
-        /// The receipt.
-        receipt: Box<Receipt>,
-        /// In manual-ack mode, the token to ack it with.
-        ack: Option<AckToken>,
-    },
-}
-
-/// Acks one upstream message or receipt (manual-ack mode). Valid while the connection it
-/// arrived on lives; after that the server redelivers the message and the new copy has its
-/// own token.
-#[derive(Debug)]
-pub struct AckToken {
-    handle: AckHandle,
-    cmd: mpsc::WeakUnboundedSender<Command>,
-}
-
-impl AckToken {
-    fn new(handle: AckHandle, cmd: mpsc::WeakUnboundedSender<Command>) -> Self {
-        Self { handle, cmd }
-    }
-
-    /// The id of the message this token acks.
-    pub fn message_id(&self) -> &MessageId {
-        self.handle.message_id()
-    }
-
-    /// Acks the message on its connection.
-    pub async fn ack(self) -> Result<(), AckError> {
-        let (reply, rx) = oneshot::channel();
-        let sent = self.cmd.upgrade().is_some_and(|tx| {
-            tx.send(Command::Ack {
-                handle: self.handle,
-                reply,
-            })
-            .is_ok()
-        });
-        if !sent {
-            return Err(AckError::ConnectionGone);
-        }
-        rx.await.unwrap_or(Err(AckError::ConnectionGone))
-    }
-}
-
-/// The stream of upstream messages and receipts.
-#[derive(Debug)]
-pub struct UpstreamStream {
-    rx: mpsc::UnboundedReceiver<UpstreamItem>,
-}
-
-impl UpstreamStream {
-    /// The next upstream message or receipt; `None` once the client has stopped.
-    pub async fn recv(&mut self) -> Option<UpstreamItem> {
-        self.rx.recv().await
-    }
-}
-
-impl futures_core::Stream for UpstreamStream {
-    type Item = UpstreamItem;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<UpstreamItem>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
 /// Monitoring events, from [`Client::events`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -286,13 +239,15 @@ pub enum Event {
         /// Its outcome.
         outcome: Outcome,
     },
-    /// The socket of a connection (or connection attempt) is closed and every task of that
-    /// connection has ended. Comes once per connection, after the core gave it up.
+    /// The socket of a connection (or connection attempt) is closed and its task has ended.
+    /// Comes once per connection, after the core gave it up ([`Event::ConnectionDown`]).
     SocketClosed {
         /// Which.
         id: ConnId,
-        /// Whether it ended cleanly: everything queued, the stream end and the TLS
-        /// `close_notify` were written.
+        /// Whether it ended cleanly: everything queued, the stream end and our TLS
+        /// `close_notify` were written, and the server closed its side with its own, within
+        /// [`Config::disconnect_grace`]. Otherwise the socket failed, or was closed at the
+        /// end of the grace with whatever was still unwritten.
         graceful: bool,
     },
     /// Any other event of the core (draining, retries, anomalies, ...).
@@ -311,6 +266,17 @@ pub struct Report {
     pub deadline_passed: bool,
 }
 
+/// Counters of a [`Client`], from [`Client::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The core's counters.
+    pub core: ClientStats,
+    /// Connections whose task is running: dialling, open, or closing (within
+    /// [`Config::disconnect_grace`]). Each has at most one socket.
+    pub sockets: usize,
+}
+
 /// A CCS client. Cheap to clone; `Send` and `Sync`.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -319,8 +285,9 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
-    cmd: mpsc::UnboundedSender<Command>,
-    closing: std::sync::atomic::AtomicBool,
+    submit: mpsc::Sender<Submit>,
+    control: mpsc::Sender<Command>,
+    closing: AtomicBool,
     permits: Arc<Semaphore>,
     max_queue: usize,
     upstream: Mutex<Option<UpstreamStream>>,
@@ -335,33 +302,40 @@ impl Client {
         let tls_config = tls::client_config(&config.tls).map_err(ConnectError::Config)?;
         let server_name =
             tls::server_name(&config.endpoint, &config.tls).map_err(ConnectError::Config)?;
-        let permits = config.client.max_queue;
-        let core = ccs_proto::Client::new(config.client, Instant::now())
+        let core_config = config.client;
+        let max_queue = core_config.max_queue;
+        let core = ccs_proto::Client::new(core_config, Instant::now())
             .map_err(|e| ConnectError::Config(e.to_string()))?;
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        // One slot per queue permit: never full for a sender holding a permit.
+        let (submit_tx, submit_rx) = mpsc::channel(max_queue);
+        let (control_tx, control_rx) = mpsc::channel(driver::CONTROL_CAPACITY);
         let (up_tx, up_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (first_tx, first_rx) = oneshot::channel();
-        let driver = Driver {
+        let driver = Driver::new(Parts {
             core,
-            cmd_rx,
-            upstream_tx: Some(up_tx),
+            submit_rx,
+            control_rx,
+            control_tx: control_tx.clone(),
+            upstream: Some(up_tx),
             events: events.clone(),
-            cmd_tx: cmd_tx.downgrade(),
             endpoint: config.endpoint,
             server_name,
             tls: TlsConnector::from(tls_config),
             read_buffer: config.read_buffer.max(4096),
-            first: Some(first_tx),
-        };
+            write_limit: config.write_limit.max(64 * 1024),
+            disconnect_grace: config.disconnect_grace,
+            first: first_tx,
+        });
         tokio::spawn(driver.run());
         let client = Self {
             inner: Arc::new(Inner {
-                cmd: cmd_tx,
-                closing: std::sync::atomic::AtomicBool::new(false),
-                permits: Arc::new(Semaphore::new(permits)),
-                max_queue: permits,
-                upstream: Mutex::new(Some(UpstreamStream { rx: up_rx })),
+                submit: submit_tx,
+                control: control_tx,
+                closing: AtomicBool::new(false),
+                permits: Arc::new(Semaphore::new(max_queue)),
+                max_queue,
+                upstream: Mutex::new(Some(UpstreamStream::new(up_rx))),
                 events,
             }),
         };
@@ -406,28 +380,25 @@ impl Client {
         message: Downstream,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<oneshot::Receiver<Result<Outcome, SendError>>, SendError> {
-        if self
-            .inner
-            .closing
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if self.inner.closing.load(Ordering::Acquire) {
             return Err(SendError {
                 kind: ccs_proto::client::SendErrorKind::Closing,
                 message: Some(Box::new(message)),
             });
         }
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .cmd
-            .send(Command::Send {
-                message,
-                reply,
-                permit,
-            })
-            .map_err(|e| match e.0 {
-                Command::Send { message, .. } => SendError::closed(Some(message)),
-                _ => SendError::closed(None),
-            })?;
+        let submit = Submit {
+            message,
+            reply,
+            permit,
+        };
+        // Never full: the channel has a slot for each queue permit, and `permit` is one.
+        self.inner.submit.try_send(submit).map_err(|e| {
+            let submit = match e {
+                mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
+            };
+            SendError::closed(Some(submit.message))
+        })?;
         Ok(rx)
     }
 
@@ -448,29 +419,32 @@ impl Client {
         self.inner.events.subscribe()
     }
 
-    /// The core's counters.
-    pub async fn stats(&self) -> Option<ClientStats> {
+    /// The counters; `None` once the client has stopped.
+    pub async fn stats(&self) -> Option<Stats> {
         let (reply, rx) = oneshot::channel();
-        self.inner.cmd.send(Command::Stats { reply }).ok()?;
+        self.inner
+            .control
+            .send(Command::Stats { reply })
+            .await
+            .ok()?;
         rx.await.ok()
     }
 
     /// Stops taking work, sends what is queued while connections live, waits for answers
     /// until `deadline` from now, closes every connection, and reports what was never
     /// answered.
+    ///
+    /// Returns once every socket is closed: the stream end and the TLS `close_notify` are
+    /// written (a connection that cannot get them out within [`Config::disconnect_grace`] is
+    /// closed without them). Cancel-safe until the close is asked for (while it waits for
+    /// room in the command queue).
     pub async fn close(&self, deadline: Duration) -> Report {
-        self.inner
-            .closing
-            .store(true, std::sync::atomic::Ordering::Release);
-        let (reply, rx) = oneshot::channel();
-        if self
-            .inner
-            .cmd
-            .send(Command::Close { deadline, reply })
-            .is_err()
-        {
+        let Ok(slot) = self.inner.control.reserve().await else {
             return Report::default();
-        }
+        };
+        self.inner.closing.store(true, Ordering::Release);
+        let (reply, rx) = oneshot::channel();
+        slot.send(Command::Close { deadline, reply });
         rx.await.unwrap_or_default()
     }
 }
@@ -515,5 +489,13 @@ mod tests {
     fn client_is_send_sync_clone() {
         fn check<T: Send + Sync + Clone>() {}
         check::<Client>();
+    }
+
+    #[test]
+    fn upstream_types_are_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<UpstreamStream>();
+        check::<UpstreamItem>();
+        check::<AckToken>();
     }
 }

@@ -6,13 +6,15 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use ccs_emulator::{
-    DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, Emulator, EmulatorConfig, EmulatorHandle, Ledger,
+    ConnectionEnd, DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, Emulator, EmulatorConfig, EmulatorHandle,
+    Ledger,
 };
 use ccs_proto::AckMode;
-use ccs_proto::client::{Outcome, SendErrorKind};
+use ccs_proto::client::{DownReason, Outcome, SendErrorKind};
+use ccs_proto::connection::CloseReason;
 use ccs_proto::credentials::{SenderId, ServerKey};
 use ccs_proto::message::Downstream;
-use ccs_tokio::{Client, Config, ConnectError, Endpoint, UpstreamItem};
+use ccs_tokio::{Client, Config, ConnectError, Endpoint, Event, UpstreamItem};
 use serde_json::json;
 
 /// A safety net for a hung test; nothing waits on it in a passing run.
@@ -394,4 +396,112 @@ async fn try_send_gives_the_message_back_when_the_queue_is_full() {
         ));
     }
     emu.shutdown().await;
+}
+
+fn big_msg(i: usize, bytes: usize) -> Downstream {
+    Downstream::builder("token-big", format!("big-{i}"))
+        .unwrap()
+        .data(json!({ "blob": "x".repeat(bytes) }))
+        .unwrap()
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_leaves_no_task_or_socket_behind() {
+    let emu = emulator(|c| {
+        c.max_data_bytes = 1 << 20;
+        c.window = 200;
+    })
+    .await;
+    let mut config = config_for(&emu);
+    config.client.connection.window = 200;
+    config.client.connection.ping_after = Duration::from_millis(300);
+    config.client.connection.ping_timeout = Duration::from_millis(300);
+    config.disconnect_grace = Duration::from_millis(300);
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    let mut events = client.events();
+    emu.pause_reading();
+    // About 10 MB (in stanzas below the server's 64 KiB limit): more than both TCP buffers
+    // hold, so the connection's writer blocks.
+    let pending: Vec<_> = (0..170)
+        .map(|i| client.try_send(big_msg(i, 60 * 1024)).unwrap())
+        .collect();
+    // The core gives the connection up when its ping goes unanswered; its socket must then
+    // close and its tasks end, although the peer still reads nothing.
+    let mut dead = None;
+    let graceful = within("the socket of the dead connection closes", async {
+        loop {
+            match events.recv().await.unwrap() {
+                Event::ConnectionDown { id, reason, .. } if dead.is_none() => {
+                    assert_eq!(reason, DownReason::Closed(CloseReason::PingTimeout));
+                    dead = Some(id);
+                }
+                Event::SocketClosed { id, graceful } if Some(id) == dead => break graceful,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        !graceful,
+        "nothing could be flushed to a peer that does not read"
+    );
+    let sockets = client.stats().await.unwrap().sockets;
+    assert!(sockets <= 1, "only the replacement may be open: {sockets}");
+    // The server, reading again, finds the connection closed without the stream end.
+    emu.resume_reading();
+    let ledger = within(
+        "the server sees the end",
+        emu.wait_until(|l| l.connection(1).is_some_and(|c| c.end.is_some())),
+    )
+    .await;
+    let end = ledger.connection(1).unwrap().end.clone();
+    assert_ne!(end, Some(ConnectionEnd::ClientClosed));
+    // Nothing is lost: the messages go out again on the next connection.
+    for p in pending {
+        assert!(within("outcome", p).await.unwrap().is_acked());
+    }
+    within("close", client.close(Duration::from_secs(5))).await;
+    assert_clean(&emu.shutdown().await);
+}
+
+/// A runtime of its own, so that a test can drop it as a process exits.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn close_returns_after_the_stream_end_and_close_notify_are_written() {
+    let server = runtime();
+    let emu = server.block_on(emulator(|_| {}));
+    let config = config_for(&emu);
+    let client_runtime = runtime();
+    let seen = client_runtime.block_on(async {
+        let client = within("connect", Client::connect(config)).await.unwrap();
+        let mut events = client.events();
+        within("close", client.close(Duration::from_secs(5))).await;
+        let mut seen = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            seen.push(e);
+        }
+        seen
+    });
+    // As a process that exits right after `close` returns.
+    drop(client_runtime);
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::SocketClosed { graceful: true, .. })),
+        "the socket closed gracefully before close returned: {seen:?}"
+    );
+    let ledger = server.block_on(within(
+        "the server sees every connection end",
+        emu.wait_until(|l| l.connections_closed == l.connections_opened),
+    ));
+    for c in &ledger.connections {
+        assert_eq!(c.end, Some(ConnectionEnd::ClientClosed), "{c:?}");
+    }
 }
