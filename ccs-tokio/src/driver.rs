@@ -7,7 +7,7 @@
 //!
 //! # Channels, and why nothing deadlocks
 //!
-//! Every channel is bounded but one (the upstream channel, see below):
+//! Every channel is bounded:
 //!
 //! | channel | from → to | bound |
 //! |---|---|---|
@@ -15,7 +15,8 @@
 //! | control | acks, `close`, `stats` → driver | [`CONTROL_CAPACITY`] commands |
 //! | net | connection tasks → driver | [`NET_CAPACITY`](crate::transport::NET_CAPACITY) |
 //! | outbox | driver → one connection's writer | [`Config::write_limit`](crate::Config::write_limit) bytes |
-//! | upstream | driver → [`UpstreamStream`](crate::UpstreamStream) | unbounded, for now (below) |
+//! | upstream | driver → [`UpstreamStream`](crate::UpstreamStream) | [`Config::upstream_capacity`](crate::Config::upstream_capacity) |
+//! | taken | stream → driver (auto acks) | as many as the upstream room |
 //! | events | driver → [`Client::events`](crate::Client::events) | [`Config::event_capacity`](crate::Config::event_capacity), oldest dropped |
 //!
 //! The rule that keeps this free of deadlocks: **the driver never waits to send**. It only
@@ -24,8 +25,8 @@
 //!
 //! - outboxes refuse instead of waiting; a refusal means the writer is stuck (a peer that no
 //!   longer reads), and the driver reports that transport as failed to the core;
-//! - the upstream channel is not bounded yet: in auto-ack mode the core acks an upstream
-//!   message on arrival, before the application has it, so refusing it there would lose it;
+//! - the upstream channel is sent to with `try_send`; when it is full the item is neither
+//!   handed over nor acked (the server redelivers it), so a slow reader slows nobody;
 //! - events go to a broadcast channel, which drops the oldest for slow receivers;
 //! - replies go to oneshots.
 //!
@@ -38,18 +39,20 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ccs_proto::client::{ClientEvent, CloseReport, MessageTicket, Outcome, Output};
 use ccs_proto::connection::{AckError, AckHandle, ConnId};
 use ccs_proto::message::Downstream;
 use rustls::pki_types::ServerName;
-use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
 use crate::transport::{ConnTask, Dial, Net, Outbox};
+use crate::upstream::{Delivery, StreamShared, Taken};
 use crate::{AckToken, Event, Report, Stats, UpstreamItem};
 
 /// Commands in the control channel at once; a caller finding it full waits for room.
@@ -97,14 +100,24 @@ pub(crate) struct Submit {
 /// How the first connection went, for `Client::connect`.
 pub(crate) type FirstResult = Result<(), crate::ConnectError>;
 
+/// The application's side of the upstream flow.
+pub(crate) struct UpstreamSide {
+    pub(crate) tx: mpsc::Sender<Delivery>,
+    /// One permit per item in the upstream channel or taken and not yet acked (auto mode).
+    pub(crate) room: Arc<Semaphore>,
+    pub(crate) shared: Arc<StreamShared>,
+    /// The application asked for auto-ack mode (the core runs in manual mode regardless).
+    pub(crate) auto: bool,
+}
+
 /// Everything the driver needs; see [`Driver::new`].
 pub(crate) struct Parts {
     pub(crate) core: ccs_proto::Client,
     pub(crate) submit_rx: mpsc::Receiver<Submit>,
     pub(crate) control_rx: mpsc::Receiver<Command>,
     pub(crate) control_tx: mpsc::Sender<Command>,
-    /// `None` once the stream was dropped.
-    pub(crate) upstream: Option<mpsc::UnboundedSender<UpstreamItem>>,
+    pub(crate) taken_rx: mpsc::Receiver<Taken>,
+    pub(crate) upstream: UpstreamSide,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) endpoint: crate::Endpoint,
     pub(crate) server_name: ServerName<'static>,
@@ -123,9 +136,10 @@ pub(crate) struct Driver {
     control_rx: mpsc::Receiver<Command>,
     /// For the tokens handed out (keeps the control channel open while the driver runs).
     control_tx: mpsc::Sender<Command>,
+    taken_rx: mpsc::Receiver<Taken>,
     net_rx: mpsc::Receiver<Net>,
     net_tx: mpsc::Sender<Net>,
-    upstream: Option<mpsc::UnboundedSender<UpstreamItem>>,
+    upstream: UpstreamSide,
     events: broadcast::Sender<Event>,
     endpoint: crate::Endpoint,
     server_name: ServerName<'static>,
@@ -169,6 +183,7 @@ impl Driver {
             handles_open: true,
             control_rx: p.control_rx,
             control_tx: p.control_tx,
+            taken_rx: p.taken_rx,
             net_rx,
             net_tx,
             upstream: p.upstream,
@@ -209,6 +224,8 @@ impl Driver {
                 }
                 // The driver holds a sender: never closed.
                 Some(net) = self.net_rx.recv() => self.on_net(net),
+                // Closed only with the stream; then nothing more comes.
+                Some(taken) = self.taken_rx.recv() => self.on_taken(taken),
                 // The driver holds a sender: never closed.
                 Some(cmd) = self.control_rx.recv() => self.on_command(cmd),
                 submit = self.submit_rx.recv(), if self.handles_open => match submit {
@@ -235,6 +252,12 @@ impl Driver {
             }
         }
         for _ in 0..BATCH {
+            match self.taken_rx.try_recv() {
+                Ok(taken) => self.on_taken(taken),
+                Err(_) => break,
+            }
+        }
+        for _ in 0..BATCH {
             match self.control_rx.try_recv() {
                 Ok(cmd) => self.on_command(cmd),
                 Err(_) => break,
@@ -254,7 +277,7 @@ impl Driver {
         }
     }
 
-    /// The client stops: every handle is told.
+    /// The client stops: every handle is told, and the stream ends.
     fn finish(mut self) {
         let core = self.closed.take().unwrap_or_default();
         let report = Report {
@@ -262,6 +285,7 @@ impl Driver {
             deadline_passed: core.deadline_passed,
         };
         info!(unsent = report.unsent.len(), "client closed");
+        self.upstream.shared.finished.store(true, Ordering::Release);
         let _ = self.events.send(Event::Closed);
         for r in self.close_replies.drain(..) {
             let _ = r.send(report.clone());
@@ -357,6 +381,14 @@ impl Driver {
                 stats.sockets = self.conns.len() + self.closing.len();
                 let _ = reply.send(stats);
             }
+        }
+    }
+
+    /// An item taken from the stream in auto-ack mode: ack it now.
+    fn on_taken(&mut self, taken: Taken) {
+        if let Err(e) = self.core.ack(Instant::now(), &taken.handle) {
+            // Its connection ended first: the server redelivers it.
+            debug!(message_id = %taken.handle.message_id(), error = %e, "ack on hand-over refused");
         }
     }
 
@@ -466,12 +498,10 @@ impl Driver {
                 }
             }
             ClientEvent::Upstream { message, ack } => {
-                let ack = ack.map(|h| AckToken::new(h, self.control_tx.clone()));
-                self.deliver(UpstreamItem::Message { message, ack });
+                self.hand_over(ack, |ack| UpstreamItem::Message { message, ack });
             }
             ClientEvent::Receipt { receipt, ack } => {
-                let ack = ack.map(|h| AckToken::new(h, self.control_tx.clone()));
-                self.deliver(UpstreamItem::Receipt { receipt, ack });
+                self.hand_over(ack, |ack| UpstreamItem::Receipt { receipt, ack });
             }
             ClientEvent::ConnectionUp { id, jid } => {
                 info!(conn = %id, %jid, "connection up");
@@ -527,16 +557,70 @@ impl Driver {
         }
     }
 
-    fn deliver(&mut self, item: UpstreamItem) {
-        match &self.upstream {
-            Some(tx) => {
-                if let Err(e) = tx.send(item) {
-                    // The application dropped its upstream stream: nothing will read this.
-                    warn!(item = ?e.0, "upstream message with no reader (upstream stream dropped)");
-                    self.upstream = None;
-                }
+    /// Hands an upstream message or receipt to the stream, or, when that cannot be done,
+    /// acks it as discarded (auto mode, nobody reads) or leaves it un-acked for the server to
+    /// redeliver (the stream is full; or manual mode and nobody reads).
+    fn hand_over(
+        &mut self,
+        handle: Option<AckHandle>,
+        item: impl FnOnce(Option<AckToken>) -> UpstreamItem,
+    ) {
+        let Some(handle) = handle else {
+            // Acked by the core already: only in its auto mode, which the adapter never asks
+            // for. Handed over as it is, if it can be.
+            if self.reader_present()
+                && let Ok(room) = Arc::clone(&self.upstream.room).try_acquire_owned()
+            {
+                self.deliver(Delivery {
+                    item: item(None),
+                    auto_ack: None,
+                    room,
+                });
             }
-            None => debug!(item = ?item, "upstream message with no reader"),
+            return;
+        };
+        if !self.reader_present() {
+            if self.upstream.auto && self.core.ack(Instant::now(), &handle).is_ok() {
+                self.stats.upstream_discarded += 1;
+                debug!(message_id = %handle.message_id(), "upstream message discarded: nobody reads the stream");
+            } else {
+                self.stats.upstream_deferred += 1;
+                debug!(message_id = %handle.message_id(), "upstream message left un-acked: nobody reads the stream");
+            }
+            return;
+        }
+        let Ok(room) = Arc::clone(&self.upstream.room).try_acquire_owned() else {
+            self.stats.upstream_deferred += 1;
+            debug!(message_id = %handle.message_id(), "upstream stream full: left un-acked for redelivery");
+            return;
+        };
+        let delivery = if self.upstream.auto {
+            Delivery {
+                item: item(None),
+                auto_ack: Some(handle),
+                room,
+            }
+        } else {
+            let token = AckToken::new(handle, self.control_tx.clone());
+            Delivery {
+                item: item(Some(token)),
+                auto_ack: None,
+                room,
+            }
+        };
+        self.deliver(delivery);
+    }
+
+    /// Whether someone may read the stream: it was taken and is not dropped.
+    fn reader_present(&self) -> bool {
+        self.upstream.shared.taken.load(Ordering::Acquire) && !self.upstream.tx.is_closed()
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        // Never full: the channel has a slot for each room permit. Closed if the stream was
+        // dropped just now: the item goes with it, un-acked (the server redelivers it).
+        if self.upstream.tx.try_send(delivery).is_err() {
+            self.stats.upstream_deferred += 1;
         }
     }
 }

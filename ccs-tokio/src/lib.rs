@@ -36,6 +36,29 @@
 //! - [`Client::close`] stops taking work, waits for answers until the deadline, closes every
 //!   connection cleanly and reports what was never answered.
 //!
+//! # Upstream messages and acks
+//!
+//! An upstream message (or receipt) is acked once the application has it, never before:
+//!
+//! - **Auto-ack mode** (the default, [`ccs_proto::AckMode::Auto`]): it is acked when the
+//!   application takes it from the [`UpstreamStream`] ([`UpstreamStream::recv`] or
+//!   `poll_next`). Until then it waits un-acked, so the server's own limit on un-acked
+//!   upstream messages per connection holds back the rest while the application
+//!   is slow, and a crash loses nothing that was acked. (Internally the core runs in manual
+//!   mode and the adapter acks on hand-over.)
+//! - **Manual-ack mode**: each item carries an [`AckToken`]; ack it once the message is
+//!   durably handled.
+//!
+//! The stream holds at most [`Config::upstream_capacity`] items. When it is full, a new item
+//! is neither handed over nor acked: the server still counts it as un-acked and redelivers
+//! it on a later connection (when this one ends, by a drain, an error or a close). Nothing is
+//! lost, and [`Stats::upstream_deferred`] counts these.
+//!
+//! An application that never takes the stream, or drops it, does not read upstream
+//! messages: in auto-ack mode they are then acked on arrival and discarded
+//! ([`Stats::upstream_discarded`]); in manual-ack mode they are left un-acked for the server
+//! to redeliver ([`Stats::upstream_deferred`]).
+//!
 //! # Closing
 //!
 //! [`Client::close`] refuses new messages at once and sends what was already queued; the
@@ -46,10 +69,10 @@
 //!
 //! # Resources
 //!
-//! Queues are bounded: messages by `max_queue` (of [`ClientConfig`]); the adapter's commands
-//! and socket reads by fixed capacities; bytes waiting to be written on a connection by
-//! [`Config::write_limit`] (a server that stops reading makes its connection fail rather
-//! than memory grow). (The upstream stream is not bounded yet.) Each connection is one task owning
+//! Every queue is bounded: messages by `max_queue` (of [`ClientConfig`]); the adapter's
+//! commands, socket reads and upstream items by fixed or configured capacities; bytes waiting
+//! to be written on a connection by [`Config::write_limit`] (a server that stops reading
+//! makes its connection fail rather than memory grow). Each connection is one task owning
 //! its socket; when the core gives a connection up (closed, dead after an unanswered ping,
 //! replaced), the task gets [`Config::disconnect_grace`] to flush and close cleanly and is
 //! then stopped, whatever the peer does. [`Event::SocketClosed`] reports each socket's end,
@@ -71,7 +94,7 @@ use ccs_proto::client::{ClientEvent, ClientStats, DownReason, Outcome};
 use ccs_proto::connection::ConnId;
 use ccs_proto::credentials::{SenderId, ServerKey};
 use ccs_proto::message::{Downstream, MessageId};
-use ccs_proto::{ClientConfig, ConnectionConfig};
+use ccs_proto::{AckMode, ClientConfig, ConnectionConfig};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_rustls::TlsConnector;
 
@@ -79,7 +102,8 @@ pub use ccs_proto;
 pub use tls::{Endpoint, TlsOptions};
 pub use upstream::{AckToken, UpstreamItem, UpstreamStream};
 
-use driver::{Command, Driver, Parts, Submit};
+use driver::{Command, Driver, Parts, Submit, UpstreamSide};
+use upstream::StreamShared;
 
 /// Everything [`Client::connect`] needs.
 #[derive(Debug, Clone)]
@@ -96,6 +120,11 @@ pub struct Config {
     pub read_buffer: usize,
     /// Capacity of the [`Client::events`] channel. Default 1024.
     pub event_capacity: usize,
+    /// Upstream messages and receipts waiting in the [`UpstreamStream`] (in auto-ack mode,
+    /// counting those taken whose ack is on its way). When it is full, a new one is neither
+    /// handed over nor acked: the server redelivers it on a later connection (see the crate
+    /// docs). Default 1024, at least 1.
+    pub upstream_capacity: usize,
     /// Bytes waiting to be written on one connection beyond which the connection counts as
     /// failed (the server has stopped reading). Default 16 MiB, at least 64 KiB; a
     /// connection holds at most twice this (the batch being written and the queue behind it).
@@ -115,6 +144,7 @@ impl Config {
             client: ClientConfig::new(ConnectionConfig::new(sender_id, server_key)),
             read_buffer: 64 * 1024,
             event_capacity: 1024,
+            upstream_capacity: 1024,
             write_limit: 16 * 1024 * 1024,
             disconnect_grace: Duration::from_secs(2),
         }
@@ -272,6 +302,13 @@ pub struct Report {
 pub struct Stats {
     /// The core's counters.
     pub core: ClientStats,
+    /// Auto-ack mode: upstream messages and receipts acked at once without being handed
+    /// over, because nobody reads the [`UpstreamStream`] (it was never taken, or dropped).
+    pub upstream_discarded: u64,
+    /// Upstream messages and receipts neither handed over nor acked, so that the server
+    /// redelivers them later: the [`UpstreamStream`] was full, or (manual-ack mode) nobody
+    /// reads it.
+    pub upstream_deferred: u64,
     /// Connections whose task is running: dialling, open, or closing (within
     /// [`Config::disconnect_grace`]). Each has at most one socket.
     pub sockets: usize,
@@ -291,6 +328,7 @@ struct Inner {
     permits: Arc<Semaphore>,
     max_queue: usize,
     upstream: Mutex<Option<UpstreamStream>>,
+    stream: Arc<StreamShared>,
     events: broadcast::Sender<Event>,
 }
 
@@ -302,14 +340,21 @@ impl Client {
         let tls_config = tls::client_config(&config.tls).map_err(ConnectError::Config)?;
         let server_name =
             tls::server_name(&config.endpoint, &config.tls).map_err(ConnectError::Config)?;
-        let core_config = config.client;
+        let mut core_config = config.client;
+        // The adapter acks on hand-over in auto mode (see the crate docs): the core only
+        // ever acks when told.
+        let auto = !matches!(core_config.connection.ack_mode, AckMode::Manual);
+        core_config.connection.ack_mode = AckMode::Manual;
         let max_queue = core_config.max_queue;
         let core = ccs_proto::Client::new(core_config, Instant::now())
             .map_err(|e| ConnectError::Config(e.to_string()))?;
         // One slot per queue permit: never full for a sender holding a permit.
         let (submit_tx, submit_rx) = mpsc::channel(max_queue);
         let (control_tx, control_rx) = mpsc::channel(driver::CONTROL_CAPACITY);
-        let (up_tx, up_rx) = mpsc::unbounded_channel();
+        let upstream_capacity = config.upstream_capacity.max(1);
+        let (up_tx, up_rx) = mpsc::channel(upstream_capacity);
+        let (taken_tx, taken_rx) = mpsc::channel(upstream_capacity);
+        let stream = Arc::new(StreamShared::default());
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (first_tx, first_rx) = oneshot::channel();
         let driver = Driver::new(Parts {
@@ -317,7 +362,13 @@ impl Client {
             submit_rx,
             control_rx,
             control_tx: control_tx.clone(),
-            upstream: Some(up_tx),
+            taken_rx,
+            upstream: UpstreamSide {
+                tx: up_tx,
+                room: Arc::new(Semaphore::new(upstream_capacity)),
+                shared: Arc::clone(&stream),
+                auto,
+            },
             events: events.clone(),
             endpoint: config.endpoint,
             server_name,
@@ -335,7 +386,12 @@ impl Client {
                 closing: AtomicBool::new(false),
                 permits: Arc::new(Semaphore::new(max_queue)),
                 max_queue,
-                upstream: Mutex::new(Some(UpstreamStream::new(up_rx))),
+                upstream: Mutex::new(Some(UpstreamStream::new(
+                    up_rx,
+                    taken_tx,
+                    Arc::clone(&stream),
+                ))),
+                stream,
                 events,
             }),
         };
@@ -403,14 +459,24 @@ impl Client {
     }
 
     /// The upstream messages and receipts. The first call takes the stream; later calls get
-    /// `None`. In auto-ack mode a message is acked on arrival whether or not it is read:
-    /// read this stream, or the messages are dropped (and logged) once it is gone.
+    /// `None`.
+    ///
+    /// In auto-ack mode an item is acked when it is taken from the stream; until the stream
+    /// is taken, and once it is dropped, upstream messages are acked on arrival and
+    /// discarded ([`Stats::upstream_discarded`] counts them). In manual-ack mode they are
+    /// left un-acked instead ([`Stats::upstream_deferred`]), and the server redelivers them
+    /// on a later connection.
     pub fn upstream(&self) -> Option<UpstreamStream> {
-        self.inner
+        let stream = self
+            .inner
             .upstream
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
+            .take();
+        if stream.is_some() {
+            self.inner.stream.taken.store(true, Ordering::Release);
+        }
+        stream
     }
 
     /// Monitoring events. A receiver that falls behind by more than the channel capacity

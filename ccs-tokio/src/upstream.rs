@@ -1,12 +1,18 @@
 //! Upstream messages and receipts on their way to the application: [`UpstreamStream`],
-//! [`UpstreamItem`], [`AckToken`].
+//! [`UpstreamItem`], [`AckToken`], and what the driver needs to know about them (when an
+//! item is taken).
+//!
+//! The core always runs in manual-ack mode; in the application's auto-ack mode the stream
+//! acks each item when the application takes it (see the crate docs).
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 
 use ccs_proto::connection::{AckError, AckHandle};
 use ccs_proto::message::{MessageId, Receipt, Upstream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use crate::driver::Command;
 
@@ -18,14 +24,15 @@ pub enum UpstreamItem {
     Message {
         /// The message.
         message: Box<Upstream>,
-        /// In manual-ack mode, the token to ack it with once it is handled.
+        /// In manual-ack mode, the token to ack it with once it is handled; `None` in
+        /// auto-ack mode, where taking it from the stream acked it.
         ack: Option<AckToken>,
     },
     /// A delivery receipt.
     Receipt {
         /// The receipt.
         receipt: Box<Receipt>,
-        /// In manual-ack mode, the token to ack it with.
+        /// In manual-ack mode, the token to ack it with; `None` in auto-ack mode.
         ack: Option<AckToken>,
     },
 }
@@ -65,20 +72,53 @@ impl AckToken {
 }
 
 /// The stream of upstream messages and receipts, from
-/// [`Client::upstream`](crate::Client::upstream).
+/// [`Client::upstream`](crate::Client::upstream). In auto-ack mode, taking an item from it
+/// ([`UpstreamStream::recv`], or polling it as a [`Stream`](futures_core::Stream)) acks it.
+/// It ends once the client has closed; items still buffered then are not handed over (they
+/// were never acked: the server redelivers them).
 #[derive(Debug)]
 pub struct UpstreamStream {
-    rx: mpsc::UnboundedReceiver<UpstreamItem>,
+    rx: mpsc::Receiver<Delivery>,
+    taken: mpsc::Sender<Taken>,
+    shared: Arc<StreamShared>,
 }
 
 impl UpstreamStream {
-    pub(crate) fn new(rx: mpsc::UnboundedReceiver<UpstreamItem>) -> Self {
-        Self { rx }
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Delivery>,
+        taken: mpsc::Sender<Taken>,
+        shared: Arc<StreamShared>,
+    ) -> Self {
+        Self { rx, taken, shared }
     }
 
-    /// The next upstream message or receipt; `None` once the client has stopped.
+    /// The next upstream message or receipt; `None` once the client has closed. Cancel-safe.
     pub async fn recv(&mut self) -> Option<UpstreamItem> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<UpstreamItem>> {
+        if self.shared.finished.load(Ordering::Acquire) {
+            return Poll::Ready(None);
+        }
+        let Some(delivery) = ready!(self.rx.poll_recv(cx)) else {
+            return Poll::Ready(None);
+        };
+        let Delivery {
+            item,
+            auto_ack,
+            room,
+        } = delivery;
+        if let Some(handle) = auto_ack {
+            // Never full: every `Taken` holds one of the upstream room permits, and this
+            // channel has a slot for each. Closed only once the client has stopped, when no
+            // ack can be sent any more.
+            let _ = self.taken.try_send(Taken {
+                handle,
+                _room: room,
+            });
+        }
+        Poll::Ready(Some(item))
     }
 }
 
@@ -86,6 +126,33 @@ impl futures_core::Stream for UpstreamStream {
     type Item = UpstreamItem;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<UpstreamItem>> {
-        self.rx.poll_recv(cx)
+        self.poll_recv(cx)
     }
+}
+
+/// An item in the upstream channel.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) item: UpstreamItem,
+    /// Auto-ack mode: the handle the stream acks with when the item is taken.
+    pub(crate) auto_ack: Option<AckHandle>,
+    /// A permit of the upstream room: released once the item is taken (manual mode) or once
+    /// the driver has acked it (auto mode).
+    pub(crate) room: OwnedSemaphorePermit,
+}
+
+/// An item taken from the stream in auto-ack mode: the driver acks it.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub(crate) handle: AckHandle,
+    _room: OwnedSemaphorePermit,
+}
+
+/// What the stream and the driver share.
+#[derive(Debug, Default)]
+pub(crate) struct StreamShared {
+    /// [`Client::upstream`](crate::Client::upstream) was called: someone may read.
+    pub(crate) taken: AtomicBool,
+    /// The client has stopped: the stream ends.
+    pub(crate) finished: AtomicBool,
 }

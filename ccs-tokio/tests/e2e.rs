@@ -14,7 +14,7 @@ use ccs_proto::client::{DownReason, Outcome, SendErrorKind};
 use ccs_proto::connection::CloseReason;
 use ccs_proto::credentials::{SenderId, ServerKey};
 use ccs_proto::message::Downstream;
-use ccs_tokio::{Client, Config, ConnectError, Endpoint, Event, UpstreamItem};
+use ccs_tokio::{AckToken, Client, Config, ConnectError, Endpoint, Event, UpstreamItem};
 use serde_json::json;
 
 /// A safety net for a hung test; nothing waits on it in a passing run.
@@ -504,4 +504,154 @@ fn close_returns_after_the_stream_end_and_close_notify_are_written() {
     for c in &ledger.connections {
         assert_eq!(c.end, Some(ConnectionEnd::ClientClosed), "{c:?}");
     }
+}
+
+/// Two round trips: after the first, the client has read everything the server wrote before
+/// it; after the second, the server has read everything the client wrote in between (acks
+/// sent on arrival included).
+async fn round_trips(client: &Client, tag: &str) {
+    for i in 0..2 {
+        let m = Downstream::builder("token-sync", format!("sync-{tag}-{i}"))
+            .unwrap()
+            .build();
+        assert!(
+            within("round trip", client.send(m))
+                .await
+                .unwrap()
+                .is_acked()
+        );
+    }
+}
+
+async fn next_message(upstream: &mut ccs_tokio::UpstreamStream) -> (String, Option<AckToken>) {
+    match within("upstream", upstream.recv()).await {
+        Some(UpstreamItem::Message { message, ack }) => (message.message_id.to_string(), ack),
+        other => panic!("expected an upstream message, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_acks_a_message_when_the_application_takes_it() {
+    let emu = emulator(|c| {
+        c.upstream_after_bind = Duration::ZERO;
+        c.max_unacked_upstream = 3;
+    })
+    .await;
+    let client = within("connect", Client::connect(config_for(&emu)))
+        .await
+        .unwrap();
+    let mut upstream = client.upstream().unwrap();
+    for i in 0..5 {
+        emu.inject_upstream_data(format!("device-{i}"), serde_json::Map::new());
+    }
+    within("sent", emu.wait_until(|l| l.total.upstream_sent == 3)).await;
+    round_trips(&client, "a").await;
+    let ledger = emu.ledger();
+    assert_eq!(ledger.total.upstream_acked, 0, "acked before it was taken");
+    assert_eq!(
+        ledger.total.upstream_sent, 3,
+        "the server's limit of un-acked messages holds the rest back"
+    );
+    let (id, ack) = next_message(&mut upstream).await;
+    assert_eq!(id, "emu-up-1");
+    assert!(ack.is_none(), "auto mode: no token");
+    within(
+        "taking it acks it, and the server sends the next",
+        emu.wait_until(|l| l.total.upstream_acked == 1 && l.total.upstream_sent == 4),
+    )
+    .await;
+    for _ in 0..4 {
+        next_message(&mut upstream).await;
+    }
+    within("all acked", emu.wait_until(|l| l.total.upstream_acked == 5)).await;
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.upstream_discarded, stats.upstream_deferred), (0, 0));
+    within("close", client.close(Duration::from_secs(5))).await;
+    assert_clean(&emu.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_without_a_reader_acks_at_once_and_counts_discarded() {
+    let emu = emulator(|c| c.upstream_after_bind = Duration::ZERO).await;
+    let client = within("connect", Client::connect(config_for(&emu)))
+        .await
+        .unwrap();
+    // The stream was never taken.
+    for _ in 0..3 {
+        emu.inject_upstream_data("device-1", serde_json::Map::new());
+    }
+    within("acked", emu.wait_until(|l| l.total.upstream_acked == 3)).await;
+    assert_eq!(client.stats().await.unwrap().upstream_discarded, 3);
+    // Taken, then dropped.
+    drop(client.upstream().unwrap());
+    for _ in 0..2 {
+        emu.inject_upstream_data("device-1", serde_json::Map::new());
+    }
+    within("acked", emu.wait_until(|l| l.total.upstream_acked == 5)).await;
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.upstream_discarded, stats.upstream_deferred), (5, 0));
+    within("close", client.close(Duration::from_secs(5))).await;
+    assert_clean(&emu.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_upstream_stream_leaves_messages_for_the_server_to_redeliver() {
+    let emu = emulator(|c| {
+        c.upstream_after_bind = Duration::ZERO;
+        c.max_unacked_upstream = 10;
+        c.drain_grace = Duration::from_millis(100);
+    })
+    .await;
+    let mut config = config_for(&emu);
+    config.upstream_capacity = 3;
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    let mut upstream = client.upstream().unwrap();
+    for i in 0..5 {
+        emu.inject_upstream_data(format!("device-{i}"), serde_json::Map::new());
+    }
+    within("sent", emu.wait_until(|l| l.total.upstream_sent == 5)).await;
+    round_trips(&client, "a").await;
+    assert_eq!(client.stats().await.unwrap().upstream_deferred, 2);
+    assert_eq!(emu.ledger().total.upstream_acked, 0);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(next_message(&mut upstream).await.0);
+    }
+    within(
+        "three acked",
+        emu.wait_until(|l| l.total.upstream_acked == 3),
+    )
+    .await;
+    // The other two were neither handed over nor acked: when this connection ends, the
+    // server sends them again on the next one.
+    emu.drain_all();
+    for _ in 0..2 {
+        ids.push(next_message(&mut upstream).await.0);
+    }
+    ids.sort();
+    assert_eq!(
+        ids,
+        (1..=5).map(|i| format!("emu-up-{i}")).collect::<Vec<_>>()
+    );
+    let ledger = within("all acked", emu.wait_until(|l| l.total.upstream_acked == 5)).await;
+    assert_eq!(ledger.total.redelivered, 2);
+    within("close", client.close(Duration::from_secs(5))).await;
+    assert_clean(&emu.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_mode_without_a_reader_leaves_messages_unacked() {
+    let emu = emulator(|c| c.upstream_after_bind = Duration::ZERO).await;
+    let mut config = config_for(&emu);
+    config.client.connection.ack_mode = AckMode::Manual;
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    emu.inject_upstream_data("device-1", serde_json::Map::new());
+    within("sent", emu.wait_until(|l| l.total.upstream_sent == 1)).await;
+    round_trips(&client, "a").await;
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.upstream_discarded, stats.upstream_deferred), (0, 1));
+    within("close", client.close(Duration::from_secs(5))).await;
+    let ledger = emu.shutdown().await;
+    assert_eq!(ledger.total.upstream_acked, 0);
+    assert_eq!(ledger.upstream_queued, 1);
 }
