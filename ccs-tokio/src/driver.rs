@@ -37,14 +37,14 @@
 //! The submit channel is never full for a sender that holds a queue permit: there are
 //! `max_queue` permits and as many slots, and a permit travels with its message.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ccs_proto::client::{ClientEvent, CloseReport, MessageTicket, Outcome, Output};
 use ccs_proto::connection::{AckError, AckHandle, ConnId};
-use ccs_proto::message::Downstream;
+use ccs_proto::message::{Downstream, MessageId};
 use rustls::pki_types::ServerName;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -52,8 +52,8 @@ use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
 use crate::transport::{ConnTask, Dial, Net, Outbox};
-use crate::upstream::{Delivery, StreamShared, Taken};
-use crate::{AckToken, Event, Report, Stats, UpstreamItem};
+use crate::upstream::{Delivery, StreamShared, Taken, TokenGuard, Tokens};
+use crate::{AckToken, Event, Report, Stats, UnackedUpstream, UpstreamItem};
 
 /// Commands in the control channel at once; a caller finding it full waits for room.
 /// Enough for bursts of acks from many tasks; each one is handled in microseconds.
@@ -65,10 +65,15 @@ const BATCH: usize = 64;
 /// How long the client gets to finish when every handle was dropped without `close`.
 const DROP_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Upstream messages and receipts remembered for [`Report::unacked_upstream`]: the oldest
+/// are forgotten beyond this.
+const UNACKED_MEMORY: usize = 10_000;
+
 /// What the application asks of the driver, besides sending (the control channel).
 pub(crate) enum Command {
     Ack {
         handle: AckHandle,
+        guard: TokenGuard,
         reply: oneshot::Sender<Result<(), AckError>>,
     },
     Close {
@@ -106,6 +111,7 @@ pub(crate) struct UpstreamSide {
     /// One permit per item in the upstream channel or taken and not yet acked (auto mode).
     pub(crate) room: Arc<Semaphore>,
     pub(crate) shared: Arc<StreamShared>,
+    pub(crate) tokens: Arc<Tokens>,
     /// The application asked for auto-ack mode (the core runs in manual mode regardless).
     pub(crate) auto: bool,
 }
@@ -154,8 +160,11 @@ pub(crate) struct Driver {
     closing: JoinSet<(ConnId, bool)>,
     waiters: HashMap<MessageTicket, Waiter>,
     close_replies: Vec<oneshot::Sender<Report>>,
+    /// A close asked for and not yet passed to the core: it waits for the ack tokens out.
+    pending_close: Option<PendingClose>,
     /// The core's report, once it has closed.
     closed: Option<CloseReport>,
+    unacked: Unacked,
     stats: Stats,
 }
 
@@ -172,6 +181,12 @@ struct Conn {
 struct Waiter {
     reply: oneshot::Sender<Result<Outcome, crate::SendError>>,
     _permit: OwnedSemaphorePermit,
+}
+
+struct PendingClose {
+    deadline: Instant,
+    /// Ack tokens issued before this (out when close was asked) are waited for.
+    tokens_before: u64,
 }
 
 impl Driver {
@@ -199,24 +214,28 @@ impl Driver {
             closing: JoinSet::new(),
             waiters: HashMap::new(),
             close_replies: Vec::new(),
+            pending_close: None,
             closed: None,
+            unacked: Unacked::default(),
             stats: Stats::default(),
         }
     }
 
     pub(crate) async fn run(mut self) {
         loop {
+            self.maybe_start_close(Instant::now());
             self.flush_outputs();
             if self.core.is_closed() && self.conns.is_empty() && self.closing.is_empty() {
                 break;
             }
-            let wake = self.core.poll_timeout();
+            let wake = self.next_wake();
             let sleep = async {
                 match wake {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
                     None => std::future::pending().await,
                 }
             };
+            let tokens = Arc::clone(&self.upstream.tokens);
             tokio::select! {
                 biased;
                 Some(done) = self.closing.join_next(), if !self.closing.is_empty() => {
@@ -232,6 +251,7 @@ impl Driver {
                     Some(s) => self.on_submit(s),
                     None => self.on_handles_gone(),
                 },
+                () = tokens.changed() => {}
                 () = sleep => {}
             }
             self.drain_ready();
@@ -277,14 +297,27 @@ impl Driver {
         }
     }
 
+    fn next_wake(&self) -> Option<Instant> {
+        let close = self.pending_close.as_ref().map(|p| p.deadline);
+        match (self.core.poll_timeout(), close) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The client stops: every handle is told, and the stream ends.
     fn finish(mut self) {
         let core = self.closed.take().unwrap_or_default();
         let report = Report {
             unsent: core.unsent.into_iter().map(|(_, id)| id).collect(),
             deadline_passed: core.deadline_passed,
+            unacked_upstream: self.unacked.list(),
         };
-        info!(unsent = report.unsent.len(), "client closed");
+        info!(
+            unsent = report.unsent.len(),
+            unacked_upstream = report.unacked_upstream.len(),
+            "client closed"
+        );
         self.upstream.shared.finished.store(true, Ordering::Release);
         let _ = self.events.send(Event::Closed);
         for r in self.close_replies.drain(..) {
@@ -337,6 +370,16 @@ impl Driver {
     }
 
     fn on_submit(&mut self, s: Submit) {
+        if self.pending_close.is_some() {
+            // `close` was called: the core has not been told yet (it waits for ack tokens),
+            // but no new work is taken from then on.
+            let kind = ccs_proto::client::SendErrorKind::Closing;
+            let _ = s.reply.send(Err(crate::SendError {
+                kind,
+                message: Some(Box::new(s.message)),
+            }));
+            return;
+        }
         match self.core.send(Instant::now(), s.message) {
             Ok(ticket) => {
                 self.waiters.insert(
@@ -362,8 +405,14 @@ impl Driver {
     fn on_command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
-            Command::Ack { handle, reply } => {
-                let _ = reply.send(self.core.ack(now, &handle));
+            Command::Ack {
+                handle,
+                guard,
+                reply,
+            } => {
+                let result = self.ack(now, &handle);
+                drop(guard);
+                let _ = reply.send(result);
             }
             Command::Close { deadline, reply } => {
                 // Messages handed to `send`/`try_send` before `close` was called are in the
@@ -386,15 +435,24 @@ impl Driver {
 
     /// An item taken from the stream in auto-ack mode: ack it now.
     fn on_taken(&mut self, taken: Taken) {
-        if let Err(e) = self.core.ack(Instant::now(), &taken.handle) {
-            // Its connection ended first: the server redelivers it.
+        if let Err(e) = self.ack(Instant::now(), &taken.handle) {
+            // Its connection ended first: the server redelivers it (and the report lists it).
             debug!(message_id = %taken.handle.message_id(), error = %e, "ack on hand-over refused");
         }
     }
 
+    fn ack(&mut self, now: Instant, handle: &AckHandle) -> Result<(), AckError> {
+        self.core.ack(now, handle)?;
+        self.unacked.remove(handle.to(), handle.message_id());
+        Ok(())
+    }
+
     // ---- close ---------------------------------------------------------------------------
 
-    /// A close asked for (by `close`, or by the last handle going away).
+    /// A close asked for (by `close`, or by the last handle going away). The core is told at
+    /// once, unless ack tokens are out on live connections: then when they have come back
+    /// (acked or dropped), or at the deadline, whichever is first. Until the core is told,
+    /// its connections stay open, so those acks go through.
     fn request_close(
         &mut self,
         now: Instant,
@@ -403,7 +461,37 @@ impl Driver {
     ) {
         self.close_replies.extend(reply);
         let deadline = now.checked_add(within).unwrap_or(now + DROP_CLOSE_DEADLINE);
-        self.core.close(now, deadline);
+        if self.core.is_closing() {
+            // Brings the deadline forward, if anything.
+            self.core.close(now, deadline);
+            return;
+        }
+        match &mut self.pending_close {
+            Some(p) => p.deadline = p.deadline.min(deadline),
+            None => {
+                self.pending_close = Some(PendingClose {
+                    deadline,
+                    tokens_before: self.upstream.tokens.next_seq(),
+                });
+            }
+        }
+    }
+
+    fn maybe_start_close(&mut self, now: Instant) {
+        let Some(p) = &self.pending_close else {
+            return;
+        };
+        let conns = &self.conns;
+        let waiting = now < p.deadline
+            && self
+                .upstream
+                .tokens
+                .any_out_before(p.tokens_before, |c| conns.contains_key(&c));
+        if !waiting {
+            let deadline = p.deadline;
+            self.pending_close = None;
+            self.core.close(now, deadline);
+        }
     }
 
     // ---- outputs -----------------------------------------------------------------------
@@ -498,10 +586,18 @@ impl Driver {
                 }
             }
             ClientEvent::Upstream { message, ack } => {
-                self.hand_over(ack, |ack| UpstreamItem::Message { message, ack });
+                let from = message.from.clone();
+                self.hand_over(ack, from, false, |ack| UpstreamItem::Message {
+                    message,
+                    ack,
+                });
             }
             ClientEvent::Receipt { receipt, ack } => {
-                self.hand_over(ack, |ack| UpstreamItem::Receipt { receipt, ack });
+                let from = receipt.from.clone();
+                self.hand_over(ack, from, true, |ack| UpstreamItem::Receipt {
+                    receipt,
+                    ack,
+                });
             }
             ClientEvent::ConnectionUp { id, jid } => {
                 info!(conn = %id, %jid, "connection up");
@@ -563,6 +659,8 @@ impl Driver {
     fn hand_over(
         &mut self,
         handle: Option<AckHandle>,
+        from: String,
+        receipt: bool,
         item: impl FnOnce(Option<AckToken>) -> UpstreamItem,
     ) {
         let Some(handle) = handle else {
@@ -579,8 +677,13 @@ impl Driver {
             }
             return;
         };
+        self.unacked.insert(UnackedUpstream {
+            message_id: handle.message_id().clone(),
+            from,
+            receipt,
+        });
         if !self.reader_present() {
-            if self.upstream.auto && self.core.ack(Instant::now(), &handle).is_ok() {
+            if self.upstream.auto && self.ack(Instant::now(), &handle).is_ok() {
                 self.stats.upstream_discarded += 1;
                 debug!(message_id = %handle.message_id(), "upstream message discarded: nobody reads the stream");
             } else {
@@ -594,14 +697,15 @@ impl Driver {
             debug!(message_id = %handle.message_id(), "upstream stream full: left un-acked for redelivery");
             return;
         };
+        let guard = self.upstream.tokens.issue(handle.conn());
         let delivery = if self.upstream.auto {
             Delivery {
                 item: item(None),
-                auto_ack: Some(handle),
+                auto_ack: Some((handle, guard)),
                 room,
             }
         } else {
-            let token = AckToken::new(handle, self.control_tx.clone());
+            let token = AckToken::new(handle, self.control_tx.clone(), guard);
             Delivery {
                 item: item(Some(token)),
                 auto_ack: None,
@@ -622,5 +726,42 @@ impl Driver {
         if self.upstream.tx.try_send(delivery).is_err() {
             self.stats.upstream_deferred += 1;
         }
+    }
+}
+
+/// Upstream messages and receipts received and not acked (yet), in arrival order, for
+/// [`Report::unacked_upstream`]. Keyed by `(from, message_id)`, so that the ack of a
+/// redelivered copy settles the original.
+#[derive(Debug, Default)]
+struct Unacked {
+    by_key: HashMap<(String, MessageId), u64>,
+    order: BTreeMap<u64, UnackedUpstream>,
+    next: u64,
+}
+
+impl Unacked {
+    fn insert(&mut self, u: UnackedUpstream) {
+        let key = (u.from.clone(), u.message_id.clone());
+        if self.by_key.contains_key(&key) {
+            return;
+        }
+        self.next += 1;
+        self.by_key.insert(key, self.next);
+        self.order.insert(self.next, u);
+        if self.order.len() > UNACKED_MEMORY
+            && let Some((_, old)) = self.order.pop_first()
+        {
+            self.by_key.remove(&(old.from, old.message_id));
+        }
+    }
+
+    fn remove(&mut self, from: &str, id: &MessageId) {
+        if let Some(seq) = self.by_key.remove(&(from.to_owned(), id.clone())) {
+            self.order.remove(&seq);
+        }
+    }
+
+    fn list(&self) -> Vec<UnackedUpstream> {
+        self.order.values().cloned().collect()
     }
 }

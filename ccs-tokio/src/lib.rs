@@ -34,7 +34,8 @@
 //! - [`Client::upstream`] yields upstream messages and receipts (with an [`AckToken`] in
 //!   manual-ack mode).
 //! - [`Client::close`] stops taking work, waits for answers until the deadline, closes every
-//!   connection cleanly and reports what was never answered.
+//!   connection cleanly and reports what was never answered and which upstream messages were
+//!   never acked.
 //!
 //! # Upstream messages and acks
 //!
@@ -61,11 +62,16 @@
 //!
 //! # Closing
 //!
-//! [`Client::close`] refuses new messages at once and sends what was already queued; the
-//! core closes each connection once its messages are answered (or at the deadline). `close`
-//! returns once every socket is closed: the stream end and the TLS `close_notify` are
-//! written and the server has closed its side, or [`Config::disconnect_grace`] has passed.
-//! The [`Report`] lists the messages never answered. The [`UpstreamStream`] ends then.
+//! [`Client::close`] refuses new messages at once and sends what was already queued. Acks
+//! keep working until the deadline: the connections stay open until every [`AckToken`]
+//! handed out before the close (and, in auto-ack mode, every item already in the stream) has
+//! been acked or dropped, so an application finishing the message in hand does not get it
+//! redelivered. Then the core closes each connection once its messages are answered (or at
+//! the deadline). `close` returns once every socket is closed: the stream end and the TLS
+//! `close_notify` are written and the server has closed its side, or
+//! [`Config::disconnect_grace`] has passed. The [`Report`] lists the messages never answered
+//! and the upstream messages and receipts never acked (the server redelivers those). The
+//! [`UpstreamStream`] ends then.
 //!
 //! # Resources
 //!
@@ -103,7 +109,7 @@ pub use tls::{Endpoint, TlsOptions};
 pub use upstream::{AckToken, UpstreamItem, UpstreamStream};
 
 use driver::{Command, Driver, Parts, Submit, UpstreamSide};
-use upstream::StreamShared;
+use upstream::{StreamShared, Tokens};
 
 /// Everything [`Client::connect`] needs.
 #[derive(Debug, Clone)]
@@ -294,6 +300,24 @@ pub struct Report {
     pub unsent: Vec<MessageId>,
     /// Whether the deadline ended the close.
     pub deadline_passed: bool,
+    /// Upstream messages and receipts received and never acked, in the order they arrived:
+    /// those whose [`AckToken`] was dropped or came too late, those still buffered in the
+    /// [`UpstreamStream`], and those left un-acked because it was full or, in manual-ack
+    /// mode, not read. The server redelivers each of them (to a later client). One whose
+    /// redelivered copy was acked is not listed. The last 10 000 are remembered.
+    pub unacked_upstream: Vec<UnackedUpstream>,
+}
+
+/// An upstream message or receipt received and never acked, in [`Report::unacked_upstream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnackedUpstream {
+    /// Its id (a receipt's keeps its `dr2:` prefix).
+    pub message_id: MessageId,
+    /// Its `from`: the device's registration token, or the server for a receipt.
+    pub from: String,
+    /// Whether it is a delivery receipt.
+    pub receipt: bool,
 }
 
 /// Counters of a [`Client`], from [`Client::stats`].
@@ -367,6 +391,7 @@ impl Client {
                 tx: up_tx,
                 room: Arc::new(Semaphore::new(upstream_capacity)),
                 shared: Arc::clone(&stream),
+                tokens: Arc::new(Tokens::default()),
                 auto,
             },
             events: events.clone(),
@@ -498,7 +523,12 @@ impl Client {
 
     /// Stops taking work, sends what is queued while connections live, waits for answers
     /// until `deadline` from now, closes every connection, and reports what was never
-    /// answered.
+    /// answered and which upstream messages were never acked.
+    ///
+    /// Acks of [`AckToken`]s already handed out (and items already in the
+    /// [`UpstreamStream`], which auto-ack mode acks when they are taken) still go through
+    /// until the deadline: the connections stay open until every such token is acked or
+    /// dropped, or the deadline passes. Drop the stream if you will not read it any more.
     ///
     /// Returns once every socket is closed: the stream end and the TLS `close_notify` are
     /// written (a connection that cannot get them out within [`Config::disconnect_grace`] is

@@ -1,18 +1,19 @@
 //! Upstream messages and receipts on their way to the application: [`UpstreamStream`],
-//! [`UpstreamItem`], [`AckToken`], and what the driver needs to know about them (when an
-//! item is taken).
+//! [`UpstreamItem`], [`AckToken`], and what the driver needs to know about them (which
+//! tokens are still out, when an item is taken).
 //!
 //! The core always runs in manual-ack mode; in the application's auto-ack mode the stream
 //! acks each item when the application takes it (see the crate docs).
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use ccs_proto::connection::{AckError, AckHandle};
+use ccs_proto::connection::{AckError, AckHandle, ConnId};
 use ccs_proto::message::{MessageId, Receipt, Upstream};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
 
 use crate::driver::Command;
 
@@ -38,18 +39,28 @@ pub enum UpstreamItem {
 }
 
 /// Acks one upstream message or receipt (manual-ack mode). Valid while the connection it
-/// arrived on lives; after that the server redelivers the message and the new copy has its
-/// own token. Dropping a token without acking leaves the message un-acked: the server
-/// redelivers it on a later connection.
+/// arrived on lives, and during [`Client::close`](crate::Client::close) until its deadline;
+/// after that the server redelivers the message and the new copy has its own token. Dropping
+/// a token without acking leaves the message un-acked: the server redelivers it on a later
+/// connection.
 #[derive(Debug)]
 pub struct AckToken {
     handle: AckHandle,
     control: mpsc::Sender<Command>,
+    guard: TokenGuard,
 }
 
 impl AckToken {
-    pub(crate) fn new(handle: AckHandle, control: mpsc::Sender<Command>) -> Self {
-        Self { handle, control }
+    pub(crate) fn new(
+        handle: AckHandle,
+        control: mpsc::Sender<Command>,
+        guard: TokenGuard,
+    ) -> Self {
+        Self {
+            handle,
+            control,
+            guard,
+        }
     }
 
     /// The id of the message this token acks.
@@ -61,9 +72,17 @@ impl AckToken {
     /// Dropping the future before it completes may leave the message un-acked (as dropping
     /// the token does).
     pub async fn ack(self) -> Result<(), AckError> {
-        let Self { handle, control } = self;
+        let Self {
+            handle,
+            control,
+            guard,
+        } = self;
         let (reply, rx) = oneshot::channel();
-        let command = Command::Ack { handle, reply };
+        let command = Command::Ack {
+            handle,
+            guard,
+            reply,
+        };
         if control.send(command).await.is_err() {
             return Err(AckError::ConnectionGone);
         }
@@ -75,7 +94,8 @@ impl AckToken {
 /// [`Client::upstream`](crate::Client::upstream). In auto-ack mode, taking an item from it
 /// ([`UpstreamStream::recv`], or polling it as a [`Stream`](futures_core::Stream)) acks it.
 /// It ends once the client has closed; items still buffered then are not handed over (they
-/// were never acked: the server redelivers them).
+/// were never acked: [`Report::unacked_upstream`](crate::Report::unacked_upstream) lists
+/// them and the server redelivers them).
 #[derive(Debug)]
 pub struct UpstreamStream {
     rx: mpsc::Receiver<Delivery>,
@@ -109,12 +129,13 @@ impl UpstreamStream {
             auto_ack,
             room,
         } = delivery;
-        if let Some(handle) = auto_ack {
+        if let Some((handle, guard)) = auto_ack {
             // Never full: every `Taken` holds one of the upstream room permits, and this
             // channel has a slot for each. Closed only once the client has stopped, when no
             // ack can be sent any more.
             let _ = self.taken.try_send(Taken {
                 handle,
+                _guard: guard,
                 _room: room,
             });
         }
@@ -135,7 +156,7 @@ impl futures_core::Stream for UpstreamStream {
 pub(crate) struct Delivery {
     pub(crate) item: UpstreamItem,
     /// Auto-ack mode: the handle the stream acks with when the item is taken.
-    pub(crate) auto_ack: Option<AckHandle>,
+    pub(crate) auto_ack: Option<(AckHandle, TokenGuard)>,
     /// A permit of the upstream room: released once the item is taken (manual mode) or once
     /// the driver has acked it (auto mode).
     pub(crate) room: OwnedSemaphorePermit,
@@ -145,6 +166,7 @@ pub(crate) struct Delivery {
 #[derive(Debug)]
 pub(crate) struct Taken {
     pub(crate) handle: AckHandle,
+    _guard: TokenGuard,
     _room: OwnedSemaphorePermit,
 }
 
@@ -155,4 +177,70 @@ pub(crate) struct StreamShared {
     pub(crate) taken: AtomicBool,
     /// The client has stopped: the stream ends.
     pub(crate) finished: AtomicBool,
+}
+
+/// The ack handles out of the driver's hands (in the upstream channel, in the application's
+/// [`AckToken`]s, or in `Taken` items not yet acked), so that a close can wait for them. Each
+/// is registered with its connection when it goes out and removed when its [`TokenGuard`]
+/// drops, which wakes the driver.
+#[derive(Debug, Default)]
+pub(crate) struct Tokens {
+    state: Mutex<TokensState>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct TokensState {
+    /// The sequence number of every token out, with its connection.
+    live: BTreeMap<u64, ConnId>,
+    /// The sequence number of the last token issued.
+    last: u64,
+}
+
+impl Tokens {
+    /// Registers a handle that goes out, for connection `conn`.
+    pub(crate) fn issue(self: &Arc<Self>, conn: ConnId) -> TokenGuard {
+        let mut st = lock(&self.state);
+        st.last += 1;
+        let seq = st.last;
+        st.live.insert(seq, conn);
+        TokenGuard {
+            seq,
+            tokens: Arc::clone(self),
+        }
+    }
+
+    /// Tokens issued so far have sequence numbers below this one.
+    pub(crate) fn next_seq(&self) -> u64 {
+        lock(&self.state).last + 1
+    }
+
+    /// Whether a token issued before `seq` is still out for a connection that is `alive`.
+    pub(crate) fn any_out_before(&self, seq: u64, alive: impl Fn(ConnId) -> bool) -> bool {
+        lock(&self.state).live.range(..seq).any(|(_, &c)| alive(c))
+    }
+
+    /// Resolves when a token has come back since the last call returned.
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+/// Removes its token from [`Tokens`] when dropped (acked, or dropped unused).
+#[derive(Debug)]
+pub(crate) struct TokenGuard {
+    seq: u64,
+    tokens: Arc<Tokens>,
+}
+
+impl Drop for TokenGuard {
+    fn drop(&mut self) {
+        lock(&self.tokens.state).live.remove(&self.seq);
+        self.tokens.changed.notify_one();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; a poisoned one still holds valid data.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

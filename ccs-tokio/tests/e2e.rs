@@ -566,7 +566,8 @@ async fn auto_mode_acks_a_message_when_the_application_takes_it() {
     within("all acked", emu.wait_until(|l| l.total.upstream_acked == 5)).await;
     let stats = client.stats().await.unwrap();
     assert_eq!((stats.upstream_discarded, stats.upstream_deferred), (0, 0));
-    within("close", client.close(Duration::from_secs(5))).await;
+    let report = within("close", client.close(Duration::from_secs(5))).await;
+    assert!(report.unacked_upstream.is_empty(), "{report:?}");
     assert_clean(&emu.shutdown().await);
 }
 
@@ -590,7 +591,8 @@ async fn auto_mode_without_a_reader_acks_at_once_and_counts_discarded() {
     within("acked", emu.wait_until(|l| l.total.upstream_acked == 5)).await;
     let stats = client.stats().await.unwrap();
     assert_eq!((stats.upstream_discarded, stats.upstream_deferred), (5, 0));
-    within("close", client.close(Duration::from_secs(5))).await;
+    let report = within("close", client.close(Duration::from_secs(5))).await;
+    assert!(report.unacked_upstream.is_empty(), "{report:?}");
     assert_clean(&emu.shutdown().await);
 }
 
@@ -640,6 +642,105 @@ async fn a_full_upstream_stream_leaves_messages_for_the_server_to_redeliver() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_of_held_tokens_go_through_while_closing() {
+    let emu = emulator(|c| c.upstream_after_bind = Duration::ZERO).await;
+    let mut config = config_for(&emu);
+    config.client.connection.ack_mode = AckMode::Manual;
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    let mut upstream = client.upstream().unwrap();
+    emu.inject_upstream_data("device-1", serde_json::Map::new());
+    let (_, token) = next_message(&mut upstream).await;
+    drop(upstream);
+    let close = client.close(Duration::from_secs(10));
+    tokio::pin!(close);
+    // Asks for the close (its command is queued before the ack)...
+    assert!(futures_poll_once(close.as_mut()).await.is_none());
+    // ...and the application, still handling the message, acks it.
+    within("ack", token.unwrap().ack()).await.unwrap();
+    let report = within("close", close).await;
+    assert!(
+        !report.deadline_passed,
+        "the close did not wait for the deadline"
+    );
+    assert!(report.unacked_upstream.is_empty(), "{report:?}");
+    let ledger = emu.shutdown().await;
+    assert_eq!(ledger.total.upstream_acked, 1);
+    assert_eq!(ledger.total.redelivered, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_held_tokens_until_its_deadline() {
+    let emu = emulator(|c| c.upstream_after_bind = Duration::ZERO).await;
+    let mut config = config_for(&emu);
+    config.client.connection.ack_mode = AckMode::Manual;
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    let mut upstream = client.upstream().unwrap();
+    emu.inject_upstream_data("device-1", serde_json::Map::new());
+    let (id, token) = next_message(&mut upstream).await;
+    let mut events = client.events();
+    // The token is held and never used: the close waits for it, then gives up.
+    let report = within("close", client.close(Duration::from_millis(200))).await;
+    assert!(report.deadline_passed);
+    assert_eq!(
+        report
+            .unacked_upstream
+            .iter()
+            .map(|u| (u.message_id.as_str(), u.from.as_str()))
+            .collect::<Vec<_>>(),
+        [(id.as_str(), "device-1")]
+    );
+    assert!(
+        std::iter::from_fn(|| events.try_recv().ok())
+            .any(|e| matches!(e, Event::SocketClosed { graceful: true, .. }))
+    );
+    assert_eq!(
+        token.unwrap().ack().await,
+        Err(ccs_proto::connection::AckError::ConnectionGone)
+    );
+    assert!(
+        upstream.recv().await.is_none(),
+        "the stream ends with the client"
+    );
+    let ledger = emu.shutdown().await;
+    assert_eq!(ledger.total.upstream_acked, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_reports_upstream_messages_never_acked() {
+    let emu = emulator(|c| c.upstream_after_bind = Duration::ZERO).await;
+    let client = within("connect", Client::connect(config_for(&emu)))
+        .await
+        .unwrap();
+    let mut upstream = client.upstream().unwrap();
+    for i in 1..=3 {
+        emu.inject_upstream_data(format!("device-{i}"), serde_json::Map::new());
+    }
+    within("sent", emu.wait_until(|l| l.total.upstream_sent == 3)).await;
+    round_trips(&client, "a").await;
+    // One taken (so acked); two still buffered in the stream when it is dropped.
+    assert_eq!(next_message(&mut upstream).await.0, "emu-up-1");
+    drop(upstream);
+    let report = within("close", client.close(Duration::from_secs(5))).await;
+    assert!(!report.deadline_passed);
+    let unacked: Vec<_> = report
+        .unacked_upstream
+        .iter()
+        .map(|u| (u.message_id.as_str(), u.from.as_str(), u.receipt))
+        .collect();
+    assert_eq!(
+        unacked,
+        [
+            ("emu-up-2", "device-2", false),
+            ("emu-up-3", "device-3", false)
+        ]
+    );
+    let ledger = emu.shutdown().await;
+    assert_eq!(ledger.total.upstream_acked, 1);
+    // The server keeps them for the next client.
+    assert_eq!(ledger.upstream_queued, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_mode_without_a_reader_leaves_messages_unacked() {
     let emu = emulator(|c| c.upstream_after_bind = Duration::ZERO).await;
     let mut config = config_for(&emu);
@@ -650,7 +751,8 @@ async fn manual_mode_without_a_reader_leaves_messages_unacked() {
     round_trips(&client, "a").await;
     let stats = client.stats().await.unwrap();
     assert_eq!((stats.upstream_discarded, stats.upstream_deferred), (0, 1));
-    within("close", client.close(Duration::from_secs(5))).await;
+    let report = within("close", client.close(Duration::from_secs(5))).await;
+    assert_eq!(report.unacked_upstream.len(), 1);
     let ledger = emu.shutdown().await;
     assert_eq!(ledger.total.upstream_acked, 0);
     assert_eq!(ledger.upstream_queued, 1);
