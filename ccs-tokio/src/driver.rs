@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ccs_proto::client::{ClientEvent, CloseReport, MessageTicket, Outcome, Output};
+use ccs_proto::client::{ClientEvent, CloseReport, MessageTicket, Output};
 use ccs_proto::connection::{AckError, AckHandle, ConnId};
 use ccs_proto::message::{Downstream, MessageId};
 use rustls::pki_types::ServerName;
@@ -98,7 +98,7 @@ impl std::fmt::Debug for Command {
 /// A message to send (the submit channel).
 pub(crate) struct Submit {
     pub(crate) message: Downstream,
-    pub(crate) reply: oneshot::Sender<Result<Outcome, crate::SendError>>,
+    pub(crate) reply: oneshot::Sender<crate::Answer>,
     pub(crate) permit: OwnedSemaphorePermit,
 }
 
@@ -179,7 +179,7 @@ struct Conn {
 }
 
 struct Waiter {
-    reply: oneshot::Sender<Result<Outcome, crate::SendError>>,
+    reply: oneshot::Sender<crate::Answer>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -575,11 +575,13 @@ impl Driver {
                 outcome,
             } => {
                 debug!(message_id = %message.message_id(), acked = outcome.is_acked(), "outcome");
+                // The message goes with the outcome, so that whoever finds nobody waiting (here,
+                // or the future dropped with the answer in it) can publish both.
                 let detached = match self.waiters.remove(&ticket) {
-                    Some(w) => w.reply.send(Ok(outcome)).err().map(|r| r.ok()),
-                    None => Some(Some(outcome)),
+                    Some(w) => w.reply.send(Ok((message, outcome))).err(),
+                    None => Some(Ok((message, outcome))),
                 };
-                if let Some(Some(outcome)) = detached {
+                if let Some(Ok((message, outcome))) = detached {
                     let _ = self
                         .events
                         .send(Event::DetachedOutcome { message, outcome });

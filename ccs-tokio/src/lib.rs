@@ -30,7 +30,8 @@
 //!   after the message was queued neither loses nor duplicates the message: it is still
 //!   delivered, and its outcome is published as [`Event::DetachedOutcome`] on
 //!   [`Client::events`].
-//! - [`Client::try_send`] never waits: it queues the message or gives it back.
+//! - [`Client::try_send`] never waits: it queues the message or gives it back. Its
+//!   [`PendingOutcome`], dropped before it resolves, publishes the outcome the same way.
 //! - [`Client::upstream`] yields upstream messages and receipts (with an [`AckToken`] in
 //!   manual-ack mode).
 //! - [`Client::close`] stops taking work, waits for answers until the deadline, closes every
@@ -436,8 +437,7 @@ impl Client {
         let Ok(permit) = self.inner.permits.clone().acquire_owned().await else {
             return Err(SendError::closed(Some(message)));
         };
-        let rx = self.submit(message, permit)?;
-        rx.await.unwrap_or(Err(SendError::closed(None)))
+        self.submit(message, permit)?.await
     }
 
     /// Queues a message without waiting. Returns a future of its outcome, or the message
@@ -451,16 +451,14 @@ impl Client {
                 message: Some(Box::new(message)),
             });
         };
-        Ok(PendingOutcome {
-            rx: self.submit(message, permit)?,
-        })
+        self.submit(message, permit)
     }
 
     fn submit(
         &self,
         message: Downstream,
         permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<oneshot::Receiver<Result<Outcome, SendError>>, SendError> {
+    ) -> Result<PendingOutcome, SendError> {
         if self.inner.closing.load(Ordering::Acquire) {
             return Err(SendError {
                 kind: ccs_proto::client::SendErrorKind::Closing,
@@ -480,7 +478,10 @@ impl Client {
             };
             SendError::closed(Some(submit.message))
         })?;
-        Ok(rx)
+        Ok(PendingOutcome {
+            rx,
+            events: self.inner.events.clone(),
+        })
     }
 
     /// The upstream messages and receipts. The first call takes the stream; later calls get
@@ -558,10 +559,16 @@ pub fn tls_connector(
     ))
 }
 
-/// The outcome of a message queued by [`Client::try_send`].
+/// What the driver answers a queued message with: the message back and its outcome.
+type Answer = Result<(Box<Downstream>, Outcome), SendError>;
+
+/// The outcome of a message queued by [`Client::try_send`]. Dropping it before it resolves
+/// loses nothing: the outcome is published as [`Event::DetachedOutcome`] (also when it had
+/// already arrived).
 #[derive(Debug)]
 pub struct PendingOutcome {
-    rx: oneshot::Receiver<Result<Outcome, SendError>>,
+    rx: oneshot::Receiver<Answer>,
+    events: broadcast::Sender<Event>,
 }
 
 impl std::future::Future for PendingOutcome {
@@ -571,9 +578,24 @@ impl std::future::Future for PendingOutcome {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(SendError::closed(None))))
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| match r {
+            Ok(Ok((_, outcome))) => Ok(outcome),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SendError::closed(None)),
+        })
+    }
+}
+
+impl Drop for PendingOutcome {
+    fn drop(&mut self) {
+        // After `close` the driver can no longer answer here (it publishes the outcome
+        // itself); an answer that came before is taken and published instead of lost.
+        self.rx.close();
+        if let Ok(Ok((message, outcome))) = self.rx.try_recv() {
+            let _ = self
+                .events
+                .send(Event::DetachedOutcome { message, outcome });
+        }
     }
 }
 

@@ -345,12 +345,16 @@ async fn dropping_a_send_future_after_queueing_loses_nothing() {
         .await
         .unwrap();
     let mut events = client.events();
+    // No answer can come before the future is dropped (else a preempted test thread may find
+    // the outcome already there on the first poll).
+    emu.pause_reading();
     {
         let fut = client.send(msg(1));
         tokio::pin!(fut);
         // Poll once so it is queued, then drop it.
-        let _ = futures_poll_once(fut.as_mut()).await;
+        assert!(futures_poll_once(fut.as_mut()).await.is_none());
     }
+    emu.resume_reading();
     loop {
         match within("event", events.recv()).await.unwrap() {
             ccs_tokio::Event::DetachedOutcome { message, outcome } => {
@@ -365,6 +369,36 @@ async fn dropping_a_send_future_after_queueing_loses_nothing() {
     let ledger = emu.shutdown().await;
     assert_eq!(ledger.total.downstream_received, 1);
     assert_clean(&ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_that_arrived_before_its_future_was_dropped_is_published() {
+    let emu = emulator(|_| {}).await;
+    let client = within("connect", Client::connect(config_for(&emu)))
+        .await
+        .unwrap();
+    let mut events = client.events();
+    let pending = client.try_send(msg(1)).unwrap();
+    // Answered in order: once the second outcome is here, the first one has arrived too, in
+    // the future nobody polls any more.
+    assert!(
+        within("send", client.send(msg(2)))
+            .await
+            .unwrap()
+            .is_acked()
+    );
+    drop(pending);
+    loop {
+        if let Event::DetachedOutcome { message, outcome } =
+            within("event", events.recv()).await.unwrap()
+        {
+            assert_eq!(message.message_id().as_str(), "m-1");
+            assert!(outcome.is_acked());
+            break;
+        }
+    }
+    within("close", client.close(Duration::from_secs(5))).await;
+    assert_clean(&emu.shutdown().await);
 }
 
 async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Output> {
