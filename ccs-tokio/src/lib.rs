@@ -45,9 +45,10 @@
 //! - **Auto-ack mode** (the default, [`ccs_proto::AckMode::Auto`]): it is acked when the
 //!   application takes it from the [`UpstreamStream`] ([`UpstreamStream::recv`] or
 //!   `poll_next`). Until then it waits un-acked, so the server's own limit on un-acked
-//!   upstream messages per connection holds back the rest while the application
-//!   is slow, and a crash loses nothing that was acked. (Internally the core runs in manual
-//!   mode and the adapter acks on hand-over.)
+//!   upstream messages per connection holds back the rest while the application is slow,
+//!   and a crash loses nothing: what the application never took was never acked, and the
+//!   server redelivers it. (Internally the core runs in manual mode and the adapter acks on
+//!   hand-over.)
 //! - **Manual-ack mode**: each item carries an [`AckToken`]; ack it once the message is
 //!   durably handled.
 //!
@@ -70,7 +71,8 @@
 //! redelivered. Then the core closes each connection once its messages are answered (or at
 //! the deadline). `close` returns once every socket is closed: the stream end and the TLS
 //! `close_notify` are written and the server has closed its side, or
-//! [`Config::disconnect_grace`] has passed. The [`Report`] lists the messages never answered
+//! [`Config::disconnect_grace`] has passed (so at most that long after the deadline), and a
+//! process may exit at once. The [`Report`] lists the messages never answered
 //! and the upstream messages and receipts never acked (the server redelivers those). The
 //! [`UpstreamStream`] ends then.
 //!
