@@ -128,6 +128,24 @@ impl EmulatorHandle {
         self.shared.wake_all();
     }
 
+    /// Makes every connection (open now or accepted later) stop reading from its socket, as a
+    /// server that no longer reads would: from when this returns, no byte the client sends is
+    /// handled until [`Self::resume_reading`]. The client's bytes pile up in the TCP buffers
+    /// until its writes block, its pings go unanswered, and the server does not notice the
+    /// client closing. The server still writes what it has to (answers to what it read before,
+    /// upstream messages). TLS handshakes of new connections still complete. Undone by
+    /// [`Self::resume_reading`].
+    pub fn pause_reading(&self) {
+        self.shared.lock().reading_paused = true;
+        self.shared.wake_all();
+    }
+
+    /// Ends [`Self::pause_reading`]: connections read what piled up, in order.
+    pub fn resume_reading(&self) {
+        self.shared.lock().reading_paused = false;
+        self.shared.wake_all();
+    }
+
     /// Connections accepted and not over yet.
     pub fn live_connections(&self) -> usize {
         self.shared.lock().live

@@ -151,6 +151,10 @@ struct Session {
     unrecorded_out: u64,
     /// Why the connection ended, when the core does not know better (I/O, faults).
     end: Option<ConnectionEnd>,
+    /// [`State::reading_paused`] as of the last turn.
+    reading_paused: bool,
+    /// Bytes a read that was under way returned after reading was paused: handled on resume.
+    held_input: Vec<u8>,
 }
 
 impl Session {
@@ -188,6 +192,8 @@ impl Session {
             unrecorded_in: 0,
             unrecorded_out: 0,
             end: None,
+            reading_paused: false,
+            held_input: Vec::new(),
         }
     }
 
@@ -221,14 +227,25 @@ impl Session {
             }
             let deadline = self.next_deadline();
             tokio::select! {
-                r = tls.read(&mut buf) => {
+                // A wake-up first: it may pause reading (`pause_reading` takes effect before any
+                // further read), drain or shut down.
+                biased;
+                r = wake.changed(), if wake_open => {
+                    // The sender lives as long as the emulator; if it is gone, stop listening.
+                    wake_open = r.is_ok();
+                }
+                r = tls.read(&mut buf), if !self.reading_paused => {
                     let now = Instant::now().into_std();
                     match r {
                         Ok(0) => self.core.handle_eof(now),
                         Ok(n) => {
                             self.unrecorded_in += n as u64;
                             // `n <= buf.len()` by the contract of `read`.
-                            self.core.handle_input(now, &buf[..n]);
+                            if self.shared.lock().reading_paused {
+                                self.held_input.extend_from_slice(&buf[..n]);
+                            } else {
+                                self.core.handle_input(now, &buf[..n]);
+                            }
                         }
                         // A client that vanishes without close_notify: plain EOF for XMPP.
                         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -240,11 +257,9 @@ impl Session {
                         }
                     }
                 }
-                r = wake.changed(), if wake_open => {
-                    // The sender lives as long as the emulator; if it is gone, stop listening.
-                    wake_open = r.is_ok();
-                }
                 () = sleep_until(deadline), if deadline.is_some() => {}
+                // Reading paused, no timer and no wake-ups: nothing can ever happen.
+                else => break,
             }
         }
         // Closed by the protocol (end tags, stream error, timeout): close TLS properly.
@@ -257,6 +272,11 @@ impl Session {
     fn step(&mut self, now: Instant) {
         let shared = Arc::clone(&self.shared);
         let mut st = shared.lock();
+        self.reading_paused = st.reading_paused;
+        if !self.reading_paused && !self.held_input.is_empty() {
+            let held = std::mem::take(&mut self.held_input);
+            self.core.handle_input(now.into_std(), &held);
+        }
         // Harmless when nothing is due; keeps the core's idea of `now` fresh for `close`.
         self.core.handle_timeout(now.into_std());
         self.drain_events(&mut st, now);

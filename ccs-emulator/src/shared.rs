@@ -34,6 +34,9 @@ pub(crate) struct State {
     /// the value it saw when it was accepted.
     pub(crate) drain_epoch: u64,
     pub(crate) shutting_down: bool,
+    /// Set by [`crate::EmulatorHandle::pause_reading`]: connections read nothing from their
+    /// sockets until it is cleared.
+    pub(crate) reading_paused: bool,
     /// Connections accepted and not yet over.
     pub(crate) live: usize,
     /// For the ids of injected and generated upstream messages.
@@ -57,6 +60,7 @@ impl Shared {
             upstream: VecDeque::new(),
             drain_epoch: 0,
             shutting_down: false,
+            reading_paused: false,
             live: 0,
             next_upstream: 0,
         };

@@ -263,3 +263,31 @@ async fn whitespace_keepalives_when_idle() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn paused_reading_reads_nothing_until_resumed() {
+    within(async {
+        let mut config = seeded(5);
+        config.upstream_after_bind = Duration::ZERO;
+        let emu = Emulator::start(config).await.unwrap();
+        let mut client = Client::connect(&emu).await;
+        emu.pause_reading();
+        client.send_to("t", "m-1").await;
+        // The server still writes: an upstream message injected after the client's message
+        // arrives, while the message itself stays unread.
+        emu.inject_upstream_data("device-1", Map::new());
+        client
+            .wait_for(|e| matches!(e, ConnectionEvent::Upstream { .. }).then_some(()))
+            .await;
+        let ledger = emu.ledger();
+        assert_eq!(ledger.total.downstream_received, 0);
+        assert_eq!(ledger.total.upstream_sent, 1);
+        emu.resume_reading();
+        client
+            .wait_for(|e| matches!(e, ConnectionEvent::Acked { .. }).then_some(()))
+            .await;
+        let ledger = emu.wait_until(|l| l.total.upstream_acked == 1).await;
+        assert_eq!(ledger.total.acked, 1);
+    })
+    .await;
+}

@@ -1,37 +1,79 @@
 //! The one task that owns the sans-IO [`ccs_proto::Client`] and moves bytes for it.
 //!
 //! It makes no protocol decision: it feeds the core what happened (bytes, EOF, connect
-//! results, the time) and carries out what the core asks (dial, write, close), then hands
-//! events to the application. Each connection has a reader task (socket → driver) and a
-//! writer task (driver → socket, with one flush per batch).
+//! results, the time, the application's commands) and carries out what the core asks (dial,
+//! write, close), then hands events to the application. Each connection is a task of its
+//! own ([`crate::transport`]).
+//!
+//! # Channels, and why nothing deadlocks
+//!
+//! Every channel is bounded:
+//!
+//! | channel | from → to | bound |
+//! |---|---|---|
+//! | submit | `send`/`try_send` → driver | `max_queue` messages |
+//! | control | acks, `close`, `stats` → driver | [`CONTROL_CAPACITY`] commands |
+//! | net | connection tasks → driver | [`NET_CAPACITY`](crate::transport::NET_CAPACITY) |
+//! | outbox | driver → one connection's writer | [`Config::write_limit`](crate::Config::write_limit) bytes |
+//! | upstream | driver → [`UpstreamStream`](crate::UpstreamStream) | [`Config::upstream_capacity`](crate::Config::upstream_capacity) |
+//! | taken | stream → driver (auto acks) | as many as the upstream room |
+//! | events | driver → [`Client::events`](crate::Client::events) | [`Config::event_capacity`](crate::Config::event_capacity), oldest dropped |
+//!
+//! The rule that keeps this free of deadlocks: **the driver never waits to send**. It only
+//! waits in one place, the `select!` of [`Driver::run`], for any of its inputs; everything it
+//! sends goes into a queue that cannot be full for it or that it may skip:
+//!
+//! - outboxes refuse instead of waiting; a refusal means the writer is stuck (a peer that no
+//!   longer reads), and the driver reports that transport as failed to the core;
+//! - the upstream channel is sent to with `try_send`; when it is full the item is neither
+//!   handed over nor acked (the server redelivers it), so a slow reader slows nobody;
+//! - events go to a broadcast channel, which drops the oldest for slow receivers;
+//! - replies go to oneshots.
+//!
+//! Everyone else may wait for the driver (a `send` for room in the submit channel, a reader
+//! for room in the net channel), and the driver always comes back to drain its inputs, a
+//! bounded batch of each per turn. So every wait ends.
+//!
+//! The submit channel is never full for a sender that holds a queue permit: there are
+//! `max_queue` permits and as many slots, and a permit travels with its message.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use ccs_proto::client::{ClientEvent, ClientStats, ConnectFailure, MessageTicket, Outcome, Output};
+use ccs_proto::client::{ClientEvent, CloseReport, MessageTicket, Output};
 use ccs_proto::connection::{AckError, AckHandle, ConnId};
-use ccs_proto::message::Downstream;
+use ccs_proto::message::{Downstream, MessageId};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{debug, info, warn};
 
-use crate::{Event, Report, UpstreamItem};
+use crate::transport::{ConnTask, Dial, Net, Outbox};
+use crate::upstream::{Delivery, StreamShared, Taken, TokenGuard, Tokens};
+use crate::{AckToken, Event, Report, Stats, UnackedUpstream, UpstreamItem};
 
-/// What the application asks of the driver.
+/// Commands in the control channel at once; a caller finding it full waits for room.
+/// Enough for bursts of acks from many tasks; each one is handled in microseconds.
+pub(crate) const CONTROL_CAPACITY: usize = 64;
+
+/// Items taken from each input per turn of the loop, so that no input starves the others.
+const BATCH: usize = 64;
+
+/// How long the client gets to finish when every handle was dropped without `close`.
+const DROP_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Upstream messages and receipts remembered for [`Report::unacked_upstream`]: the oldest
+/// are forgotten beyond this.
+const UNACKED_MEMORY: usize = 10_000;
+
+/// What the application asks of the driver, besides sending (the control channel).
 pub(crate) enum Command {
-    Send {
-        message: Downstream,
-        reply: oneshot::Sender<Result<Outcome, crate::SendError>>,
-        permit: OwnedSemaphorePermit,
-    },
     Ack {
         handle: AckHandle,
+        guard: TokenGuard,
         reply: oneshot::Sender<Result<(), AckError>>,
     },
     Close {
@@ -39,241 +81,493 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Report>,
     },
     Stats {
-        reply: oneshot::Sender<ClientStats>,
+        reply: oneshot::Sender<Stats>,
     },
 }
 
-/// What the network tasks report.
-enum Net {
-    Connected(ConnId, mpsc::UnboundedSender<Write>),
-    ConnectFailed(ConnId, ConnectFailure),
-    Data(ConnId, bytes::Bytes),
-    Eof(ConnId),
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ack { .. } => "Ack",
+            Self::Close { .. } => "Close",
+            Self::Stats { .. } => "Stats",
+        })
+    }
 }
 
-enum Write {
-    Data(Vec<u8>),
-    Close,
+/// A message to send (the submit channel).
+pub(crate) struct Submit {
+    pub(crate) message: Downstream,
+    pub(crate) reply: oneshot::Sender<crate::Answer>,
+    pub(crate) permit: OwnedSemaphorePermit,
 }
 
 /// How the first connection went, for `Client::connect`.
 pub(crate) type FirstResult = Result<(), crate::ConnectError>;
 
-pub(crate) struct Driver {
+/// The application's side of the upstream flow.
+pub(crate) struct UpstreamSide {
+    pub(crate) tx: mpsc::Sender<Delivery>,
+    /// One permit per item in the upstream channel or taken and not yet acked (auto mode).
+    pub(crate) room: Arc<Semaphore>,
+    pub(crate) shared: Arc<StreamShared>,
+    pub(crate) tokens: Arc<Tokens>,
+    /// The application asked for auto-ack mode (the core runs in manual mode regardless).
+    pub(crate) auto: bool,
+}
+
+/// Everything the driver needs; see [`Driver::new`].
+pub(crate) struct Parts {
     pub(crate) core: ccs_proto::Client,
-    pub(crate) cmd_rx: mpsc::UnboundedReceiver<Command>,
-    pub(crate) upstream_tx: Option<mpsc::UnboundedSender<UpstreamItem>>,
+    pub(crate) submit_rx: mpsc::Receiver<Submit>,
+    pub(crate) control_rx: mpsc::Receiver<Command>,
+    pub(crate) control_tx: mpsc::Sender<Command>,
+    pub(crate) taken_rx: mpsc::Receiver<Taken>,
+    pub(crate) upstream: UpstreamSide,
     pub(crate) events: broadcast::Sender<Event>,
-    pub(crate) cmd_tx: mpsc::WeakUnboundedSender<Command>,
     pub(crate) endpoint: crate::Endpoint,
     pub(crate) server_name: ServerName<'static>,
     pub(crate) tls: TlsConnector,
     pub(crate) read_buffer: usize,
-    pub(crate) first: Option<oneshot::Sender<FirstResult>>,
+    pub(crate) write_limit: usize,
+    pub(crate) disconnect_grace: Duration,
+    pub(crate) first: oneshot::Sender<FirstResult>,
+}
+
+pub(crate) struct Driver {
+    core: ccs_proto::Client,
+    submit_rx: mpsc::Receiver<Submit>,
+    /// `false` once every `Client` handle is gone.
+    handles_open: bool,
+    control_rx: mpsc::Receiver<Command>,
+    /// For the tokens handed out (keeps the control channel open while the driver runs).
+    control_tx: mpsc::Sender<Command>,
+    taken_rx: mpsc::Receiver<Taken>,
+    net_rx: mpsc::Receiver<Net>,
+    net_tx: mpsc::Sender<Net>,
+    upstream: UpstreamSide,
+    events: broadcast::Sender<Event>,
+    endpoint: crate::Endpoint,
+    server_name: ServerName<'static>,
+    tls: TlsConnector,
+    read_buffer: usize,
+    write_limit: usize,
+    disconnect_grace: Duration,
+    first: Option<oneshot::Sender<FirstResult>>,
+    /// Connections the core has asked for and not yet given up.
+    conns: HashMap<ConnId, Conn>,
+    /// Connections given up, until their task has ended: `(id, graceful)`.
+    closing: JoinSet<(ConnId, bool)>,
+    waiters: HashMap<MessageTicket, Waiter>,
+    close_replies: Vec<oneshot::Sender<Report>>,
+    /// A close asked for and not yet passed to the core: it waits for the ack tokens out.
+    pending_close: Option<PendingClose>,
+    /// The core's report, once it has closed.
+    closed: Option<CloseReport>,
+    unacked: Unacked,
+    stats: Stats,
 }
 
 struct Conn {
-    writer: Option<mpsc::UnboundedSender<Write>>,
-    tasks: Vec<JoinHandle<()>>,
+    outbox: Arc<Outbox>,
+    task: ConnTask,
+    /// TCP and TLS are up (the core was told).
+    connected: bool,
+    /// Its writer fell [`Config::write_limit`](crate::Config::write_limit) behind: the core
+    /// was told the transport failed.
+    broken: bool,
 }
 
 struct Waiter {
-    reply: oneshot::Sender<Result<Outcome, crate::SendError>>,
+    reply: oneshot::Sender<crate::Answer>,
     _permit: OwnedSemaphorePermit,
 }
 
-/// How long the client gets to finish when every handle was dropped without `close`.
-const DROP_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
+struct PendingClose {
+    deadline: Instant,
+    /// Ack tokens issued before this (out when close was asked) are waited for.
+    tokens_before: u64,
+}
 
 impl Driver {
+    pub(crate) fn new(p: Parts) -> Self {
+        let (net_tx, net_rx) = mpsc::channel(crate::transport::NET_CAPACITY);
+        Self {
+            core: p.core,
+            submit_rx: p.submit_rx,
+            handles_open: true,
+            control_rx: p.control_rx,
+            control_tx: p.control_tx,
+            taken_rx: p.taken_rx,
+            net_rx,
+            net_tx,
+            upstream: p.upstream,
+            events: p.events,
+            endpoint: p.endpoint,
+            server_name: p.server_name,
+            tls: p.tls,
+            read_buffer: p.read_buffer,
+            write_limit: p.write_limit,
+            disconnect_grace: p.disconnect_grace,
+            first: Some(p.first),
+            conns: HashMap::new(),
+            closing: JoinSet::new(),
+            waiters: HashMap::new(),
+            close_replies: Vec::new(),
+            pending_close: None,
+            closed: None,
+            unacked: Unacked::default(),
+            stats: Stats::default(),
+        }
+    }
+
     pub(crate) async fn run(mut self) {
-        let (net_tx, mut net_rx) = mpsc::unbounded_channel::<Net>();
-        let mut conns: HashMap<ConnId, Conn> = HashMap::new();
-        let mut waiters: HashMap<MessageTicket, Waiter> = HashMap::new();
-        let mut close_replies: Vec<oneshot::Sender<Report>> = Vec::new();
-        let mut commands_open = true;
         loop {
-            self.flush_outputs(&net_tx, &mut conns, &mut waiters, &mut close_replies);
-            if self.core.is_closed() && conns.is_empty() {
+            self.maybe_start_close(Instant::now());
+            self.flush_outputs();
+            if self.core.is_closed() && self.conns.is_empty() && self.closing.is_empty() {
                 break;
             }
-            let deadline = self.core.poll_timeout();
+            let wake = self.next_wake();
             let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                match wake {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
                     None => std::future::pending().await,
                 }
             };
+            let tokens = Arc::clone(&self.upstream.tokens);
             tokio::select! {
                 biased;
-                net = net_rx.recv() => {
-                    // `net_tx` lives in this task, so the channel never closes.
-                    let Some(net) = net else { break };
-                    self.on_net(net, &mut conns);
-                    while let Ok(net) = net_rx.try_recv() {
-                        self.on_net(net, &mut conns);
-                    }
+                Some(done) = self.closing.join_next(), if !self.closing.is_empty() => {
+                    self.on_socket_closed(done);
                 }
-                cmd = self.cmd_rx.recv(), if commands_open => match cmd {
-                    Some(cmd) => {
-                        self.on_command(cmd, &mut waiters, &mut close_replies);
-                        while let Ok(cmd) = self.cmd_rx.try_recv() {
-                            self.on_command(cmd, &mut waiters, &mut close_replies);
-                        }
-                    }
-                    None => {
-                        // Every handle is gone: finish what was queued, then stop.
-                        commands_open = false;
-                        if !self.core.is_closing() && !self.core.is_closed() {
-                            let now = Instant::now();
-                            self.core.close(now, now + DROP_CLOSE_DEADLINE);
-                        }
-                    }
+                // The driver holds a sender: never closed.
+                Some(net) = self.net_rx.recv() => self.on_net(net),
+                // Closed only with the stream; then nothing more comes.
+                Some(taken) = self.taken_rx.recv() => self.on_taken(taken),
+                // The driver holds a sender: never closed.
+                Some(cmd) = self.control_rx.recv() => self.on_command(cmd),
+                submit = self.submit_rx.recv(), if self.handles_open => match submit {
+                    Some(s) => self.on_submit(s),
+                    None => self.on_handles_gone(),
                 },
-                () = sleep => self.core.handle_timeout(Instant::now()),
+                () = tokens.changed() => {}
+                () = sleep => {}
+            }
+            self.drain_ready();
+            let now = Instant::now();
+            if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                self.core.handle_timeout(now);
             }
         }
-        for conn in conns.into_values() {
-            for t in conn.tasks {
-                t.abort();
+        self.finish();
+    }
+
+    /// Takes what else is ready, a bounded batch from each input.
+    fn drain_ready(&mut self) {
+        for _ in 0..BATCH {
+            match self.net_rx.try_recv() {
+                Ok(net) => self.on_net(net),
+                Err(_) => break,
             }
+        }
+        for _ in 0..BATCH {
+            match self.taken_rx.try_recv() {
+                Ok(taken) => self.on_taken(taken),
+                Err(_) => break,
+            }
+        }
+        for _ in 0..BATCH {
+            match self.control_rx.try_recv() {
+                Ok(cmd) => self.on_command(cmd),
+                Err(_) => break,
+            }
+        }
+        if self.handles_open {
+            for _ in 0..BATCH {
+                match self.submit_rx.try_recv() {
+                    Ok(s) => self.on_submit(s),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        self.on_handles_gone();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let close = self.pending_close.as_ref().map(|p| p.deadline);
+        match (self.core.poll_timeout(), close) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The client stops: every handle is told, and the stream ends.
+    fn finish(mut self) {
+        let core = self.closed.take().unwrap_or_default();
+        let report = Report {
+            unsent: core.unsent.into_iter().map(|(_, id)| id).collect(),
+            deadline_passed: core.deadline_passed,
+            unacked_upstream: self.unacked.list(),
+        };
+        info!(
+            unsent = report.unsent.len(),
+            unacked_upstream = report.unacked_upstream.len(),
+            "client closed"
+        );
+        self.upstream.shared.finished.store(true, Ordering::Release);
+        let _ = self.events.send(Event::Closed);
+        for r in self.close_replies.drain(..) {
+            let _ = r.send(report.clone());
         }
         debug!("ccs client driver stopped");
     }
 
-    fn on_net(&mut self, net: Net, conns: &mut HashMap<ConnId, Conn>) {
+    // ---- inputs ------------------------------------------------------------------------
+
+    fn on_net(&mut self, net: Net) {
         let now = Instant::now();
         match net {
-            Net::Connected(id, writer) => match conns.get_mut(&id) {
-                Some(c) => {
-                    c.writer = Some(writer);
+            Net::Connected(id) => {
+                // A connection given up meanwhile is being closed already.
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.connected = true;
                     self.core.handle_connected(now, id);
                 }
-                None => {
-                    let _ = writer.send(Write::Close);
-                }
-            },
+            }
             Net::ConnectFailed(id, reason) => {
-                if let Some(c) = conns.remove(&id) {
-                    c.tasks.into_iter().for_each(|t| t.abort());
+                if let Some(c) = self.conns.remove(&id) {
                     info!(conn = %id, reason = %reason.message, permanent = reason.permanent, "connection attempt failed");
+                    self.retire(id, c.task, Duration::ZERO);
                     self.core.handle_connect_failed(now, id, reason);
                 }
             }
             Net::Data(id, bytes) => {
-                if conns.contains_key(&id) {
+                if self.conns.contains_key(&id) {
                     self.core.handle_input(now, id, &bytes);
                 }
             }
             Net::Eof(id) => {
-                if conns.contains_key(&id) {
+                if self.conns.contains_key(&id) {
                     self.core.handle_eof(now, id);
                 }
             }
         }
     }
 
-    fn on_command(
-        &mut self,
-        cmd: Command,
-        waiters: &mut HashMap<MessageTicket, Waiter>,
-        close_replies: &mut Vec<oneshot::Sender<Report>>,
-    ) {
-        let now = Instant::now();
-        match cmd {
-            Command::Send {
-                message,
-                reply,
-                permit,
-            } => match self.core.send(now, message) {
-                Ok(ticket) => {
-                    waiters.insert(
-                        ticket,
-                        Waiter {
-                            reply,
-                            _permit: permit,
-                        },
-                    );
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(crate::SendError::from_core(e)));
-                }
-            },
-            Command::Ack { handle, reply } => {
-                let _ = reply.send(self.core.ack(now, &handle));
+    fn on_socket_closed(&mut self, done: Result<(ConnId, bool), tokio::task::JoinError>) {
+        match done {
+            Ok((id, graceful)) => {
+                debug!(conn = %id, graceful, "socket closed");
+                let _ = self.events.send(Event::SocketClosed { id, graceful });
             }
-            Command::Close { deadline, reply } => {
-                if self.core.is_closed() {
-                    let _ = reply.send(Report::default());
-                    return;
-                }
-                close_replies.push(reply);
-                self.core.close(now, now + deadline);
+            // Only if the runtime is shutting down: nothing left to tell.
+            Err(e) => debug!(error = %e, "closing task ended abnormally"),
+        }
+    }
+
+    fn on_submit(&mut self, s: Submit) {
+        if self.pending_close.is_some() {
+            // `close` was called: the core has not been told yet (it waits for ack tokens),
+            // but no new work is taken from then on.
+            let kind = ccs_proto::client::SendErrorKind::Closing;
+            let _ = s.reply.send(Err(crate::SendError {
+                kind,
+                message: Some(Box::new(s.message)),
+            }));
+            return;
+        }
+        match self.core.send(Instant::now(), s.message) {
+            Ok(ticket) => {
+                self.waiters.insert(
+                    ticket,
+                    Waiter {
+                        reply: s.reply,
+                        _permit: s.permit,
+                    },
+                );
             }
-            Command::Stats { reply } => {
-                let _ = reply.send(self.core.stats().clone());
+            Err(e) => {
+                let _ = s.reply.send(Err(crate::SendError::from_core(e)));
             }
         }
     }
 
-    fn flush_outputs(
+    fn on_handles_gone(&mut self) {
+        // Every handle is gone: finish what was queued, then stop.
+        self.handles_open = false;
+        self.request_close(Instant::now(), DROP_CLOSE_DEADLINE, None);
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Ack {
+                handle,
+                guard,
+                reply,
+            } => {
+                let result = self.ack(now, &handle);
+                drop(guard);
+                let _ = reply.send(result);
+            }
+            Command::Close { deadline, reply } => {
+                // Messages handed to `send`/`try_send` before `close` was called are in the
+                // submit channel now: they were accepted, so they go to the core first.
+                while self.handles_open
+                    && let Ok(s) = self.submit_rx.try_recv()
+                {
+                    self.on_submit(s);
+                }
+                self.request_close(now, deadline, Some(reply));
+            }
+            Command::Stats { reply } => {
+                let mut stats = self.stats.clone();
+                stats.core = self.core.stats().clone();
+                stats.sockets = self.conns.len() + self.closing.len();
+                let _ = reply.send(stats);
+            }
+        }
+    }
+
+    /// An item taken from the stream in auto-ack mode: ack it now.
+    fn on_taken(&mut self, taken: Taken) {
+        if let Err(e) = self.ack(Instant::now(), &taken.handle) {
+            // Its connection ended first: the server redelivers it (and the report lists it).
+            debug!(message_id = %taken.handle.message_id(), error = %e, "ack on hand-over refused");
+        }
+    }
+
+    fn ack(&mut self, now: Instant, handle: &AckHandle) -> Result<(), AckError> {
+        self.core.ack(now, handle)?;
+        self.unacked.remove(handle.to(), handle.message_id());
+        Ok(())
+    }
+
+    // ---- close ---------------------------------------------------------------------------
+
+    /// A close asked for (by `close`, or by the last handle going away). The core is told at
+    /// once, unless ack tokens are out on live connections: then when they have come back
+    /// (acked or dropped), or at the deadline, whichever is first. Until the core is told,
+    /// its connections stay open, so those acks go through.
+    fn request_close(
         &mut self,
-        net_tx: &mpsc::UnboundedSender<Net>,
-        conns: &mut HashMap<ConnId, Conn>,
-        waiters: &mut HashMap<MessageTicket, Waiter>,
-        close_replies: &mut Vec<oneshot::Sender<Report>>,
+        now: Instant,
+        within: Duration,
+        reply: Option<oneshot::Sender<Report>>,
     ) {
+        self.close_replies.extend(reply);
+        let deadline = now.checked_add(within).unwrap_or(now + DROP_CLOSE_DEADLINE);
+        if self.core.is_closing() {
+            // Brings the deadline forward, if anything.
+            self.core.close(now, deadline);
+            return;
+        }
+        match &mut self.pending_close {
+            Some(p) => p.deadline = p.deadline.min(deadline),
+            None => {
+                self.pending_close = Some(PendingClose {
+                    deadline,
+                    tokens_before: self.upstream.tokens.next_seq(),
+                });
+            }
+        }
+    }
+
+    fn maybe_start_close(&mut self, now: Instant) {
+        let Some(p) = &self.pending_close else {
+            return;
+        };
+        let conns = &self.conns;
+        let waiting = now < p.deadline
+            && self
+                .upstream
+                .tokens
+                .any_out_before(p.tokens_before, |c| conns.contains_key(&c));
+        if !waiting {
+            let deadline = p.deadline;
+            self.pending_close = None;
+            self.core.close(now, deadline);
+        }
+    }
+
+    // ---- outputs -----------------------------------------------------------------------
+
+    fn flush_outputs(&mut self) {
         while let Some(out) = self.core.poll_output() {
             match out {
-                Output::Connect(id) => {
-                    let span = tracing::info_span!("ccs_connection", conn = %id, endpoint = %self.endpoint);
-                    let task = tokio::spawn(
-                        dial(
-                            id,
-                            self.endpoint.clone(),
-                            self.server_name.clone(),
-                            self.tls.clone(),
-                            self.read_buffer,
-                            net_tx.clone(),
-                        )
-                        .instrument(span),
-                    );
-                    conns.insert(
-                        id,
-                        Conn {
-                            writer: None,
-                            tasks: vec![task],
-                        },
-                    );
-                }
-                Output::Transmit(id, bytes) => {
-                    if let Some(w) = conns.get(&id).and_then(|c| c.writer.as_ref()) {
-                        let _ = w.send(Write::Data(bytes));
-                    }
-                }
+                Output::Connect(id) => self.open(id),
+                Output::Transmit(id, bytes) => self.transmit(id, &bytes),
                 Output::Disconnect(id) => {
-                    if let Some(c) = conns.remove(&id) {
-                        match c.writer {
-                            // The writer task writes what is queued, then closes.
-                            Some(w) => {
-                                let _ = w.send(Write::Close);
-                            }
-                            None => c.tasks.into_iter().for_each(|t| t.abort()),
-                        }
+                    if let Some(c) = self.conns.remove(&id) {
+                        // A socket that is up gets to write what is queued and close cleanly;
+                        // an attempt still dialling is stopped at once.
+                        let grace = if c.connected {
+                            c.outbox.close();
+                            self.disconnect_grace
+                        } else {
+                            Duration::ZERO
+                        };
+                        self.retire(id, c.task, grace);
                     }
                 }
-                Output::Event(ev) => self.on_event(ev, waiters, close_replies),
+                Output::Event(ev) => self.on_event(ev),
                 _ => {}
             }
         }
     }
 
-    fn on_event(
-        &mut self,
-        ev: ClientEvent,
-        waiters: &mut HashMap<MessageTicket, Waiter>,
-        close_replies: &mut Vec<oneshot::Sender<Report>>,
-    ) {
+    fn open(&mut self, id: ConnId) {
+        let span = tracing::info_span!("ccs_connection", conn = %id, endpoint = %self.endpoint);
+        let outbox = Outbox::new(self.write_limit);
+        let task = ConnTask::spawn(
+            Dial {
+                id,
+                endpoint: self.endpoint.clone(),
+                server_name: self.server_name.clone(),
+                tls: self.tls.clone(),
+                read_buffer: self.read_buffer,
+                net: self.net_tx.clone(),
+                outbox: Arc::clone(&outbox),
+            },
+            span,
+        );
+        self.conns.insert(
+            id,
+            Conn {
+                outbox,
+                task,
+                connected: false,
+                broken: false,
+            },
+        );
+    }
+
+    fn transmit(&mut self, id: ConnId, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.broken || c.outbox.push(bytes) {
+            return;
+        }
+        // The writer is a whole write limit behind: the peer is not reading. The transport
+        // cannot carry the stream any more; to the core that is a failed transport.
+        c.broken = true;
+        warn!(conn = %id, limit = self.write_limit, "the server stopped reading: connection dropped");
+        self.core.handle_eof(Instant::now(), id);
+    }
+
+    /// Lets a given-up connection's task end within `grace`, then stops it; its end is
+    /// reported as [`Event::SocketClosed`].
+    fn retire(&mut self, id: ConnId, task: ConnTask, grace: Duration) {
+        self.closing
+            .spawn(async move { (id, task.finish(grace).await) });
+    }
+
+    fn on_event(&mut self, ev: ClientEvent) {
         match ev {
             ClientEvent::Outcome {
                 ticket,
@@ -281,23 +575,31 @@ impl Driver {
                 outcome,
             } => {
                 debug!(message_id = %message.message_id(), acked = outcome.is_acked(), "outcome");
-                let detached = match waiters.remove(&ticket) {
-                    Some(w) => w.reply.send(Ok(outcome)).err().map(|r| r.ok()),
-                    None => Some(Some(outcome)),
+                // The message goes with the outcome, so that whoever finds nobody waiting (here,
+                // or the future dropped with the answer in it) can publish both.
+                let detached = match self.waiters.remove(&ticket) {
+                    Some(w) => w.reply.send(Ok((message, outcome))).err(),
+                    None => Some(Ok((message, outcome))),
                 };
-                if let Some(Some(outcome)) = detached {
+                if let Some(Ok((message, outcome))) = detached {
                     let _ = self
                         .events
                         .send(Event::DetachedOutcome { message, outcome });
                 }
             }
             ClientEvent::Upstream { message, ack } => {
-                let ack = ack.map(|h| crate::AckToken::new(h, self.cmd_tx.clone()));
-                self.deliver(UpstreamItem::Message { message, ack });
+                let from = message.from.clone();
+                self.hand_over(ack, from, false, |ack| UpstreamItem::Message {
+                    message,
+                    ack,
+                });
             }
             ClientEvent::Receipt { receipt, ack } => {
-                let ack = ack.map(|h| crate::AckToken::new(h, self.cmd_tx.clone()));
-                self.deliver(UpstreamItem::Receipt { receipt, ack });
+                let from = receipt.from.clone();
+                self.hand_over(ack, from, true, |ack| UpstreamItem::Receipt {
+                    receipt,
+                    ack,
+                });
             }
             ClientEvent::ConnectionUp { id, jid } => {
                 info!(conn = %id, %jid, "connection up");
@@ -338,15 +640,8 @@ impl Driver {
                 });
             }
             ClientEvent::Closed { report } => {
-                info!(unsent = report.unsent.len(), "client closed");
-                let report = Report {
-                    unsent: report.unsent.into_iter().map(|(_, id)| id).collect(),
-                    deadline_passed: report.deadline_passed,
-                };
-                for r in close_replies.drain(..) {
-                    let _ = r.send(report.clone());
-                }
-                let _ = self.events.send(Event::Closed);
+                // Reported once every socket has closed (see `finish`).
+                self.closed = Some(report);
             }
             other => {
                 debug!(event = ?other, "client event");
@@ -355,145 +650,115 @@ impl Driver {
         }
     }
 
-    fn deliver(&mut self, item: UpstreamItem) {
-        match &self.upstream_tx {
-            Some(tx) => {
-                if let Err(e) = tx.send(item) {
-                    // The application dropped its upstream stream: nothing will read this.
-                    warn!(item = ?e.0, "upstream message with no reader (upstream stream dropped)");
-                    self.upstream_tx = None;
-                }
+    /// Hands an upstream message or receipt to the stream, or, when that cannot be done,
+    /// acks it as discarded (auto mode, nobody reads) or leaves it un-acked for the server to
+    /// redeliver (the stream is full; or manual mode and nobody reads).
+    fn hand_over(
+        &mut self,
+        handle: Option<AckHandle>,
+        from: String,
+        receipt: bool,
+        item: impl FnOnce(Option<AckToken>) -> UpstreamItem,
+    ) {
+        let Some(handle) = handle else {
+            // Acked by the core already: only in its auto mode, which the adapter never asks
+            // for. Handed over as it is, if it can be.
+            if self.reader_present()
+                && let Ok(room) = Arc::clone(&self.upstream.room).try_acquire_owned()
+            {
+                self.deliver(Delivery {
+                    item: item(None),
+                    auto_ack: None,
+                    room,
+                });
             }
-            None => debug!(item = ?item, "upstream message with no reader"),
-        }
-    }
-}
-
-/// Dials one connection: TCP, then TLS; on success, starts its reader and writer tasks.
-async fn dial(
-    id: ConnId,
-    endpoint: crate::Endpoint,
-    server_name: ServerName<'static>,
-    tls: TlsConnector,
-    read_buffer: usize,
-    net: mpsc::UnboundedSender<Net>,
-) {
-    debug!("dialling");
-    // Resolving apart from connecting tells a name that does not resolve (permanent: the
-    // core gives up on a first connection at once) from a refused connection (transient).
-    let addrs: Vec<std::net::SocketAddr> =
-        match tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)).await {
-            Ok(a) => a.collect(),
-            Err(e) => {
-                let why = format!("cannot resolve {}: {e}", endpoint.host);
-                let _ = net.send(Net::ConnectFailed(id, ConnectFailure::permanent(why)));
-                return;
-            }
-        };
-    let tcp = match TcpStream::connect(addrs.as_slice()).await {
-        Ok(s) => s,
-        Err(e) => {
-            let why = format!("cannot connect to {endpoint}: {e}");
-            let _ = net.send(Net::ConnectFailed(id, ConnectFailure::transient(why)));
             return;
-        }
-    };
-    let _ = tcp.set_nodelay(true);
-    let stream = match tls.connect(server_name.clone(), tcp).await {
-        Ok(s) => s,
-        Err(e) => {
-            let why = crate::tls::describe_tls_error(&endpoint, &server_name, &e);
-            // A certificate the configuration does not trust stays untrusted on retry.
-            let untrusted = e
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
-            let failure = if untrusted {
-                ConnectFailure::permanent(why)
+        };
+        self.unacked.insert(UnackedUpstream {
+            message_id: handle.message_id().clone(),
+            from,
+            receipt,
+        });
+        if !self.reader_present() {
+            if self.upstream.auto && self.ack(Instant::now(), &handle).is_ok() {
+                self.stats.upstream_discarded += 1;
+                debug!(message_id = %handle.message_id(), "upstream message discarded: nobody reads the stream");
             } else {
-                ConnectFailure::transient(why)
-            };
-            let _ = net.send(Net::ConnectFailed(id, failure));
+                self.stats.upstream_deferred += 1;
+                debug!(message_id = %handle.message_id(), "upstream message left un-acked: nobody reads the stream");
+            }
             return;
         }
-    };
-    debug!("TLS up");
-    let (rd, wr) = tokio::io::split(stream);
-    let (wtx, wrx) = mpsc::unbounded_channel();
-    // Reading and writing run apart, so a peer that only reads once we read cannot stall us.
-    let reader = AbortOnDrop(tokio::spawn(
-        read_loop(id, rd, read_buffer, net.clone()).instrument(tracing::Span::current()),
-    ));
-    let _ = net.send(Net::Connected(id, wtx));
-    if write_loop(wr, wrx).await.is_err() {
-        let _ = net.send(Net::Eof(id));
-    }
-    drop(reader);
-}
-
-/// Stops the reader when the connection's task ends (closed, failed, or aborted).
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn read_loop(
-    id: ConnId,
-    mut rd: ReadHalf<TlsStream<TcpStream>>,
-    read_buffer: usize,
-    net: mpsc::UnboundedSender<Net>,
-) {
-    let mut buf = BytesMut::with_capacity(read_buffer);
-    loop {
-        if buf.capacity() < read_buffer / 4 {
-            buf.reserve(read_buffer);
-        }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = net.send(Net::Eof(id));
-                return;
+        let Ok(room) = Arc::clone(&self.upstream.room).try_acquire_owned() else {
+            self.stats.upstream_deferred += 1;
+            debug!(message_id = %handle.message_id(), "upstream stream full: left un-acked for redelivery");
+            return;
+        };
+        let guard = self.upstream.tokens.issue(handle.conn());
+        let delivery = if self.upstream.auto {
+            Delivery {
+                item: item(None),
+                auto_ack: Some((handle, guard)),
+                room,
             }
-            Ok(_) => {
-                if net.send(Net::Data(id, buf.split().freeze())).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Writes batches until told to close (`Ok`) or the socket fails (`Err`).
-async fn write_loop(
-    mut wr: WriteHalf<TlsStream<TcpStream>>,
-    mut rx: mpsc::UnboundedReceiver<Write>,
-) -> Result<(), ()> {
-    while let Some(first) = rx.recv().await {
-        let mut close = false;
-        let mut batch = match first {
-            Write::Data(d) => d,
-            Write::Close => {
-                close = true;
-                Vec::new()
+        } else {
+            let token = AckToken::new(handle, self.control_tx.clone(), guard);
+            Delivery {
+                item: item(Some(token)),
+                auto_ack: None,
+                room,
             }
         };
-        // Coalesce whatever else is queued into one write and one flush.
-        while !close && let Ok(next) = rx.try_recv() {
-            match next {
-                Write::Data(d) => batch.extend_from_slice(&d),
-                Write::Close => close = true,
-            }
-        }
-        if !batch.is_empty() && (wr.write_all(&batch).await.is_err() || wr.flush().await.is_err()) {
-            return Err(());
-        }
-        if close {
-            let _ = wr.shutdown().await;
-            return Ok(());
+        self.deliver(delivery);
+    }
+
+    /// Whether someone may read the stream: it was taken and is not dropped.
+    fn reader_present(&self) -> bool {
+        self.upstream.shared.taken.load(Ordering::Acquire) && !self.upstream.tx.is_closed()
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        // Never full: the channel has a slot for each room permit. Closed if the stream was
+        // dropped just now: the item goes with it, un-acked (the server redelivers it).
+        if self.upstream.tx.try_send(delivery).is_err() {
+            self.stats.upstream_deferred += 1;
         }
     }
-    // The driver is gone.
-    Ok(())
+}
+
+/// Upstream messages and receipts received and not acked (yet), in arrival order, for
+/// [`Report::unacked_upstream`]. Keyed by `(from, message_id)`, so that the ack of a
+/// redelivered copy settles the original.
+#[derive(Debug, Default)]
+struct Unacked {
+    by_key: HashMap<(String, MessageId), u64>,
+    order: BTreeMap<u64, UnackedUpstream>,
+    next: u64,
+}
+
+impl Unacked {
+    fn insert(&mut self, u: UnackedUpstream) {
+        let key = (u.from.clone(), u.message_id.clone());
+        if self.by_key.contains_key(&key) {
+            return;
+        }
+        self.next += 1;
+        self.by_key.insert(key, self.next);
+        self.order.insert(self.next, u);
+        if self.order.len() > UNACKED_MEMORY
+            && let Some((_, old)) = self.order.pop_first()
+        {
+            self.by_key.remove(&(old.from, old.message_id));
+        }
+    }
+
+    fn remove(&mut self, from: &str, id: &MessageId) {
+        if let Some(seq) = self.by_key.remove(&(from.to_owned(), id.clone())) {
+            self.order.remove(&seq);
+        }
+    }
+
+    fn list(&self) -> Vec<UnackedUpstream> {
+        self.order.values().cloned().collect()
+    }
 }

@@ -30,34 +30,90 @@
 //!   after the message was queued neither loses nor duplicates the message: it is still
 //!   delivered, and its outcome is published as [`Event::DetachedOutcome`] on
 //!   [`Client::events`].
-//! - [`Client::try_send`] never waits: it queues the message or gives it back.
+//! - [`Client::try_send`] never waits: it queues the message or gives it back. Its
+//!   [`PendingOutcome`], dropped before it resolves, publishes the outcome the same way.
 //! - [`Client::upstream`] yields upstream messages and receipts (with an [`AckToken`] in
 //!   manual-ack mode).
-//! - [`Client::close`] stops taking work, waits for answers until the deadline and reports
-//!   what was never answered.
+//! - [`Client::close`] stops taking work, waits for answers until the deadline, closes every
+//!   connection cleanly and reports what was never answered and which upstream messages were
+//!   never acked.
+//!
+//! # Upstream messages and acks
+//!
+//! An upstream message (or receipt) is acked once the application has it, never before:
+//!
+//! - **Auto-ack mode** (the default, [`ccs_proto::AckMode::Auto`]): it is acked when the
+//!   application takes it from the [`UpstreamStream`] ([`UpstreamStream::recv`] or
+//!   `poll_next`). Until then it waits un-acked, so the server's own limit on un-acked
+//!   upstream messages per connection holds back the rest while the application is slow,
+//!   and a crash loses nothing: what the application never took was never acked, and the
+//!   server redelivers it. (Internally the core runs in manual mode and the adapter acks on
+//!   hand-over.)
+//! - **Manual-ack mode**: each item carries an [`AckToken`]; ack it once the message is
+//!   durably handled.
+//!
+//! The stream holds at most [`Config::upstream_capacity`] items. When it is full, a new item
+//! is neither handed over nor acked: the server still counts it as un-acked and redelivers
+//! it on a later connection (when this one ends, by a drain, an error or a close). Nothing is
+//! lost, and [`Stats::upstream_deferred`] counts these.
+//!
+//! An application that never takes the stream, or drops it, does not read upstream
+//! messages: in auto-ack mode they are then acked on arrival and discarded
+//! ([`Stats::upstream_discarded`]); in manual-ack mode they are left un-acked for the server
+//! to redeliver ([`Stats::upstream_deferred`]).
+//!
+//! # Closing
+//!
+//! [`Client::close`] refuses new messages at once and sends what was already queued. Acks
+//! keep working until the deadline: the connections stay open until every [`AckToken`]
+//! handed out before the close (and, in auto-ack mode, every item already in the stream) has
+//! been acked or dropped, so an application finishing the message in hand does not get it
+//! redelivered. Then the core closes each connection once its messages are answered (or at
+//! the deadline). `close` returns once every socket is closed: the stream end and the TLS
+//! `close_notify` are written and the server has closed its side, or
+//! [`Config::disconnect_grace`] has passed (so at most that long after the deadline), and a
+//! process may exit at once. The [`Report`] lists the messages never answered
+//! and the upstream messages and receipts never acked (the server redelivers those). The
+//! [`UpstreamStream`] ends then.
+//!
+//! # Resources
+//!
+//! Every queue is bounded: messages by `max_queue` (of [`ClientConfig`]); the adapter's
+//! commands, socket reads and upstream items by fixed or configured capacities; bytes waiting
+//! to be written on a connection by [`Config::write_limit`] (a server that stops reading
+//! makes its connection fail rather than memory grow). Each connection is one task owning
+//! its socket; when the core gives a connection up (closed, dead after an unanswered ping,
+//! replaced), the task gets [`Config::disconnect_grace`] to flush and close cleanly and is
+//! then stopped, whatever the peer does. [`Event::SocketClosed`] reports each socket's end,
+//! and [`Stats::sockets`] counts the live ones.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod driver;
 mod tls;
+mod transport;
+mod upstream;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ccs_proto::client::{ClientEvent, ClientStats, DownReason, Outcome};
-use ccs_proto::connection::{AckError, AckHandle, ConnId};
+use ccs_proto::connection::ConnId;
 use ccs_proto::credentials::{SenderId, ServerKey};
-use ccs_proto::message::{Downstream, MessageId, Receipt, Upstream};
-use ccs_proto::{ClientConfig, ConnectionConfig};
+use ccs_proto::message::{Downstream, MessageId};
+use ccs_proto::{AckMode, ClientConfig, ConnectionConfig};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_rustls::TlsConnector;
 
 pub use ccs_proto;
 pub use tls::describe_tls_error;
 pub use tls::{Endpoint, TlsOptions};
+pub use upstream::{AckToken, UpstreamItem, UpstreamStream};
 
-use driver::{Command, Driver};
+use driver::{Command, Driver, Parts, Submit, UpstreamSide};
+use upstream::{StreamShared, Tokens};
 
 /// Everything [`Client::connect`] needs.
 #[derive(Debug, Clone)]
@@ -74,6 +130,19 @@ pub struct Config {
     pub read_buffer: usize,
     /// Capacity of the [`Client::events`] channel. Default 1024.
     pub event_capacity: usize,
+    /// Upstream messages and receipts waiting in the [`UpstreamStream`] (in auto-ack mode,
+    /// counting those taken whose ack is on its way). When it is full, a new one is neither
+    /// handed over nor acked: the server redelivers it on a later connection (see the crate
+    /// docs). Default 1024, at least 1.
+    pub upstream_capacity: usize,
+    /// Bytes waiting to be written on one connection beyond which the connection counts as
+    /// failed (the server has stopped reading). Default 16 MiB, at least 64 KiB; a
+    /// connection holds at most twice this (the batch being written and the queue behind it).
+    pub write_limit: usize,
+    /// How long a connection the client gave up (closed, dead, replaced) gets to write what
+    /// is queued, its stream end and TLS `close_notify`, and see the server close its side,
+    /// before its socket is closed regardless. Default 2 s.
+    pub disconnect_grace: Duration,
 }
 
 impl Config {
@@ -85,6 +154,9 @@ impl Config {
             client: ClientConfig::new(ConnectionConfig::new(sender_id, server_key)),
             read_buffer: 64 * 1024,
             event_capacity: 1024,
+            upstream_capacity: 1024,
+            write_limit: 16 * 1024 * 1024,
+            disconnect_grace: Duration::from_secs(2),
         }
     }
 }
@@ -182,86 +254,6 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
-/// An upstream message or receipt, from [`Client::upstream`].
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum UpstreamItem {
-    /// A message from a device.
-    Message {
-        /// The message.
-        message: Box<Upstream>,
-        /// In manual-ack mode, the token to ack it with once it is handled.
-        ack: Option<AckToken>,
-    },
-    /// A delivery receipt.
-    Receipt {
-        /// The receipt.
-        receipt: Box<Receipt>,
-        /// In manual-ack mode, the token to ack it with.
-        ack: Option<AckToken>,
-    },
-}
-
-/// Acks one upstream message or receipt (manual-ack mode). Valid while the connection it
-/// arrived on lives; after that the server redelivers the message and the new copy has its
-/// own token.
-#[derive(Debug)]
-pub struct AckToken {
-    handle: AckHandle,
-    cmd: mpsc::WeakUnboundedSender<Command>,
-}
-
-impl AckToken {
-    fn new(handle: AckHandle, cmd: mpsc::WeakUnboundedSender<Command>) -> Self {
-        Self { handle, cmd }
-    }
-
-    /// The id of the message this token acks.
-    pub fn message_id(&self) -> &MessageId {
-        self.handle.message_id()
-    }
-
-    /// Acks the message on its connection.
-    pub async fn ack(self) -> Result<(), AckError> {
-        let (reply, rx) = oneshot::channel();
-        let sent = self.cmd.upgrade().is_some_and(|tx| {
-            tx.send(Command::Ack {
-                handle: self.handle,
-                reply,
-            })
-            .is_ok()
-        });
-        if !sent {
-            return Err(AckError::ConnectionGone);
-        }
-        rx.await.unwrap_or(Err(AckError::ConnectionGone))
-    }
-}
-
-/// The stream of upstream messages and receipts.
-#[derive(Debug)]
-pub struct UpstreamStream {
-    rx: mpsc::UnboundedReceiver<UpstreamItem>,
-}
-
-impl UpstreamStream {
-    /// The next upstream message or receipt; `None` once the client has stopped.
-    pub async fn recv(&mut self) -> Option<UpstreamItem> {
-        self.rx.recv().await
-    }
-}
-
-impl futures_core::Stream for UpstreamStream {
-    type Item = UpstreamItem;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<UpstreamItem>> {
-        self.rx.poll_recv(cx)
-    }
-}
-
 /// Monitoring events, from [`Client::events`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -298,6 +290,17 @@ pub enum Event {
         /// Its outcome.
         outcome: Outcome,
     },
+    /// The socket of a connection (or connection attempt) is closed and its task has ended.
+    /// Comes once per connection, after the core gave it up ([`Event::ConnectionDown`]).
+    SocketClosed {
+        /// Which.
+        id: ConnId,
+        /// Whether it ended cleanly: everything queued, the stream end and our TLS
+        /// `close_notify` were written, and the server closed its side with its own, within
+        /// [`Config::disconnect_grace`]. Otherwise the socket failed, or was closed at the
+        /// end of the grace with whatever was still unwritten.
+        graceful: bool,
+    },
     /// Any other event of the core (draining, retries, anomalies, ...).
     Core(Box<ClientEvent>),
     /// The client has closed.
@@ -312,6 +315,42 @@ pub struct Report {
     pub unsent: Vec<MessageId>,
     /// Whether the deadline ended the close.
     pub deadline_passed: bool,
+    /// Upstream messages and receipts received and never acked, in the order they arrived:
+    /// those whose [`AckToken`] was dropped or came too late, those still buffered in the
+    /// [`UpstreamStream`], and those left un-acked because it was full or, in manual-ack
+    /// mode, not read. The server redelivers each of them (to a later client). One whose
+    /// redelivered copy was acked is not listed. The last 10 000 are remembered.
+    pub unacked_upstream: Vec<UnackedUpstream>,
+}
+
+/// An upstream message or receipt received and never acked, in [`Report::unacked_upstream`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnackedUpstream {
+    /// Its id (a receipt's keeps its `dr2:` prefix).
+    pub message_id: MessageId,
+    /// Its `from`: the device's registration token, or the server for a receipt.
+    pub from: String,
+    /// Whether it is a delivery receipt.
+    pub receipt: bool,
+}
+
+/// Counters of a [`Client`], from [`Client::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The core's counters.
+    pub core: ClientStats,
+    /// Auto-ack mode: upstream messages and receipts acked at once without being handed
+    /// over, because nobody reads the [`UpstreamStream`] (it was never taken, or dropped).
+    pub upstream_discarded: u64,
+    /// Upstream messages and receipts neither handed over nor acked, so that the server
+    /// redelivers them later: the [`UpstreamStream`] was full, or (manual-ack mode) nobody
+    /// reads it.
+    pub upstream_deferred: u64,
+    /// Connections whose task is running: dialling, open, or closing (within
+    /// [`Config::disconnect_grace`]). Each has at most one socket.
+    pub sockets: usize,
 }
 
 /// A CCS client. Cheap to clone; `Send` and `Sync`.
@@ -322,11 +361,13 @@ pub struct Client {
 
 #[derive(Debug)]
 struct Inner {
-    cmd: mpsc::UnboundedSender<Command>,
-    closing: std::sync::atomic::AtomicBool,
+    submit: mpsc::Sender<Submit>,
+    control: mpsc::Sender<Command>,
+    closing: AtomicBool,
     permits: Arc<Semaphore>,
     max_queue: usize,
     upstream: Mutex<Option<UpstreamStream>>,
+    stream: Arc<StreamShared>,
     events: broadcast::Sender<Event>,
 }
 
@@ -342,33 +383,59 @@ impl Client {
         let tls_config = tls::client_config(&config.tls).map_err(ConnectError::Config)?;
         let server_name =
             tls::server_name(&config.endpoint, &config.tls).map_err(ConnectError::Config)?;
-        let permits = config.client.max_queue;
-        let core = ccs_proto::Client::new(config.client, Instant::now())
+        let mut core_config = config.client;
+        // The adapter acks on hand-over in auto mode (see the crate docs): the core only
+        // ever acks when told.
+        let auto = !matches!(core_config.connection.ack_mode, AckMode::Manual);
+        core_config.connection.ack_mode = AckMode::Manual;
+        let max_queue = core_config.max_queue;
+        let core = ccs_proto::Client::new(core_config, Instant::now())
             .map_err(|e| ConnectError::Config(e.to_string()))?;
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (up_tx, up_rx) = mpsc::unbounded_channel();
+        // One slot per queue permit: never full for a sender holding a permit.
+        let (submit_tx, submit_rx) = mpsc::channel(max_queue);
+        let (control_tx, control_rx) = mpsc::channel(driver::CONTROL_CAPACITY);
+        let upstream_capacity = config.upstream_capacity.max(1);
+        let (up_tx, up_rx) = mpsc::channel(upstream_capacity);
+        let (taken_tx, taken_rx) = mpsc::channel(upstream_capacity);
+        let stream = Arc::new(StreamShared::default());
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (first_tx, first_rx) = oneshot::channel();
-        let driver = Driver {
+        let driver = Driver::new(Parts {
             core,
-            cmd_rx,
-            upstream_tx: Some(up_tx),
+            submit_rx,
+            control_rx,
+            control_tx: control_tx.clone(),
+            taken_rx,
+            upstream: UpstreamSide {
+                tx: up_tx,
+                room: Arc::new(Semaphore::new(upstream_capacity)),
+                shared: Arc::clone(&stream),
+                tokens: Arc::new(Tokens::default()),
+                auto,
+            },
             events: events.clone(),
-            cmd_tx: cmd_tx.downgrade(),
             endpoint: config.endpoint,
             server_name,
             tls: TlsConnector::from(tls_config),
             read_buffer: config.read_buffer.max(4096),
-            first: Some(first_tx),
-        };
+            write_limit: config.write_limit.max(64 * 1024),
+            disconnect_grace: config.disconnect_grace,
+            first: first_tx,
+        });
         tokio::spawn(driver.run());
         let client = Self {
             inner: Arc::new(Inner {
-                cmd: cmd_tx,
-                closing: std::sync::atomic::AtomicBool::new(false),
-                permits: Arc::new(Semaphore::new(permits)),
-                max_queue: permits,
-                upstream: Mutex::new(Some(UpstreamStream { rx: up_rx })),
+                submit: submit_tx,
+                control: control_tx,
+                closing: AtomicBool::new(false),
+                permits: Arc::new(Semaphore::new(max_queue)),
+                max_queue,
+                upstream: Mutex::new(Some(UpstreamStream::new(
+                    up_rx,
+                    taken_tx,
+                    Arc::clone(&stream),
+                ))),
+                stream,
                 events,
             }),
         };
@@ -388,8 +455,7 @@ impl Client {
         let Ok(permit) = self.inner.permits.clone().acquire_owned().await else {
             return Err(SendError::closed(Some(message)));
         };
-        let rx = self.submit(message, permit)?;
-        rx.await.unwrap_or(Err(SendError::closed(None)))
+        self.submit(message, permit)?.await
     }
 
     /// Queues a message without waiting. Returns a future of its outcome, or the message
@@ -403,50 +469,58 @@ impl Client {
                 message: Some(Box::new(message)),
             });
         };
-        Ok(PendingOutcome {
-            rx: self.submit(message, permit)?,
-        })
+        self.submit(message, permit)
     }
 
     fn submit(
         &self,
         message: Downstream,
         permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<oneshot::Receiver<Result<Outcome, SendError>>, SendError> {
-        if self
-            .inner
-            .closing
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+    ) -> Result<PendingOutcome, SendError> {
+        if self.inner.closing.load(Ordering::Acquire) {
             return Err(SendError {
                 kind: ccs_proto::client::SendErrorKind::Closing,
                 message: Some(Box::new(message)),
             });
         }
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .cmd
-            .send(Command::Send {
-                message,
-                reply,
-                permit,
-            })
-            .map_err(|e| match e.0 {
-                Command::Send { message, .. } => SendError::closed(Some(message)),
-                _ => SendError::closed(None),
-            })?;
-        Ok(rx)
+        let submit = Submit {
+            message,
+            reply,
+            permit,
+        };
+        // Never full: the channel has a slot for each queue permit, and `permit` is one.
+        self.inner.submit.try_send(submit).map_err(|e| {
+            let submit = match e {
+                mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
+            };
+            SendError::closed(Some(submit.message))
+        })?;
+        Ok(PendingOutcome {
+            rx,
+            events: self.inner.events.clone(),
+        })
     }
 
     /// The upstream messages and receipts. The first call takes the stream; later calls get
-    /// `None`. In auto-ack mode a message is acked on arrival whether or not it is read:
-    /// read this stream, or the messages are dropped (and logged) once it is gone.
+    /// `None`.
+    ///
+    /// In auto-ack mode an item is acked when it is taken from the stream; until the stream
+    /// is taken, and once it is dropped, upstream messages are acked on arrival and
+    /// discarded ([`Stats::upstream_discarded`] counts them). In manual-ack mode they are
+    /// left un-acked instead ([`Stats::upstream_deferred`]), and the server redelivers them
+    /// on a later connection.
     pub fn upstream(&self) -> Option<UpstreamStream> {
-        self.inner
+        let stream = self
+            .inner
             .upstream
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
+            .take();
+        if stream.is_some() {
+            self.inner.stream.taken.store(true, Ordering::Release);
+        }
+        stream
     }
 
     /// Monitoring events. A receiver that falls behind by more than the channel capacity
@@ -455,29 +529,37 @@ impl Client {
         self.inner.events.subscribe()
     }
 
-    /// The core's counters.
-    pub async fn stats(&self) -> Option<ClientStats> {
+    /// The counters; `None` once the client has stopped.
+    pub async fn stats(&self) -> Option<Stats> {
         let (reply, rx) = oneshot::channel();
-        self.inner.cmd.send(Command::Stats { reply }).ok()?;
+        self.inner
+            .control
+            .send(Command::Stats { reply })
+            .await
+            .ok()?;
         rx.await.ok()
     }
 
     /// Stops taking work, sends what is queued while connections live, waits for answers
     /// until `deadline` from now, closes every connection, and reports what was never
-    /// answered.
+    /// answered and which upstream messages were never acked.
+    ///
+    /// Acks of [`AckToken`]s already handed out (and items already in the
+    /// [`UpstreamStream`], which auto-ack mode acks when they are taken) still go through
+    /// until the deadline: the connections stay open until every such token is acked or
+    /// dropped, or the deadline passes. Drop the stream if you will not read it any more.
+    ///
+    /// Returns once every socket is closed: the stream end and the TLS `close_notify` are
+    /// written (a connection that cannot get them out within [`Config::disconnect_grace`] is
+    /// closed without them). Cancel-safe until the close is asked for (while it waits for
+    /// room in the command queue).
     pub async fn close(&self, deadline: Duration) -> Report {
-        self.inner
-            .closing
-            .store(true, std::sync::atomic::Ordering::Release);
-        let (reply, rx) = oneshot::channel();
-        if self
-            .inner
-            .cmd
-            .send(Command::Close { deadline, reply })
-            .is_err()
-        {
+        let Ok(slot) = self.inner.control.reserve().await else {
             return Report::default();
-        }
+        };
+        self.inner.closing.store(true, Ordering::Release);
+        let (reply, rx) = oneshot::channel();
+        slot.send(Command::Close { deadline, reply });
         rx.await.unwrap_or_default()
     }
 }
@@ -495,10 +577,16 @@ pub fn tls_connector(
     ))
 }
 
-/// The outcome of a message queued by [`Client::try_send`].
+/// What the driver answers a queued message with: the message back and its outcome.
+type Answer = Result<(Box<Downstream>, Outcome), SendError>;
+
+/// The outcome of a message queued by [`Client::try_send`]. Dropping it before it resolves
+/// loses nothing: the outcome is published as [`Event::DetachedOutcome`] (also when it had
+/// already arrived).
 #[derive(Debug)]
 pub struct PendingOutcome {
-    rx: oneshot::Receiver<Result<Outcome, SendError>>,
+    rx: oneshot::Receiver<Answer>,
+    events: broadcast::Sender<Event>,
 }
 
 impl std::future::Future for PendingOutcome {
@@ -508,9 +596,24 @@ impl std::future::Future for PendingOutcome {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(SendError::closed(None))))
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| match r {
+            Ok(Ok((_, outcome))) => Ok(outcome),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SendError::closed(None)),
+        })
+    }
+}
+
+impl Drop for PendingOutcome {
+    fn drop(&mut self) {
+        // After `close` the driver can no longer answer here (it publishes the outcome
+        // itself); an answer that came before is taken and published instead of lost.
+        self.rx.close();
+        if let Ok(Ok((message, outcome))) = self.rx.try_recv() {
+            let _ = self
+                .events
+                .send(Event::DetachedOutcome { message, outcome });
+        }
     }
 }
 
@@ -522,5 +625,13 @@ mod tests {
     fn client_is_send_sync_clone() {
         fn check<T: Send + Sync + Clone>() {}
         check::<Client>();
+    }
+
+    #[test]
+    fn upstream_types_are_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<UpstreamStream>();
+        check::<UpstreamItem>();
+        check::<AckToken>();
     }
 }

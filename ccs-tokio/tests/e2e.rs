@@ -6,13 +6,15 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use ccs_emulator::{
-    DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, Emulator, EmulatorConfig, EmulatorHandle, Ledger,
+    ConnectionEnd, DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, Emulator, EmulatorConfig, EmulatorHandle,
+    Ledger,
 };
 use ccs_proto::AckMode;
-use ccs_proto::client::{Outcome, SendErrorKind};
+use ccs_proto::client::{DownReason, Outcome, SendErrorKind};
+use ccs_proto::connection::CloseReason;
 use ccs_proto::credentials::{SenderId, ServerKey};
 use ccs_proto::message::Downstream;
-use ccs_tokio::{Client, Config, ConnectError, Endpoint, UpstreamItem};
+use ccs_tokio::{AckToken, Client, Config, ConnectError, Endpoint, Event, UpstreamItem};
 use serde_json::json;
 
 /// A safety net for a hung test; nothing waits on it in a passing run.
@@ -391,12 +393,16 @@ async fn dropping_a_send_future_after_queueing_loses_nothing() {
         .await
         .unwrap();
     let mut events = client.events();
+    // No answer can come before the future is dropped (else a preempted test thread may find
+    // the outcome already there on the first poll).
+    emu.pause_reading();
     {
         let fut = client.send(msg(1));
         tokio::pin!(fut);
         // Poll once so it is queued, then drop it.
-        let _ = futures_poll_once(fut.as_mut()).await;
+        assert!(futures_poll_once(fut.as_mut()).await.is_none());
     }
+    emu.resume_reading();
     loop {
         match within("event", events.recv()).await.unwrap() {
             ccs_tokio::Event::DetachedOutcome { message, outcome } => {
@@ -411,6 +417,36 @@ async fn dropping_a_send_future_after_queueing_loses_nothing() {
     let ledger = emu.shutdown().await;
     assert_eq!(ledger.total.downstream_received, 1);
     assert_clean(&ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_that_arrived_before_its_future_was_dropped_is_published() {
+    let emu = emulator(|_| {}).await;
+    let client = within("connect", Client::connect(config_for(&emu)))
+        .await
+        .unwrap();
+    let mut events = client.events();
+    let pending = client.try_send(msg(1)).unwrap();
+    // Answered in order: once the second outcome is here, the first one has arrived too, in
+    // the future nobody polls any more.
+    assert!(
+        within("send", client.send(msg(2)))
+            .await
+            .unwrap()
+            .is_acked()
+    );
+    drop(pending);
+    loop {
+        if let Event::DetachedOutcome { message, outcome } =
+            within("event", events.recv()).await.unwrap()
+        {
+            assert_eq!(message.message_id().as_str(), "m-1");
+            assert!(outcome.is_acked());
+            break;
+        }
+    }
+    within("close", client.close(Duration::from_secs(5))).await;
+    assert_clean(&emu.shutdown().await);
 }
 
 async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Output> {
@@ -442,4 +478,364 @@ async fn try_send_gives_the_message_back_when_the_queue_is_full() {
         ));
     }
     emu.shutdown().await;
+}
+
+fn big_msg(i: usize, bytes: usize) -> Downstream {
+    Downstream::builder("token-big", format!("big-{i}"))
+        .unwrap()
+        .data(json!({ "blob": "x".repeat(bytes) }))
+        .unwrap()
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_leaves_no_task_or_socket_behind() {
+    let emu = emulator(|c| {
+        c.max_data_bytes = 1 << 20;
+        c.window = 200;
+    })
+    .await;
+    let mut config = config_for(&emu);
+    config.client.connection.window = 200;
+    config.client.connection.ping_after = Duration::from_millis(300);
+    config.client.connection.ping_timeout = Duration::from_millis(300);
+    config.disconnect_grace = Duration::from_millis(300);
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    let mut events = client.events();
+    emu.pause_reading();
+    // About 10 MB (in stanzas below the server's 64 KiB limit): more than both TCP buffers
+    // hold, so the connection's writer blocks.
+    let pending: Vec<_> = (0..170)
+        .map(|i| client.try_send(big_msg(i, 60 * 1024)).unwrap())
+        .collect();
+    // The core gives the connection up when its ping goes unanswered; its socket must then
+    // close and its tasks end, although the peer still reads nothing.
+    let mut dead = None;
+    let graceful = within("the socket of the dead connection closes", async {
+        loop {
+            match events.recv().await.unwrap() {
+                Event::ConnectionDown { id, reason, .. } if dead.is_none() => {
+                    assert_eq!(reason, DownReason::Closed(CloseReason::PingTimeout));
+                    dead = Some(id);
+                }
+                Event::SocketClosed { id, graceful } if Some(id) == dead => break graceful,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        !graceful,
+        "nothing could be flushed to a peer that does not read"
+    );
+    let sockets = client.stats().await.unwrap().sockets;
+    assert!(sockets <= 1, "only the replacement may be open: {sockets}");
+    // The server, reading again, finds the connection closed without the stream end.
+    emu.resume_reading();
+    let ledger = within(
+        "the server sees the end",
+        emu.wait_until(|l| l.connection(1).is_some_and(|c| c.end.is_some())),
+    )
+    .await;
+    let end = ledger.connection(1).unwrap().end.clone();
+    assert_ne!(end, Some(ConnectionEnd::ClientClosed));
+    // Nothing is lost: the messages go out again on the next connection.
+    for p in pending {
+        assert!(within("outcome", p).await.unwrap().is_acked());
+    }
+    within("close", client.close(Duration::from_secs(5))).await;
+    assert_clean(&emu.shutdown().await);
+}
+
+/// A runtime of its own, so that a test can drop it as a process exits.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn close_returns_after_the_stream_end_and_close_notify_are_written() {
+    let server = runtime();
+    let emu = server.block_on(emulator(|_| {}));
+    let config = config_for(&emu);
+    let client_runtime = runtime();
+    let seen = client_runtime.block_on(async {
+        let client = within("connect", Client::connect(config)).await.unwrap();
+        let mut events = client.events();
+        within("close", client.close(Duration::from_secs(5))).await;
+        let mut seen = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            seen.push(e);
+        }
+        seen
+    });
+    // As a process that exits right after `close` returns.
+    drop(client_runtime);
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::SocketClosed { graceful: true, .. })),
+        "the socket closed gracefully before close returned: {seen:?}"
+    );
+    let ledger = server.block_on(within(
+        "the server sees every connection end",
+        emu.wait_until(|l| l.connections_closed == l.connections_opened),
+    ));
+    for c in &ledger.connections {
+        assert_eq!(c.end, Some(ConnectionEnd::ClientClosed), "{c:?}");
+    }
+}
+
+/// Two round trips: after the first, the client has read everything the server wrote before
+/// it; after the second, the server has read everything the client wrote in between (acks
+/// sent on arrival included).
+async fn round_trips(client: &Client, tag: &str) {
+    for i in 0..2 {
+        let m = Downstream::builder("token-sync", format!("sync-{tag}-{i}"))
+            .unwrap()
+            .build();
+        assert!(
+            within("round trip", client.send(m))
+                .await
+                .unwrap()
+                .is_acked()
+        );
+    }
+}
+
+async fn next_message(upstream: &mut ccs_tokio::UpstreamStream) -> (String, Option<AckToken>) {
+    match within("upstream", upstream.recv()).await {
+        Some(UpstreamItem::Message { message, ack }) => (message.message_id.to_string(), ack),
+        other => panic!("expected an upstream message, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_acks_a_message_when_the_application_takes_it() {
+    let emu = emulator(|c| {
+        c.upstream_after_bind = Duration::ZERO;
+        c.max_unacked_upstream = 3;
+    })
+    .await;
+    let client = within("connect", Client::connect(config_for(&emu)))
+        .await
+        .unwrap();
+    let mut upstream = client.upstream().unwrap();
+    for i in 0..5 {
+        emu.inject_upstream_data(format!("device-{i}"), serde_json::Map::new());
+    }
+    within("sent", emu.wait_until(|l| l.total.upstream_sent == 3)).await;
+    round_trips(&client, "a").await;
+    let ledger = emu.ledger();
+    assert_eq!(ledger.total.upstream_acked, 0, "acked before it was taken");
+    assert_eq!(
+        ledger.total.upstream_sent, 3,
+        "the server's limit of un-acked messages holds the rest back"
+    );
+    let (id, ack) = next_message(&mut upstream).await;
+    assert_eq!(id, "emu-up-1");
+    assert!(ack.is_none(), "auto mode: no token");
+    within(
+        "taking it acks it, and the server sends the next",
+        emu.wait_until(|l| l.total.upstream_acked == 1 && l.total.upstream_sent == 4),
+    )
+    .await;
+    for _ in 0..4 {
+        next_message(&mut upstream).await;
+    }
+    within("all acked", emu.wait_until(|l| l.total.upstream_acked == 5)).await;
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.upstream_discarded, stats.upstream_deferred), (0, 0));
+    let report = within("close", client.close(Duration::from_secs(5))).await;
+    assert!(report.unacked_upstream.is_empty(), "{report:?}");
+    assert_clean(&emu.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_without_a_reader_acks_at_once_and_counts_discarded() {
+    let emu = emulator(|c| c.upstream_after_bind = Duration::ZERO).await;
+    let client = within("connect", Client::connect(config_for(&emu)))
+        .await
+        .unwrap();
+    // The stream was never taken.
+    for _ in 0..3 {
+        emu.inject_upstream_data("device-1", serde_json::Map::new());
+    }
+    within("acked", emu.wait_until(|l| l.total.upstream_acked == 3)).await;
+    assert_eq!(client.stats().await.unwrap().upstream_discarded, 3);
+    // Taken, then dropped.
+    drop(client.upstream().unwrap());
+    for _ in 0..2 {
+        emu.inject_upstream_data("device-1", serde_json::Map::new());
+    }
+    within("acked", emu.wait_until(|l| l.total.upstream_acked == 5)).await;
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.upstream_discarded, stats.upstream_deferred), (5, 0));
+    let report = within("close", client.close(Duration::from_secs(5))).await;
+    assert!(report.unacked_upstream.is_empty(), "{report:?}");
+    assert_clean(&emu.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_upstream_stream_leaves_messages_for_the_server_to_redeliver() {
+    let emu = emulator(|c| {
+        c.upstream_after_bind = Duration::ZERO;
+        c.max_unacked_upstream = 10;
+        c.drain_grace = Duration::from_millis(100);
+    })
+    .await;
+    let mut config = config_for(&emu);
+    config.upstream_capacity = 3;
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    let mut upstream = client.upstream().unwrap();
+    for i in 0..5 {
+        emu.inject_upstream_data(format!("device-{i}"), serde_json::Map::new());
+    }
+    within("sent", emu.wait_until(|l| l.total.upstream_sent == 5)).await;
+    round_trips(&client, "a").await;
+    assert_eq!(client.stats().await.unwrap().upstream_deferred, 2);
+    assert_eq!(emu.ledger().total.upstream_acked, 0);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(next_message(&mut upstream).await.0);
+    }
+    within(
+        "three acked",
+        emu.wait_until(|l| l.total.upstream_acked == 3),
+    )
+    .await;
+    // The other two were neither handed over nor acked: when this connection ends, the
+    // server sends them again on the next one.
+    emu.drain_all();
+    for _ in 0..2 {
+        ids.push(next_message(&mut upstream).await.0);
+    }
+    ids.sort();
+    assert_eq!(
+        ids,
+        (1..=5).map(|i| format!("emu-up-{i}")).collect::<Vec<_>>()
+    );
+    let ledger = within("all acked", emu.wait_until(|l| l.total.upstream_acked == 5)).await;
+    assert_eq!(ledger.total.redelivered, 2);
+    within("close", client.close(Duration::from_secs(5))).await;
+    assert_clean(&emu.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_of_held_tokens_go_through_while_closing() {
+    let emu = emulator(|c| c.upstream_after_bind = Duration::ZERO).await;
+    let mut config = config_for(&emu);
+    config.client.connection.ack_mode = AckMode::Manual;
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    let mut upstream = client.upstream().unwrap();
+    emu.inject_upstream_data("device-1", serde_json::Map::new());
+    let (_, token) = next_message(&mut upstream).await;
+    drop(upstream);
+    let close = client.close(Duration::from_secs(10));
+    tokio::pin!(close);
+    // Asks for the close (its command is queued before the ack)...
+    assert!(futures_poll_once(close.as_mut()).await.is_none());
+    // ...and the application, still handling the message, acks it.
+    within("ack", token.unwrap().ack()).await.unwrap();
+    let report = within("close", close).await;
+    assert!(
+        !report.deadline_passed,
+        "the close did not wait for the deadline"
+    );
+    assert!(report.unacked_upstream.is_empty(), "{report:?}");
+    let ledger = emu.shutdown().await;
+    assert_eq!(ledger.total.upstream_acked, 1);
+    assert_eq!(ledger.total.redelivered, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_held_tokens_until_its_deadline() {
+    let emu = emulator(|c| c.upstream_after_bind = Duration::ZERO).await;
+    let mut config = config_for(&emu);
+    config.client.connection.ack_mode = AckMode::Manual;
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    let mut upstream = client.upstream().unwrap();
+    emu.inject_upstream_data("device-1", serde_json::Map::new());
+    let (id, token) = next_message(&mut upstream).await;
+    let mut events = client.events();
+    // The token is held and never used: the close waits for it, then gives up.
+    let report = within("close", client.close(Duration::from_millis(200))).await;
+    assert!(report.deadline_passed);
+    assert_eq!(
+        report
+            .unacked_upstream
+            .iter()
+            .map(|u| (u.message_id.as_str(), u.from.as_str()))
+            .collect::<Vec<_>>(),
+        [(id.as_str(), "device-1")]
+    );
+    assert!(
+        std::iter::from_fn(|| events.try_recv().ok())
+            .any(|e| matches!(e, Event::SocketClosed { graceful: true, .. }))
+    );
+    assert_eq!(
+        token.unwrap().ack().await,
+        Err(ccs_proto::connection::AckError::ConnectionGone)
+    );
+    assert!(
+        upstream.recv().await.is_none(),
+        "the stream ends with the client"
+    );
+    let ledger = emu.shutdown().await;
+    assert_eq!(ledger.total.upstream_acked, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_reports_upstream_messages_never_acked() {
+    let emu = emulator(|c| c.upstream_after_bind = Duration::ZERO).await;
+    let client = within("connect", Client::connect(config_for(&emu)))
+        .await
+        .unwrap();
+    let mut upstream = client.upstream().unwrap();
+    for i in 1..=3 {
+        emu.inject_upstream_data(format!("device-{i}"), serde_json::Map::new());
+    }
+    within("sent", emu.wait_until(|l| l.total.upstream_sent == 3)).await;
+    round_trips(&client, "a").await;
+    // One taken (so acked); two still buffered in the stream when it is dropped.
+    assert_eq!(next_message(&mut upstream).await.0, "emu-up-1");
+    drop(upstream);
+    let report = within("close", client.close(Duration::from_secs(5))).await;
+    assert!(!report.deadline_passed);
+    let unacked: Vec<_> = report
+        .unacked_upstream
+        .iter()
+        .map(|u| (u.message_id.as_str(), u.from.as_str(), u.receipt))
+        .collect();
+    assert_eq!(
+        unacked,
+        [
+            ("emu-up-2", "device-2", false),
+            ("emu-up-3", "device-3", false)
+        ]
+    );
+    let ledger = emu.shutdown().await;
+    assert_eq!(ledger.total.upstream_acked, 1);
+    // The server keeps them for the next client.
+    assert_eq!(ledger.upstream_queued, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_mode_without_a_reader_leaves_messages_unacked() {
+    let emu = emulator(|c| c.upstream_after_bind = Duration::ZERO).await;
+    let mut config = config_for(&emu);
+    config.client.connection.ack_mode = AckMode::Manual;
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    emu.inject_upstream_data("device-1", serde_json::Map::new());
+    within("sent", emu.wait_until(|l| l.total.upstream_sent == 1)).await;
+    round_trips(&client, "a").await;
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.upstream_discarded, stats.upstream_deferred), (0, 1));
+    let report = within("close", client.close(Duration::from_secs(5))).await;
+    assert_eq!(report.unacked_upstream.len(), 1);
+    let ledger = emu.shutdown().await;
+    assert_eq!(ledger.total.upstream_acked, 0);
+    assert_eq!(ledger.upstream_queued, 1);
 }
