@@ -11,8 +11,8 @@
 //! - **Inputs** (from the adapter): [`Client::handle_connected`],
 //!   [`Client::handle_connect_failed`], [`Client::handle_input`], [`Client::handle_eof`],
 //!   [`Client::handle_timeout`] (may be called spuriously: it then does nothing).
-//! - **Commands** (from the application): [`Client::send`], [`Client::ack`] (manual acks),
-//!   [`Client::close`].
+//! - **Commands** (from the application): [`Client::send`], [`Client::ack`] and
+//!   [`Client::release`] (manual acks), [`Client::close`].
 //! - **Outputs**: [`Client::poll_output`] gives, in order, [`Output::Connect`] (open a
 //!   transport for this id), [`Output::Transmit`] (write these bytes on it),
 //!   [`Output::Disconnect`] (close it after writing what came before; forget the id), and
@@ -1453,7 +1453,9 @@ impl Client {
     /// Starts a graceful close: `send` refuses new messages; the queue is still sent while
     /// connections live (and connections are still opened while there is something to
     /// send); once nothing waits to be sent, each connection is closed after the answers to
-    /// its messages in flight, or at `deadline`. Then every message never answered is given
+    /// its messages in flight and the application's acks of the upstream messages it holds
+    /// handles for (manual mode: [`ack`](Self::ack) goes through until the deadline, and
+    /// [`release`](Self::release) gives a handle up), or at `deadline`. Then every message never answered is given
     /// back as [`Outcome::Unsent`], and [`ClientEvent::Closed`] ends it all. Calling it
     /// again can only bring the deadline forward.
     pub fn close(&mut self, now: Instant, deadline: Instant) {
@@ -1465,6 +1467,19 @@ impl Client {
             Lifecycle::Running => Lifecycle::Closing { deadline },
         };
         self.pump(now);
+    }
+
+    /// The application will not ack this handle (manual mode: it dropped it unused). A
+    /// graceful close then need not wait for it; the message stays un-acked and the server
+    /// redelivers it. Handles already acked, or of a connection that is gone, are ignored.
+    pub fn release(&mut self, now: Instant, handle: &AckHandle) {
+        let id = handle.conn();
+        if let Some(conn) = self.conns.get_mut(&id).and_then(|e| e.conn.as_mut())
+            && conn.release(now, handle)
+        {
+            self.touch(id);
+            self.pump(now);
+        }
     }
 
     // ---- internals: the pump ----

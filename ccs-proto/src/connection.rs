@@ -434,8 +434,8 @@ const SESSION_ID: &str = "sess_1";
 ///   [`handle_eof`](Self::handle_eof) (the transport ended),
 ///   [`handle_timeout`](Self::handle_timeout) (the deadline from `poll_timeout` passed; a
 ///   spurious call does nothing).
-/// - **Commands:** [`send`](Self::send), [`ack`](Self::ack) (manual mode),
-///   [`close`](Self::close).
+/// - **Commands:** [`send`](Self::send), [`ack`](Self::ack) and [`release`](Self::release)
+///   (manual mode), [`close`](Self::close).
 /// - **Outputs:** [`poll_transmit`](Self::poll_transmit) (bytes to write),
 ///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
 /// - **Getters:** [`state`](Self::state), [`in_flight`](Self::in_flight),
@@ -783,12 +783,16 @@ impl Connection {
             return Err(AckError::NotPending);
         }
         self.write_ack(now, &handle.ack);
+        self.maybe_finish_close(now);
         Ok(())
     }
 
-    /// Starts a graceful close: nothing new is sent; answers to messages in flight are awaited
-    /// until `deadline`; then `</stream:stream>` is sent and the connection is closed.
-    /// Messages still unanswered come back in [`ConnectionEvent::Closed`].
+    /// Starts a graceful close: nothing new is sent; answers to messages in flight, and the
+    /// application's acks of upstream messages it holds handles for (manual mode), are
+    /// awaited until `deadline` ([`ack`](Self::ack) works meanwhile;
+    /// [`release`](Self::release) says a handle will not be used); then `</stream:stream>`
+    /// is sent and the connection is closed. Messages still unanswered come back in
+    /// [`ConnectionEvent::Closed`].
     pub fn close(&mut self, now: Instant, deadline: Instant) {
         match self.state {
             State::Closed => return,
@@ -801,6 +805,22 @@ impl Connection {
         self.state = State::Closing;
         self.close_deadline = Some(self.close_deadline.map_or(deadline, |d| d.min(deadline)));
         self.maybe_finish_close(now);
+    }
+
+    /// The application will not ack this handle (manual mode; it dropped it): a graceful
+    /// close need not wait for it. The message stays un-acked, so the server redelivers it.
+    /// Returns whether the handle was pending.
+    pub fn release(&mut self, now: Instant, handle: &AckHandle) -> bool {
+        if handle.conn != self.id || !self.awaiting_ack.remove(&handle.ack) {
+            return false;
+        }
+        self.maybe_finish_close(now);
+        true
+    }
+
+    /// Upstream messages and receipts handed over for a manual ack and not acked yet.
+    pub fn awaiting_acks(&self) -> usize {
+        self.awaiting_ack.len()
     }
 
     // ---- internals ----
@@ -1139,7 +1159,8 @@ impl Connection {
     }
 
     fn maybe_finish_close(&mut self, now: Instant) {
-        if self.state == State::Closing && self.in_flight.len() == 0 {
+        if self.state == State::Closing && self.in_flight.len() == 0 && self.awaiting_ack.is_empty()
+        {
             self.finish(now, CloseReason::Local);
         }
     }

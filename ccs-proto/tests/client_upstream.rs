@@ -275,3 +275,32 @@ fn a_held_copy_is_handed_over_when_the_first_copys_connection_dies() {
         [(conns[1], "up-1".to_owned())]
     );
 }
+
+#[test]
+fn acks_of_handles_held_at_close_go_through_until_the_deadline() {
+    // An app server echoing a message when it shuts down: its ack must still reach the
+    // server, or the message is redelivered (and echoed twice).
+    let mut net = Net::up(config(true));
+    let c = net.only_conn();
+    net.server(c).send_upstream(&up("up-1")).unwrap();
+    net.server(c).send_upstream(&up("up-2")).unwrap();
+    net.drive();
+    let handles: Vec<_> = handed(&net.client_events)
+        .into_iter()
+        .map(|(_, h)| h.unwrap())
+        .collect();
+    let now = net.now;
+    net.client.close(now, now + secs(30));
+    net.advance(secs(5));
+    assert!(!net.client.is_closed(), "waits for the acks it is owed");
+    let now = net.now;
+    net.client.ack(now, &handles[0]).unwrap();
+    net.client.release(now, &handles[1]);
+    net.drive();
+    assert!(net.client.is_closed(), "nothing left to wait for");
+    assert!(
+        net.server_events
+            .iter()
+            .any(|(_, e)| matches!(e, ServerEvent::AppAck(a) if a.message_id.as_str() == "up-1"))
+    );
+}

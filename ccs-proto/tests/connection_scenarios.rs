@@ -1119,3 +1119,53 @@ fn debug_output_never_shows_the_queued_auth() {
         "the test looks for the right bytes: {out}"
     );
 }
+
+#[test]
+fn a_close_waits_for_the_acks_the_application_owes_until_its_deadline() {
+    let mut c = Pair::client_config();
+    c.ack_mode = AckMode::Manual;
+    let mut pair = make(c, Pair::server_config(), None);
+    pair.connect();
+    send_upstream(&mut pair, "up-1");
+    send_upstream(&mut pair, "up-2");
+    send_upstream(&mut pair, "up-3");
+    pair.drive();
+    let handles = upstream_ack_handles(&pair);
+    let now = pair.now;
+    pair.client.close(now, now + Duration::from_secs(10));
+    pair.advance(Duration::from_secs(5));
+    assert_eq!(pair.client.state(), State::Closing);
+    // The acks still go out while closing; a released handle is not waited for.
+    let now = pair.now;
+    pair.client.ack(now, &handles[0]).unwrap();
+    assert!(pair.client.release(now, &handles[1]));
+    assert!(!pair.client.release(now, &handles[1]), "released once");
+    assert_eq!(pair.client.awaiting_acks(), 1);
+    pair.drive();
+    assert_eq!(pair.client.state(), State::Closing);
+    let now = pair.now;
+    pair.client.ack(now, &handles[2]).unwrap();
+    pair.drive();
+    let (reason, _) = closed(&pair).unwrap();
+    assert_eq!(reason, &CloseReason::Local);
+    let left: Vec<_> = pair
+        .server
+        .unacked_upstream()
+        .filter_map(|m| m.message_id().map(|id| id.as_str().to_owned()))
+        .collect();
+    assert_eq!(left, ["up-2"], "the released one is left for redelivery");
+
+    // With a handle never used, the deadline ends it.
+    let mut c = Pair::client_config();
+    c.ack_mode = AckMode::Manual;
+    let mut pair = make(c, Pair::server_config(), None);
+    pair.connect();
+    send_upstream(&mut pair, "up-1");
+    pair.drive();
+    let now = pair.now;
+    pair.client.close(now, now + Duration::from_secs(10));
+    pair.advance(Duration::from_secs(9));
+    assert_eq!(pair.client.state(), State::Closing);
+    pair.advance(Duration::from_secs(2));
+    assert_eq!(closed(&pair).unwrap().0, &CloseReason::Local);
+}
