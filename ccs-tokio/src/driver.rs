@@ -160,8 +160,6 @@ pub(crate) struct Driver {
     closing: JoinSet<(ConnId, bool)>,
     waiters: HashMap<MessageTicket, Waiter>,
     close_replies: Vec<oneshot::Sender<Report>>,
-    /// A close asked for and not yet passed to the core: it waits for the ack tokens out.
-    pending_close: Option<PendingClose>,
     /// The core's report, once it has closed.
     closed: Option<CloseReport>,
     unacked: Unacked,
@@ -181,12 +179,6 @@ struct Conn {
 struct Waiter {
     reply: oneshot::Sender<crate::Answer>,
     _permit: OwnedSemaphorePermit,
-}
-
-struct PendingClose {
-    deadline: Instant,
-    /// Ack tokens issued before this (out when close was asked) are waited for.
-    tokens_before: u64,
 }
 
 impl Driver {
@@ -214,7 +206,6 @@ impl Driver {
             closing: JoinSet::new(),
             waiters: HashMap::new(),
             close_replies: Vec::new(),
-            pending_close: None,
             closed: None,
             unacked: Unacked::default(),
             stats: Stats::default(),
@@ -223,12 +214,12 @@ impl Driver {
 
     pub(crate) async fn run(mut self) {
         loop {
-            self.maybe_start_close(Instant::now());
+            self.release_unused(Instant::now());
             self.flush_outputs();
             if self.core.is_closed() && self.conns.is_empty() && self.closing.is_empty() {
                 break;
             }
-            let wake = self.next_wake();
+            let wake = self.core.poll_timeout();
             let sleep = async {
                 match wake {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -297,11 +288,11 @@ impl Driver {
         }
     }
 
-    fn next_wake(&self) -> Option<Instant> {
-        let close = self.pending_close.as_ref().map(|p| p.deadline);
-        match (self.core.poll_timeout(), close) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    /// Tells the core about ack handles that came back unused (tokens dropped, items never
+    /// taken), so that a close does not wait for them.
+    fn release_unused(&mut self, now: Instant) {
+        for handle in self.upstream.tokens.take_released() {
+            self.core.release(now, &handle);
         }
     }
 
@@ -370,16 +361,6 @@ impl Driver {
     }
 
     fn on_submit(&mut self, s: Submit) {
-        if self.pending_close.is_some() {
-            // `close` was called: the core has not been told yet (it waits for ack tokens),
-            // but no new work is taken from then on.
-            let kind = ccs_proto::client::SendErrorKind::Closing;
-            let _ = s.reply.send(Err(crate::SendError {
-                kind,
-                message: Some(Box::new(s.message)),
-            }));
-            return;
-        }
         match self.core.send(Instant::now(), s.message) {
             Ok(ticket) => {
                 self.waiters.insert(
@@ -411,7 +392,7 @@ impl Driver {
                 reply,
             } => {
                 let result = self.ack(now, &handle);
-                drop(guard);
+                guard.used();
                 let _ = reply.send(result);
             }
             Command::Close { deadline, reply } => {
@@ -439,6 +420,7 @@ impl Driver {
             // Its connection ended first: the server redelivers it (and the report lists it).
             debug!(message_id = %taken.handle.message_id(), error = %e, "ack on hand-over refused");
         }
+        taken.guard.used();
     }
 
     fn ack(&mut self, now: Instant, handle: &AckHandle) -> Result<(), AckError> {
@@ -449,10 +431,10 @@ impl Driver {
 
     // ---- close ---------------------------------------------------------------------------
 
-    /// A close asked for (by `close`, or by the last handle going away). The core is told at
-    /// once, unless ack tokens are out on live connections: then when they have come back
-    /// (acked or dropped), or at the deadline, whichever is first. Until the core is told,
-    /// its connections stay open, so those acks go through.
+    /// A close asked for (by `close`, or by the last handle going away): passed to the core
+    /// at once. The core keeps each connection open until the acks the application owes on
+    /// it have come (or their handles came back unused), or the deadline passes; acks of held
+    /// tokens go through until then.
     fn request_close(
         &mut self,
         now: Instant,
@@ -461,37 +443,8 @@ impl Driver {
     ) {
         self.close_replies.extend(reply);
         let deadline = now.checked_add(within).unwrap_or(now + DROP_CLOSE_DEADLINE);
-        if self.core.is_closing() {
-            // Brings the deadline forward, if anything.
-            self.core.close(now, deadline);
-            return;
-        }
-        match &mut self.pending_close {
-            Some(p) => p.deadline = p.deadline.min(deadline),
-            None => {
-                self.pending_close = Some(PendingClose {
-                    deadline,
-                    tokens_before: self.upstream.tokens.next_seq(),
-                });
-            }
-        }
-    }
-
-    fn maybe_start_close(&mut self, now: Instant) {
-        let Some(p) = &self.pending_close else {
-            return;
-        };
-        let conns = &self.conns;
-        let waiting = now < p.deadline
-            && self
-                .upstream
-                .tokens
-                .any_out_before(p.tokens_before, |c| conns.contains_key(&c));
-        if !waiting {
-            let deadline = p.deadline;
-            self.pending_close = None;
-            self.core.close(now, deadline);
-        }
+        // A second call can only bring the deadline forward (the core's rule).
+        self.core.close(now, deadline);
     }
 
     // ---- outputs -----------------------------------------------------------------------
@@ -694,7 +647,7 @@ impl Driver {
             debug!(message_id = %handle.message_id(), "upstream stream full: left un-acked for redelivery");
             return;
         };
-        let guard = self.upstream.tokens.issue(handle.conn());
+        let guard = self.upstream.tokens.issue(&handle);
         let delivery = if self.upstream.auto {
             Delivery {
                 item: item(None),

@@ -65,11 +65,11 @@
 //! # Closing
 //!
 //! [`Client::close`] refuses new messages at once and sends what was already queued. Acks
-//! keep working until the deadline: the connections stay open until every [`AckToken`]
-//! handed out before the close (and, in auto-ack mode, every item already in the stream) has
-//! been acked or dropped, so an application finishing the message in hand does not get it
-//! redelivered. Then the core closes each connection once its messages are answered (or at
-//! the deadline). `close` returns once every socket is closed: the stream end and the TLS
+//! keep working until the deadline: the core ([`ccs_proto::Client::close`]) keeps each
+//! connection open until every [`AckToken`] handed out on it (and, in auto-ack mode, every
+//! item already in the stream) has been acked or dropped, and its messages are answered, or
+//! the deadline passes; so an application finishing the message in hand does not get it
+//! redelivered. `close` returns once every socket is closed: the stream end and the TLS
 //! `close_notify` are written and the server has closed its side, or
 //! [`Config::disconnect_grace`] has passed (so at most that long after the deadline), and a
 //! process may exit at once. The [`Report`] lists the messages never answered

@@ -5,13 +5,12 @@
 //! The core always runs in manual-ack mode; in the application's auto-ack mode the stream
 //! acks each item when the application takes it (see the crate docs).
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use ccs_proto::connection::{AckError, AckHandle, ConnId};
+use ccs_proto::connection::{AckError, AckHandle};
 use ccs_proto::message::{MessageId, Receipt, Upstream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
 
@@ -135,7 +134,7 @@ impl UpstreamStream {
             // ack can be sent any more.
             let _ = self.taken.try_send(Taken {
                 handle,
-                _guard: guard,
+                guard,
                 _room: room,
             });
         }
@@ -166,7 +165,7 @@ pub(crate) struct Delivery {
 #[derive(Debug)]
 pub(crate) struct Taken {
     pub(crate) handle: AckHandle,
-    _guard: TokenGuard,
+    pub(crate) guard: TokenGuard,
     _room: OwnedSemaphorePermit,
 }
 
@@ -180,63 +179,57 @@ pub(crate) struct StreamShared {
 }
 
 /// The ack handles out of the driver's hands (in the upstream channel, in the application's
-/// [`AckToken`]s, or in `Taken` items not yet acked), so that a close can wait for them. Each
-/// is registered with its connection when it goes out and removed when its [`TokenGuard`]
-/// drops, which wakes the driver.
+/// [`AckToken`]s, or in `Taken` items not yet acked). A handle that comes back unused (its
+/// token or item dropped) is [`Tokens::take_released`] by the driver, which tells the core
+/// ([`ccs_proto::Client::release`]): a graceful close then need not wait for its ack. How
+/// long a close waits for the others is the core's decision, not the adapter's.
 #[derive(Debug, Default)]
 pub(crate) struct Tokens {
-    state: Mutex<TokensState>,
+    released: Mutex<Vec<AckHandle>>,
     changed: Notify,
 }
 
-#[derive(Debug, Default)]
-struct TokensState {
-    /// The sequence number of every token out, with its connection.
-    live: BTreeMap<u64, ConnId>,
-    /// The sequence number of the last token issued.
-    last: u64,
-}
-
 impl Tokens {
-    /// Registers a handle that goes out, for connection `conn`.
-    pub(crate) fn issue(self: &Arc<Self>, conn: ConnId) -> TokenGuard {
-        let mut st = lock(&self.state);
-        st.last += 1;
-        let seq = st.last;
-        st.live.insert(seq, conn);
+    /// A guard for a handle that goes out.
+    pub(crate) fn issue(self: &Arc<Self>, handle: &AckHandle) -> TokenGuard {
         TokenGuard {
-            seq,
+            handle: Some(handle.clone()),
             tokens: Arc::clone(self),
         }
     }
 
-    /// Tokens issued so far have sequence numbers below this one.
-    pub(crate) fn next_seq(&self) -> u64 {
-        lock(&self.state).last + 1
+    /// The handles that came back unused since the last call.
+    pub(crate) fn take_released(&self) -> Vec<AckHandle> {
+        std::mem::take(&mut *lock(&self.released))
     }
 
-    /// Whether a token issued before `seq` is still out for a connection that is `alive`.
-    pub(crate) fn any_out_before(&self, seq: u64, alive: impl Fn(ConnId) -> bool) -> bool {
-        lock(&self.state).live.range(..seq).any(|(_, &c)| alive(c))
-    }
-
-    /// Resolves when a token has come back since the last call returned.
+    /// Resolves when a handle has come back unused since the last call returned.
     pub(crate) async fn changed(&self) {
         self.changed.notified().await;
     }
 }
 
-/// Removes its token from [`Tokens`] when dropped (acked, or dropped unused).
+/// Gives its handle back to [`Tokens`] when dropped unused; [`TokenGuard::used`] once the
+/// handle was acked (or the ack refused: then there is nothing to release either).
 #[derive(Debug)]
 pub(crate) struct TokenGuard {
-    seq: u64,
+    handle: Option<AckHandle>,
     tokens: Arc<Tokens>,
+}
+
+impl TokenGuard {
+    /// The handle was used: nothing to release.
+    pub(crate) fn used(mut self) {
+        self.handle = None;
+    }
 }
 
 impl Drop for TokenGuard {
     fn drop(&mut self) {
-        lock(&self.tokens.state).live.remove(&self.seq);
-        self.tokens.changed.notify_one();
+        if let Some(handle) = self.handle.take() {
+            lock(&self.tokens.released).push(handle);
+            self.tokens.changed.notify_one();
+        }
     }
 }
 
