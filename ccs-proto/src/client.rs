@@ -148,7 +148,7 @@ mod backoff;
 mod dedup;
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -1011,8 +1011,9 @@ struct Entry {
     counted_connecting: bool,
     told_to_close: bool,
     forced: bool,
-    /// Messages in flight here already reported expired.
-    expired: usize,
+    /// Messages in flight here already reported expired (their placeholders still take
+    /// window room on the connection until answered or the connection ends).
+    expired: HashSet<MessageId>,
     dirty: bool,
     timer: Option<Instant>,
 }
@@ -1028,8 +1029,6 @@ struct Meta {
     state: MsgState,
     /// Sent again after its connection ended or returned it (for the `resent` counter).
     requeued: bool,
-    /// A copy while in flight, kept only with `ack_timeout` (to report it on expiry).
-    copy: Option<Downstream>,
     expire_now: bool,
 }
 
@@ -1417,7 +1416,6 @@ impl Client {
                 generation: 0,
                 state: MsgState::Queued,
                 requeued: false,
-                copy: None,
                 expire_now: false,
             },
         );
@@ -1630,7 +1628,10 @@ impl Client {
                 self.report(ticket, message, Outcome::Expired { kind, sends });
                 continue;
             }
-            let copy = self.config.ack_timeout.map(|t| (t, message.clone()));
+            let ack_deadline = self.config.ack_timeout.map(|t| {
+                // Only the id: on expiry the connection hands the message over itself.
+                (later(now, t), message.message_id().clone())
+            });
             match conn.send(now, message) {
                 Ok(()) => {
                     meta.state = MsgState::InFlight(id);
@@ -1641,11 +1642,8 @@ impl Client {
                         self.stats.resent += 1;
                     }
                     self.stats.sent += 1;
-                    if let Some((timeout, copy)) = copy {
-                        let mid = copy.message_id().clone();
-                        self.ack_deadlines
-                            .push(later(now, timeout), mid, meta.generation);
-                        meta.copy = Some(copy);
+                    if let Some((at, mid)) = ack_deadline {
+                        self.ack_deadlines.push(at, mid, meta.generation);
                     }
                     if !entry.dirty {
                         entry.dirty = true;
@@ -1869,6 +1867,17 @@ impl Client {
                 self.upstream(now, id, Held::Receipt(receipt), ack);
             }
             ConnectionEvent::Draining => self.on_draining(now, id),
+            ConnectionEvent::LateAnswer { message_id } => {
+                if let Some(Meta {
+                    state: MsgState::Expired(c),
+                    ..
+                }) = self.live.get(&message_id)
+                    && *c == id
+                {
+                    self.live.remove(&message_id);
+                }
+                self.late_answer(id, message_id);
+            }
             ConnectionEvent::WindowOpen => {}
             ConnectionEvent::Unrecognized(message) => {
                 self.emit(ClientEvent::Unrecognized { id, message });
@@ -1914,7 +1923,7 @@ impl Client {
 
     fn late_answer(&mut self, conn: ConnId, message_id: MessageId) {
         if let Some(e) = self.conns.get_mut(&conn) {
-            e.expired = e.expired.saturating_sub(1);
+            e.expired.remove(&message_id);
         }
         self.stats.late_answers += 1;
         self.emit(ClientEvent::LateAnswer {
@@ -1962,7 +1971,6 @@ impl Client {
             policy.jitter,
         );
         meta.state = MsgState::Delayed;
-        meta.copy = None;
         self.stats.retried += 1;
         let message_id = message.message_id().clone();
         self.delayed.push(Delayed {
@@ -2004,7 +2012,6 @@ impl Client {
             }
             meta.state = MsgState::Queued;
             meta.requeued = true;
-            meta.copy = None;
             back.push(message);
         }
         for message in back.into_iter().rev() {
@@ -2093,6 +2100,17 @@ impl Client {
             self.outputs.push_back(Output::Transmit(id, bytes));
         }
         self.take_back(now, unanswered);
+        // Expired messages still in flight here: already reported, and no answer can come now.
+        for message_id in entry.expired.drain() {
+            if let Some(Meta {
+                state: MsgState::Expired(c),
+                ..
+            }) = self.live.get(&message_id)
+                && *c == id
+            {
+                self.live.remove(&message_id);
+            }
+        }
         self.outputs.push_back(Output::Disconnect(id));
         let conns = &self.conns;
         let handed = self.dedup.connection_gone(id, |c| conns.contains_key(&c));
@@ -2223,7 +2241,7 @@ impl Client {
                 counted_connecting: true,
                 told_to_close: false,
                 forced: false,
-                expired: 0,
+                expired: HashSet::new(),
                 dirty: false,
                 timer: None,
             },
@@ -2245,26 +2263,27 @@ impl Client {
             if meta.generation != generation {
                 continue;
             }
-            let Some(copy) = meta.copy.take() else {
+            let Some(e) = self.conns.get_mut(&c) else {
+                continue;
+            };
+            let Some(conn) = e.conn.as_mut() else {
+                continue;
+            };
+            // The connection hands the message over and keeps its place in the window.
+            let Some(message) = conn.expire(&id) else {
                 continue;
             };
             meta.state = MsgState::Expired(c);
             let (ticket, sends) = (meta.ticket, meta.sends);
-            let kind = ExpiryKind::AckTimeout;
-            self.report(ticket, copy, Outcome::Expired { kind, sends });
-            let Some(e) = self.conns.get_mut(&c) else {
-                continue;
-            };
-            e.expired += 1;
-            if let Some(conn) = e.conn.as_mut()
-                && conn.in_flight() >= conn.window()
-                && e.expired >= conn.in_flight()
-            {
+            e.expired.insert(id);
+            if conn.in_flight() >= conn.window() && e.expired.len() >= conn.in_flight() {
                 // Stuck: its whole window is taken by messages nobody answers. Replace it.
                 conn.close(now, now);
                 conn.handle_timeout(now);
                 self.touch(c);
             }
+            let kind = ExpiryKind::AckTimeout;
+            self.report(ticket, message, Outcome::Expired { kind, sends });
         }
     }
 

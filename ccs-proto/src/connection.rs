@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{AckMode, AuthcidForm, ConnectionConfig};
 use crate::error::{JsonError, PeerError, UsageError, XmlError};
-use crate::flow::InFlight;
+use crate::flow::{Found, InFlight};
 use crate::message::{
     Ack, AppAck, Control, ControlType, Downstream, Incoming, MessageId, Nack, NackCode, Receipt,
     Upstream,
@@ -288,6 +288,12 @@ pub enum ConnectionEvent {
     Draining,
     /// The window had been full and has room again.
     WindowOpen,
+    /// An answer (ack, nack or stanza error) for a message the owner took back with
+    /// [`Connection::expire`]: the message is not given again; only its id.
+    LateAnswer {
+        /// The message's id.
+        message_id: MessageId,
+    },
     /// A control message of an unknown type, or a message of an unknown `message_type`:
     /// reported, never acked.
     Unrecognized(Incoming),
@@ -818,6 +824,15 @@ impl Connection {
         true
     }
 
+    /// Gives up waiting for the answer to a message in flight and hands the message back (to
+    /// report it expired) without a copy. It still counts toward the window until its answer
+    /// comes ([`ConnectionEvent::LateAnswer`]) or the connection ends (it is then not in
+    /// [`ConnectionEvent::Closed`]'s `unanswered`). `None` for an id not in flight or
+    /// already expired.
+    pub fn expire(&mut self, message_id: &MessageId) -> Option<Downstream> {
+        self.in_flight.take(message_id.as_str())
+    }
+
     /// Upstream messages and receipts handed over for a manual ack and not acked yet.
     pub fn awaiting_acks(&self) -> usize {
         self.awaiting_ack.len()
@@ -1018,12 +1033,16 @@ impl Connection {
         };
         match incoming {
             Incoming::Ack(ack) => match self.answered(&ack.message_id) {
-                Some(message) => {
+                Some(Found::Message(message)) => {
                     self.stats.acked += 1;
                     self.emit(ConnectionEvent::Acked {
                         message,
                         canonical_registration_id: ack.registration_id,
                     });
+                }
+                Some(Found::Taken) => {
+                    self.stats.acked += 1;
+                    self.late_answer(ack.message_id);
                 }
                 None => self.anomaly(Anomaly::UnknownAck(ack)),
             },
@@ -1037,13 +1056,20 @@ impl Connection {
                 })
             }
             Incoming::Nack(nack) => match self.answered(&nack.message_id) {
-                Some(message) => {
+                Some(found) => {
                     self.stats.nacked += 1;
-                    if nack.error == NackCode::ConnectionDraining {
+                    let draining = nack.error == NackCode::ConnectionDraining;
+                    if draining {
                         self.start_draining(now);
-                        self.emit(ConnectionEvent::Returned { message });
-                    } else {
-                        self.emit(ConnectionEvent::Nacked { message, nack });
+                    }
+                    match found {
+                        Found::Message(message) if draining => {
+                            self.emit(ConnectionEvent::Returned { message })
+                        }
+                        Found::Message(message) => {
+                            self.emit(ConnectionEvent::Nacked { message, nack })
+                        }
+                        Found::Taken => self.late_answer(nack.message_id),
                     }
                 }
                 None => self.anomaly(Anomaly::UnknownNack(nack)),
@@ -1089,15 +1115,19 @@ impl Connection {
         let id = by_stanza_id
             .map(str::to_owned)
             .or(echoed.filter(|id| self.in_flight.contains(id)));
-        let message = id.and_then(|id| {
+        let found = id.and_then(|id| {
             let mid = MessageId::new(id).ok()?;
-            self.answered(&mid)
+            Some((self.answered(&mid)?, mid))
         });
-        match message {
-            Some(message) => {
+        match found {
+            Some((Found::Message(message), _)) => {
                 self.stats.stanza_errors += 1;
                 let error = m.error.unwrap_or_default();
                 self.emit(ConnectionEvent::StanzaError { message, error });
+            }
+            Some((Found::Taken, message_id)) => {
+                self.stats.stanza_errors += 1;
+                self.late_answer(message_id);
             }
             None => self.anomaly(Anomaly::UnmatchedStanzaError {
                 id: m.id,
@@ -1107,15 +1137,19 @@ impl Connection {
     }
 
     /// Removes an answered message from the in-flight table, reporting window room.
-    fn answered(&mut self, id: &MessageId) -> Option<Downstream> {
-        let message = self.in_flight.remove(id.as_str())?;
+    fn answered(&mut self, id: &MessageId) -> Option<Found> {
+        let found = self.in_flight.remove(id.as_str())?;
         if self.window_was_full && self.in_flight.len() < self.config.window {
             self.window_was_full = false;
             if self.state == State::Connected {
                 self.emit(ConnectionEvent::WindowOpen);
             }
         }
-        Some(message)
+        Some(found)
+    }
+
+    fn late_answer(&mut self, message_id: MessageId) {
+        self.emit(ConnectionEvent::LateAnswer { message_id });
     }
 
     fn ack_or_handle(&mut self, now: Instant, ack: AppAck) -> Option<AckHandle> {

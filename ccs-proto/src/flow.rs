@@ -2,7 +2,9 @@
 //!
 //! An answer (ack, nack, stanza error) finds its message in O(1) by `message_id`. When the
 //! connection ends, every unanswered message comes back in the order it was sent, so the
-//! caller can resend them ahead of newer messages.
+//! caller can resend them ahead of newer messages. A message the owner gave up waiting for
+//! ([`InFlight::take`]) leaves a placeholder: it still counts toward the window (the server
+//! has not answered it) until its late answer comes or the connection ends.
 
 use std::collections::HashMap;
 
@@ -18,7 +20,17 @@ pub(crate) struct InFlight {
 #[derive(Debug)]
 struct Entry {
     seq: u64,
-    message: Downstream,
+    /// `None` once taken by the owner (expired): a placeholder.
+    message: Option<Downstream>,
+}
+
+/// What an answer found in the table.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// The message, answered.
+    Message(Downstream),
+    /// The placeholder of a message taken earlier: a late answer.
+    Taken,
 }
 
 impl InFlight {
@@ -41,20 +53,33 @@ impl InFlight {
     pub(crate) fn insert(&mut self, message: Downstream) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.map
-            .insert(message.message_id().clone(), Entry { seq, message });
+        self.map.insert(
+            message.message_id().clone(),
+            Entry {
+                seq,
+                message: Some(message),
+            },
+        );
     }
 
-    /// Removes and returns the message answered by `id`.
-    pub(crate) fn remove(&mut self, id: &str) -> Option<Downstream> {
-        self.map.remove(id).map(|e| e.message)
+    /// Removes the entry answered by `id`: its message, or the placeholder of a taken one.
+    pub(crate) fn remove(&mut self, id: &str) -> Option<Found> {
+        let entry = self.map.remove(id)?;
+        Some(entry.message.map_or(Found::Taken, Found::Message))
     }
 
-    /// Every message still in flight, in the order they were sent; the table is left empty.
+    /// Hands the message out without forgetting that it is in flight: its entry stays, as a
+    /// placeholder, until answered or drained. `None` for an unknown or already taken id.
+    pub(crate) fn take(&mut self, id: &str) -> Option<Downstream> {
+        self.map.get_mut(id)?.message.take()
+    }
+
+    /// Every message still in flight (placeholders left out), in the order they were sent;
+    /// the table is left empty.
     pub(crate) fn drain_in_order(&mut self) -> Vec<Downstream> {
         let mut entries: Vec<Entry> = self.map.drain().map(|(_, e)| e).collect();
         entries.sort_unstable_by_key(|e| e.seq);
-        entries.into_iter().map(|e| e.message).collect()
+        entries.into_iter().filter_map(|e| e.message).collect()
     }
 }
 
@@ -73,7 +98,7 @@ mod tests {
             f.insert(msg(id));
         }
         assert!(f.contains("a"));
-        assert_eq!(f.remove("d").unwrap().message_id().as_str(), "d");
+        assert!(matches!(f.remove("d"), Some(Found::Message(m)) if m.message_id().as_str() == "d"));
         assert!(f.remove("d").is_none());
         assert_eq!(f.len(), 3);
         let ids: Vec<_> = f
@@ -83,5 +108,25 @@ mod tests {
             .collect();
         assert_eq!(ids, ["c", "a", "b"]);
         assert_eq!(f.len(), 0);
+    }
+
+    #[test]
+    fn a_taken_message_leaves_a_placeholder_that_counts_until_answered() {
+        let mut f = InFlight::with_capacity(4);
+        for id in ["a", "b", "c"] {
+            f.insert(msg(id));
+        }
+        assert_eq!(f.take("b").unwrap().message_id().as_str(), "b");
+        assert!(f.take("b").is_none(), "taken once");
+        assert_eq!(f.len(), 3, "still in flight");
+        assert!(matches!(f.remove("b"), Some(Found::Taken)));
+        f.insert(msg("d"));
+        assert!(f.take("d").is_some());
+        let ids: Vec<_> = f
+            .drain_in_order()
+            .iter()
+            .map(|m| m.message_id().as_str().to_owned())
+            .collect();
+        assert_eq!(ids, ["a", "c"], "placeholders are not handed back");
     }
 }

@@ -1169,3 +1169,43 @@ fn a_close_waits_for_the_acks_the_application_owes_until_its_deadline() {
     pair.advance(Duration::from_secs(2));
     assert_eq!(closed(&pair).unwrap().0, &CloseReason::Local);
 }
+
+#[test]
+fn an_expired_message_keeps_its_window_place_until_its_late_answer() {
+    let mut c = Pair::client_config();
+    c.window = 2;
+    let mut pair = make(c, Pair::server_config(), None);
+    pair.connect();
+    send(&mut pair, "a");
+    send(&mut pair, "b");
+    pair.drive();
+    let a = MessageId::new("a").unwrap();
+    let given = pair.client.expire(&a).unwrap();
+    assert_eq!(given.message_id(), &a);
+    assert!(pair.client.expire(&a).is_none(), "handed over once");
+    assert_eq!(pair.client.in_flight(), 2);
+    let now = pair.now;
+    assert_eq!(
+        pair.client.send(now, msg("c")).unwrap_err().kind,
+        SendErrorKind::Blocked,
+        "the server still counts it"
+    );
+    pair.server.ack("a", None).unwrap();
+    pair.drive();
+    assert!(
+        pair.client_events
+            .iter()
+            .any(|e| matches!(e, ConnectionEvent::LateAnswer { message_id } if message_id == &a))
+    );
+    assert_eq!(
+        count(&pair, |e| matches!(e, ConnectionEvent::Acked { .. })),
+        0
+    );
+    assert_eq!(pair.client.in_flight(), 1);
+    // An expired message is not handed back when the connection ends: it was reported.
+    let b = MessageId::new("b").unwrap();
+    pair.client.expire(&b).unwrap();
+    pair.disconnect();
+    let (_, unanswered) = closed(&pair).unwrap();
+    assert!(unanswered.is_empty());
+}
