@@ -466,18 +466,23 @@ fn receipt_acked_with_its_dr2_id() {
     });
 }
 
+/// Connects, sends "a" and "b", then the server announces CONNECTION_DRAINING.
+fn drain_with_a_and_b_in_flight(pair: &mut Pair) {
+    pair.connect();
+    send(pair, "a");
+    send(pair, "b");
+    pair.drive();
+    pair.server
+        .send_control(&Control::connection_draining())
+        .unwrap();
+    pair.drive();
+    assert_eq!(pair.client.state(), State::Draining);
+}
+
 #[test]
 fn draining_by_control_message() {
     each_way(|pair| {
-        pair.connect();
-        send(pair, "a");
-        send(pair, "b");
-        pair.drive();
-        pair.server
-            .send_control(&Control::connection_draining())
-            .unwrap();
-        pair.drive();
-        assert_eq!(pair.client.state(), State::Draining);
+        drain_with_a_and_b_in_flight(pair);
         assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Draining)), 1);
         let now = pair.now;
         let err = pair.client.send(now, msg("c")).unwrap_err();
@@ -893,15 +898,7 @@ fn manual_acks_of_colliding_ids_from_two_devices_both_go_out() {
 #[test]
 fn a_drained_connection_the_server_never_closes_ends_at_the_drain_deadline() {
     each_way(|pair| {
-        pair.connect();
-        send(pair, "a");
-        send(pair, "b");
-        pair.drive();
-        pair.server
-            .send_control(&Control::connection_draining())
-            .unwrap();
-        pair.drive();
-        assert_eq!(pair.client.state(), State::Draining);
+        drain_with_a_and_b_in_flight(pair);
         // The server answers pings (the connection is alive) but never the messages.
         pair.advance(Duration::from_secs(59));
         assert_eq!(pair.client.state(), State::Draining);
