@@ -644,9 +644,11 @@ impl Connection {
         loop {
             match self.reader.next_event() {
                 Ok(Some(ev)) => {
-                    // A complete frame: the only thing that proves the peer alive.
+                    // A complete frame: the only thing that proves the peer alive. Bytes
+                    // after it belong to a stanza begun now.
                     self.last_received = now;
                     self.ping_deadline = None;
+                    self.stanza_open_since = None;
                     self.handle_xml(now, ev)
                 }
                 Ok(None) => break,

@@ -1206,3 +1206,32 @@ fn an_expired_message_keeps_its_window_place_until_its_late_answer() {
     let (_, unanswered) = closed(&pair).unwrap();
     assert!(unanswered.is_empty());
 }
+
+#[test]
+fn a_busy_stream_whose_reads_always_end_mid_stanza_stays_alive() {
+    // Every read completes one stanza and begins the next: a stanza is always open, but
+    // never the same one for long. Only a stanza that stays open counts against the limit.
+    let mut pair = make(Pair::client_config(), Pair::server_config(), None);
+    pair.connect();
+    pair.mute(Direction::ToClient);
+    let stanza = |i: u32| {
+        format!(
+            r#"<message><gcm xmlns="google:mobile:data">{{"from":"D","message_id":"u-{i}","data":{{}}}}</gcm></message>"#
+        )
+    };
+    let mut pending = stanza(0);
+    for i in 1..120 {
+        let next = stanza(i);
+        let (head, tail) = next.split_at(next.len() / 2);
+        let read = format!("{pending}{head}");
+        let now = pair.now;
+        pair.client.handle_input(now, read.as_bytes());
+        pending = tail.to_owned();
+        pair.advance(Duration::from_secs(1));
+    }
+    assert_eq!(pair.client.state(), State::Connected, "{:?}", closed(&pair));
+    assert_eq!(
+        count(&pair, |e| matches!(e, ConnectionEvent::Upstream { .. })),
+        119
+    );
+}
