@@ -639,12 +639,15 @@ impl Driver {
             } else {
                 self.stats.upstream_deferred += 1;
                 debug!(message_id = %handle.message_id(), "upstream message left un-acked: nobody reads the stream");
+                // Nobody will ack it: a close must not wait for it.
+                self.core.release(Instant::now(), &handle);
             }
             return;
         }
         let Ok(room) = Arc::clone(&self.upstream.room).try_acquire_owned() else {
             self.stats.upstream_deferred += 1;
             debug!(message_id = %handle.message_id(), "upstream stream full: left un-acked for redelivery");
+            self.core.release(Instant::now(), &handle);
             return;
         };
         let guard = self.upstream.tokens.issue(&handle);
