@@ -300,7 +300,8 @@ pub enum ConnectionEvent {
     /// The server did something odd that does not end the connection.
     Anomaly(Anomaly),
     /// The connection is over. Emitted exactly once. `unanswered` holds every message that
-    /// got no answer, in the order sent: resend them on another connection.
+    /// got no answer, in the order sent: resend them on another connection. (Messages taken
+    /// back with [`Connection::expire`] are not in it: the owner already has them.)
     Closed {
         /// Why.
         reason: CloseReason,
