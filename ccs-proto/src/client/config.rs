@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::ConnectionConfig;
+use crate::connection::config::ConnectionConfig;
 use crate::error::UsageError;
 
 #[cfg(doc)]

@@ -12,7 +12,7 @@ use crate::stanza::StanzaError;
 #[cfg(doc)]
 use {
     super::{Client, ClientConfig, ReconnectPolicy, RetryPolicy, UNKNOWN_NACK_CODES},
-    crate::config::ConnectionConfig,
+    crate::connection::config::ConnectionConfig,
 };
 
 /// The number [`Client::send`] gives an accepted message; its [`ClientEvent::Outcome`]

@@ -156,11 +156,11 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::Instant;
 
 use crate::connection::{AckError, AckHandle, ConnId, Connection, ConnectionEvent, State, later};
+#[cfg(doc)]
+use crate::connection::{Anomaly, config::ConnectionConfig};
 use crate::error::UsageError;
 use crate::message::{Downstream, MessageId, NackCode};
 use crate::rng::SplitMix64;
-#[cfg(doc)]
-use crate::{config::ConnectionConfig, connection::Anomaly};
 
 use book::{Deadlines, Delayed, Meta, MsgState};
 use dedup::Dedup;
@@ -176,7 +176,7 @@ pub use event::{
 /// The most connections a client may keep (the per-sender limit CCS was known to enforce).
 pub const MAX_CONNECTIONS: usize = 1000;
 
-pub use crate::config::MAX_DURATION;
+pub use crate::connection::config::MAX_DURATION;
 
 /// The key of [`ClientStats::nacked_by_code`] that counts every nack code this crate does
 /// not know ([`NackCode::Unknown`]).
