@@ -17,11 +17,13 @@
 //!   transport for this id), [`Output::Transmit`] (write these bytes on it),
 //!   [`Output::Disconnect`] (close it after writing what came before; forget the id), and
 //!   [`Output::Event`] for the application. [`Client::poll_timeout`] says when to call
-//!   `handle_timeout` next. Drain `poll_output` after every input and every command.
+//!   `handle_timeout` next.
 //! - **Getters**: [`Client::stats`], [`Client::queued`], [`Client::in_flight`],
 //!   [`Client::connections`], [`Client::is_closed`].
 //!
-//! The loop an adapter runs:
+//! After any input or command, drain every output. [`Client::poll_output`] is one queue, in
+//! order: a command issued while handling an [`Output::Event`] (a `send`, an `ack`) adds its
+//! outputs to the same queue, so they go out in the same turn of the loop an adapter runs:
 //!
 //! ```text
 //! let mut client = Client::new(config, clock())?;

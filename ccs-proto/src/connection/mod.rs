@@ -50,13 +50,20 @@ impl fmt::Display for ConnId {
 /// - **Getters:** [`state`](Self::state), [`in_flight`](Self::in_flight),
 ///   [`window`](Self::window), [`stats`](Self::stats), [`jid`](Self::jid), [`id`](Self::id).
 ///
-/// The run loop, after creating it (its stream header is already queued):
+/// After any input or command, drain every output: events first (handling one may call
+/// `send` or `ack`, which queue bytes), then transmits, until both are empty. Bytes queued
+/// by a handler then go out in the same turn, not at the next wake-up. The run loop, after
+/// creating it (its stream header is already queued):
 ///
 /// ```text
 /// loop {
-///     while let Some(bytes) = conn.poll_transmit() { socket.write_all(&bytes); }
+///     loop {
+///         let mut idle = true;
+///         while let Some(event) = conn.poll_event() { idle = false; handle(event); /* may call send/ack */ }
+///         while let Some(bytes) = conn.poll_transmit() { idle = false; socket.write_all(&bytes); }
+///         if idle { break; }
+///     }
 ///     socket.flush();
-///     while let Some(event) = conn.poll_event() { handle(event); /* may call send/ack */ }
 ///     if conn.state() == State::Closed { break; }
 ///     match wait_for(socket readable, conn.poll_timeout()) {
 ///         Readable(bytes) if bytes.is_empty() => conn.handle_eof(now()),
