@@ -52,11 +52,9 @@
 #![warn(missing_docs)]
 
 pub mod client;
-pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod error;
-mod flow;
 pub mod message;
 pub mod rng;
 pub mod sasl;
@@ -65,6 +63,9 @@ pub mod stanza;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod xml;
+
+/// Connection settings, also at their home [`connection::config`].
+pub use connection::config;
 
 pub use client::{Client, ClientConfig, ClientEvent, Outcome, Output};
 pub use config::{AckMode, AuthcidForm, ConnectionConfig};

@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::config::ConnectionConfig;
+use crate::connection::config::ConnectionConfig;
 use crate::connection::{ConnId, Connection, ConnectionEvent, State};
 use crate::credentials::{SenderId, ServerKey};
 pub use crate::rng::SplitMix64;

@@ -442,6 +442,73 @@ fn upstream_manual_ack() {
     );
 }
 
+/// One turn of the run loop in `Connection`'s docs: events first, then transmits, until both
+/// are empty. Returns every byte written in the turn.
+fn documented_turn(
+    conn: &mut ccs_proto::Connection,
+    mut handle: impl FnMut(&mut ccs_proto::Connection, ConnectionEvent),
+) -> Vec<u8> {
+    let mut written = Vec::new();
+    loop {
+        let mut idle = true;
+        while let Some(event) = conn.poll_event() {
+            idle = false;
+            handle(conn, event);
+        }
+        while let Some(bytes) = conn.poll_transmit() {
+            idle = false;
+            written.extend_from_slice(&bytes);
+        }
+        if idle {
+            break;
+        }
+    }
+    written
+}
+
+#[test]
+fn an_ack_issued_while_handling_upstream_goes_out_in_the_same_turn() {
+    let mut c = Pair::client_config();
+    c.ack_mode = AckMode::Manual;
+    let mut pair = make(c, Pair::server_config(), None);
+    pair.connect();
+    send_upstream(&mut pair, "up-1");
+    let now = pair.now;
+    let mut inbound = Vec::new();
+    while let Some(bytes) = pair.server.poll_transmit() {
+        inbound.extend_from_slice(&bytes);
+    }
+    pair.client.handle_input(now, &inbound);
+
+    let mut handled = 0;
+    let written = documented_turn(&mut pair.client, |conn, event| {
+        if let ConnectionEvent::Upstream { ack: Some(h), .. } = event {
+            handled += 1;
+            conn.ack(now, &h).unwrap();
+        }
+    });
+    assert_eq!(handled, 1);
+    assert!(
+        pair.client.poll_transmit().is_none(),
+        "nothing left for the next wake-up"
+    );
+    assert!(pair.client.poll_event().is_none());
+    let text = String::from_utf8(written.clone()).unwrap();
+    assert!(text.contains(r#""message_type":"ack""#), "{text}");
+    assert!(text.contains(r#""message_id":"up-1""#), "{text}");
+
+    // The server takes exactly those bytes as the ack of its message.
+    pair.server.handle_input(now, &written);
+    assert_eq!(pair.server.unacked_upstream().count(), 0);
+    let mut acked = Vec::new();
+    while let Some(event) = pair.server.poll_event() {
+        if let ServerEvent::AppAck(a) = event {
+            acked.push(a.message_id.as_str().to_owned());
+        }
+    }
+    assert_eq!(acked, ["up-1"]);
+}
+
 #[test]
 fn receipt_acked_with_its_dr2_id() {
     each_way(|pair| {
