@@ -1,6 +1,7 @@
 //! XML for one XMPP stream: framing ([`Framer`]), decoding ([`read`], [`StreamReader`]) and
 //! encoding ([`mod@write`]).
 
+mod escape;
 mod framer;
 pub mod read;
 pub mod write;
