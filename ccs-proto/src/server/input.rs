@@ -1,7 +1,5 @@
 //! The connection reading the client: stream headers, SASL, binding, messages and acks.
 
-use std::time::Instant;
-
 use serde::Deserialize as _;
 use serde_json::Value;
 
@@ -16,12 +14,6 @@ use crate::xml::Event;
 use crate::xml::write;
 
 impl ServerConnection {
-    pub(super) fn touch(&mut self, now: Instant) {
-        if now > self.last_now {
-            self.last_now = now;
-        }
-    }
-
     pub(super) fn on_event(&mut self, event: Event) {
         match event {
             Event::Header(h) => self.on_header(&h),

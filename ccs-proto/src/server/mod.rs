@@ -93,8 +93,6 @@ pub struct ServerConnection {
     state: ServerState,
     reader: StreamReader,
     rng: SplitMix64,
-    /// The latest `now` given to any method: [`Self::close`] measures its timeout from it.
-    last_now: Instant,
     deadline: Option<Instant>,
     /// Whether this stream's header (the current one, after a restart) has been written.
     header_sent: bool,
@@ -159,7 +157,6 @@ impl ServerConnection {
             rng: SplitMix64(config.seed),
             config,
             state: ServerState::AwaitingHeader,
-            last_now: now,
             deadline,
             header_sent: false,
             end_sent: false,
@@ -187,9 +184,9 @@ impl ServerConnection {
 
     /// Bytes received from the client, in pieces of any size. Bytes that arrive after a
     /// stream restart point (SASL success) in the same piece are kept for the new stream.
-    /// Ignored once closed.
-    pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
-        self.touch(now);
+    /// Ignored once closed. Nothing read arms a timer, so `now` is unused; it is taken like
+    /// every other input's, so that one could without an API change.
+    pub fn handle_input(&mut self, _now: Instant, data: &[u8]) {
         self.stats.bytes_in += data.len() as u64;
         if self.state == ServerState::Closed {
             return;
@@ -208,15 +205,14 @@ impl ServerConnection {
     }
 
     /// The client's bytes ended (TCP or TLS EOF): [`CloseReason::Eof`] unless already closed.
-    pub fn handle_eof(&mut self, now: Instant) {
-        self.touch(now);
+    /// `now` is unused, as in [`Self::handle_input`].
+    pub fn handle_eof(&mut self, _now: Instant) {
         self.close_with(CloseReason::Eof);
     }
 
     /// Time passed. Does nothing unless the deadline of [`Self::poll_timeout`] has come
     /// (calling it early or twice is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.touch(now);
         let Some(deadline) = self.deadline else {
             return;
         };
@@ -565,9 +561,8 @@ impl ServerConnection {
     /// stream header if none was sent on this stream) and enters [`ServerState::Closing`].
     /// The client's input is still read (its acks and late messages are reported) until its
     /// `</stream:stream>` ([`CloseReason::ServerClosed`]), its EOF, or
-    /// [`ServerConfig::close_timeout`] after the latest `now` this connection was given
-    /// ([`CloseReason::CloseTimeout`]).
-    pub fn close(&mut self) -> Result<(), ServerError> {
+    /// [`ServerConfig::close_timeout`] after `now` ([`CloseReason::CloseTimeout`]).
+    pub fn close(&mut self, now: Instant) -> Result<(), ServerError> {
         self.writable()?;
         if !self.header_sent {
             self.write_header();
@@ -575,7 +570,7 @@ impl ServerConnection {
         write::stream_end(&mut self.out);
         self.end_sent = true;
         self.state = ServerState::Closing;
-        self.deadline = self.last_now.checked_add(self.config.close_timeout);
+        self.deadline = now.checked_add(self.config.close_timeout);
         Ok(())
     }
 }
