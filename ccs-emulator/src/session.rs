@@ -547,7 +547,7 @@ impl Session {
                 self.core.state(),
                 ServerState::Closing | ServerState::Closed
             ) {
-                let _ = self.core.close();
+                let _ = self.core.close(now.into_std());
             }
             return;
         }
@@ -640,7 +640,7 @@ impl Session {
         }
         let idle = self.core.pending() == 0 && self.sent_up.is_empty();
         if idle || now >= grace {
-            let _ = self.core.close();
+            let _ = self.core.close(now.into_std());
         }
     }
 

@@ -216,7 +216,8 @@ fn draining_opens_a_replacement_at_once_and_the_old_connection_finishes_its_work
     assert_eq!(net.server(old).unacked_upstream().count(), 0);
 
     // The server closes the old one: "b" goes again on the new connection, same id.
-    net.server(old).close().unwrap();
+    let now = net.now;
+    net.server(old).close(now).unwrap();
     net.drive();
     let events = net.take_events();
     let d = downs(&events);
@@ -240,7 +241,8 @@ fn a_connection_drained_right_after_it_came_up_counts_as_a_failure() {
             .send_control(&Control::connection_draining())
             .unwrap();
         net.drive();
-        net.server(c).close().unwrap();
+        let now = net.now;
+        net.server(c).close(now).unwrap();
         let t0 = net.now;
         net.run_until(10_000, |n| n.connects.len() > start);
         delays.push(net.now - t0);

@@ -130,7 +130,7 @@ fn run(ops: Vec<Op>, window: usize, chunk_seed: u64) -> Result<(), TestCaseError
             Op::Advance(s) => pair.advance(Duration::from_secs(u64::from(s))),
             Op::Drop => pair.disconnect(),
             Op::ServerClose => {
-                let _ = pair.server.close();
+                let _ = pair.server.close(pair.now);
             }
             Op::ClientClose(s) => pair
                 .client

@@ -568,7 +568,7 @@ fn draining_by_control_message() {
                 .any(|e| matches!(e, ServerEvent::AppAck(_)))
         );
         // The server closes it: "b" comes back unanswered, for sending elsewhere.
-        pair.server.close().unwrap();
+        pair.server.close(pair.now).unwrap();
         pair.drive();
         let (reason, unanswered) = closed(pair).unwrap();
         assert_eq!(reason, &CloseReason::ServerClosed);
@@ -708,7 +708,7 @@ fn server_close_hands_back_what_is_in_flight() {
         }
         pair.drive();
         pair.server.ack("b", None).unwrap();
-        pair.server.close().unwrap();
+        pair.server.close(pair.now).unwrap();
         pair.drive();
         let (reason, unanswered) = closed(pair).unwrap();
         assert_eq!(reason, &CloseReason::ServerClosed);

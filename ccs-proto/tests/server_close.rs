@@ -38,6 +38,7 @@ fn upstream() -> Upstream {
 
 /// Every command is refused with `want` and writes nothing.
 fn all_commands_refused(h: &mut Harness, want: &ServerError) {
+    let now = h.now;
     let c = &mut h.conn;
     let receipt = Receipt::sent_to_device(&MessageId::new("m").unwrap(), "R", 0);
     let ack = ccs_proto::message::AppAck {
@@ -55,7 +56,7 @@ fn all_commands_refused(h: &mut Harness, want: &ServerError) {
         c.send_control(&Control::connection_draining()),
         c.send_raw_incoming(&ccs_proto::message::Incoming::Upstream(upstream())),
         c.whitespace(),
-        c.close(),
+        c.close(now),
         c.ping().map(drop),
     ];
     for r in results {
@@ -302,7 +303,8 @@ fn owner_close_waits_for_the_client() {
         h.handshake();
         send_one(h, "m1");
         h.cmd(|c| c.send_upstream(&upstream())).0.unwrap();
-        let (r, step) = h.cmd(|c| c.close());
+        let now = h.now;
+        let (r, step) = h.cmd(|c| c.close(now));
         r.unwrap();
         assert_eq!(step.bytes, END);
         assert!(step.events.is_empty());
@@ -331,10 +333,10 @@ fn owner_close_waits_for_the_client() {
 fn owner_close_times_out() {
     run(|h| {
         h.handshake();
+        // Measured from the `now` given to close, however long the stream was quiet before.
         h.now += Duration::from_secs(100);
-        h.send(b" ");
-        h.cmd(|c| c.close()).0.unwrap();
-        // Measured from the latest `now` the connection saw.
+        let now = h.now;
+        h.cmd(|c| c.close(now)).0.unwrap();
         let deadline = h.now + Duration::from_secs(5);
         assert_eq!(h.conn.poll_timeout(), Some(deadline));
         assert!(h.advance(Duration::from_secs(4)).events.is_empty());
@@ -344,7 +346,8 @@ fn owner_close_times_out() {
     });
     run(|h| {
         h.handshake();
-        h.cmd(|c| c.close()).0.unwrap();
+        let now = h.now;
+        h.cmd(|c| c.close(now)).0.unwrap();
         assert_eq!(h.eof().closed(), CloseReason::Eof);
     });
 }
@@ -353,7 +356,8 @@ fn owner_close_times_out() {
 fn malformed_input_while_closing_closes_silently() {
     run(|h| {
         h.handshake();
-        h.cmd(|c| c.close()).0.unwrap();
+        let now = h.now;
+        h.cmd(|c| c.close(now)).0.unwrap();
         let step = h.send(b"<message><oops></message></oops>");
         assert!(step.bytes.is_empty());
         assert!(matches!(step.closed(), CloseReason::ProtocolError(_)));
@@ -363,7 +367,8 @@ fn malformed_input_while_closing_closes_silently() {
 #[test]
 fn owner_close_before_any_header() {
     run(|h| {
-        let (r, step) = h.cmd(|c| c.close());
+        let now = h.now;
+        let (r, step) = h.cmd(|c| c.close(now));
         r.unwrap();
         assert_eq!(step.headers().len(), 1);
         assert!(step.ended());
@@ -409,7 +414,8 @@ fn owner_stream_error() {
     // After close(): nothing more can be written; it just ends the connection.
     run(|h| {
         h.handshake();
-        h.cmd(|c| c.close()).0.unwrap();
+        let now = h.now;
+        h.cmd(|c| c.close(now)).0.unwrap();
         let (r, step) = h.cmd(|c| c.stream_error("reset", None));
         r.unwrap();
         assert!(step.bytes.is_empty());

@@ -3,9 +3,11 @@
 use bytes::{Bytes, BytesMut};
 use memchr::{memchr, memchr2, memchr3};
 
+use super::chars::is_xml_char;
+use super::header::parse_header;
+use super::read;
 use crate::error::{XmlError, XmlErrorKind};
 use crate::stanza::{StreamError, StreamHeader};
-use crate::xml::read;
 
 /// Limits of the framer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +178,7 @@ impl Framer {
                         return Err(XmlErrorKind::HeaderTooLarge { limit });
                     }
                     let bytes = self.take(len);
-                    let header = read::parse_header(&bytes)?;
+                    let header = parse_header(&bytes)?;
                     self.stream_qname = match &header.prefix {
                         Some(p) => format!("{p}:stream"),
                         None => "stream".to_owned(),
@@ -688,9 +690,4 @@ fn check_entity(name: &[u8]) -> Result<(), XmlErrorKind> {
             name: String::from_utf8_lossy(name).into_owned(),
         }),
     }
-}
-
-/// XML 1.0 `Char`.
-pub(crate) fn is_xml_char(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }

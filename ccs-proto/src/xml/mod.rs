@@ -1,7 +1,10 @@
 //! XML for one XMPP stream: framing ([`Framer`]), decoding ([`read`], [`StreamReader`]) and
 //! encoding ([`mod@write`]).
 
+mod chars;
+mod escape;
 mod framer;
+mod header;
 pub mod read;
 pub mod write;
 

@@ -7,13 +7,11 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use quick_xml::XmlVersion;
-use quick_xml::escape::resolve_predefined_entity;
-use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::PrefixDeclaration;
 use quick_xml::reader::Reader;
 
+use super::chars::{attr_value, resolve_ref};
 use crate::error::XmlErrorKind;
 use crate::stanza::{
     Auth, Features, Iq, IqPayload, IqType, Message, Other, SaslFailure, Stanza, StanzaError,
@@ -102,47 +100,6 @@ pub(crate) fn decode_stream_error(
         condition_text,
         text,
     }))
-}
-
-/// Parses the stream header's start tag (`<stream:stream ...>` or self-closed).
-pub(crate) fn parse_header(bytes: &[u8]) -> Result<StreamHeader, XmlErrorKind> {
-    let text = std::str::from_utf8(bytes).map_err(|_| XmlErrorKind::InvalidUtf8)?;
-    let inner = text
-        .strip_prefix('<')
-        .and_then(|t| t.strip_suffix('>'))
-        .ok_or_else(|| malformed("stream header is not a tag"))?;
-    let inner = inner.strip_suffix('/').unwrap_or(inner);
-    let name_len = inner.find([' ', '\t', '\r', '\n']).unwrap_or(inner.len());
-    let start = BytesStart::from_content(inner, name_len);
-    let mut header = StreamHeader::default();
-    for a in start.attributes().with_checks(true) {
-        let a = a.map_err(|e| malformed(&e.to_string()))?;
-        let value = attr_value(&a)?.into_owned();
-        match a.key.as_namespace_binding() {
-            Some(PrefixDeclaration::Default) => header.namespaces.push((None, value)),
-            Some(PrefixDeclaration::Named(p)) => {
-                header.namespaces.push((Some(p.to_owned()), value))
-            }
-            None => header.attributes.push((a.key.as_ref().to_owned(), value)),
-        }
-    }
-    let qname = &inner[..name_len];
-    let (prefix, local) = match qname.split_once(':') {
-        Some((p, l)) => (Some(p), l),
-        None => (None, qname),
-    };
-    let uri = header
-        .namespaces
-        .iter()
-        .find(|(p, _)| p.as_deref() == prefix)
-        .map(|(_, u)| u.as_str());
-    if local != "stream" || uri != Some(ns::STREAMS) {
-        return Err(XmlErrorKind::NotAStreamHeader {
-            found: qname.to_owned(),
-        });
-    }
-    header.prefix = prefix.map(str::to_owned);
-    Ok(header)
 }
 
 /// One pass over one stanza, with the namespace scope.
@@ -573,37 +530,6 @@ fn attrs<const N: usize>(
         }
     }
     Ok(out)
-}
-
-fn attr_value<'a>(a: &Attribute<'a>) -> Result<Cow<'a, str>, XmlErrorKind> {
-    a.normalized_value(XmlVersion::Implicit1_0)
-        .map_err(|e| entity_error(&e.to_string()))
-}
-
-fn resolve_ref(r: &quick_xml::events::BytesRef<'_>) -> Result<Cow<'static, str>, XmlErrorKind> {
-    if r.is_char_ref() {
-        return match r.resolve_char_ref() {
-            Ok(Some(c)) if super::framer::is_xml_char(c) => Ok(Cow::Owned(c.to_string())),
-            _ => Err(XmlErrorKind::InvalidCharRef {
-                name: r.to_string(),
-            }),
-        };
-    }
-    resolve_predefined_entity(r)
-        .map(Cow::Borrowed)
-        .ok_or_else(|| XmlErrorKind::UndefinedEntity {
-            name: r.chars().take(16).collect(),
-        })
-}
-
-fn entity_error(detail: &str) -> XmlErrorKind {
-    if detail.contains("entity") || detail.contains("reference") {
-        XmlErrorKind::UndefinedEntity {
-            name: detail.chars().take(80).collect(),
-        }
-    } else {
-        malformed(detail)
-    }
 }
 
 /// A namespace name as one of the [`ns`] constants when it is one (no allocation).

@@ -1460,7 +1460,7 @@ impl Sim {
             Action::Answer(conn, id, answer) => self.answer(conn, &id, answer),
             Action::CloseServer(conn) => {
                 if let Some(s) = self.net.servers.get_mut(&conn) {
-                    let _ = s.close();
+                    let _ = s.close(self.net.now);
                 }
             }
             Action::AppAck(h) => {
@@ -1561,7 +1561,7 @@ impl Sim {
                     if self.r.below(4) == 0 {
                         self.net.mute(id, Dir::ToClient);
                     } else if let Some(s) = self.net.servers.get_mut(&id) {
-                        let _ = s.close();
+                        let _ = s.close(self.net.now);
                     }
                 }
             }

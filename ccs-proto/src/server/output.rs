@@ -1,0 +1,206 @@
+//! The connection writing to the client, and the checks commands make before they write.
+
+use super::{CloseReason, Pending, ServerConnection, ServerError, ServerEvent, ServerState};
+use crate::message::{AppAck, Incoming, MessageId};
+use crate::stanza::Iq;
+use crate::xml::write::{self, MessageAttrs};
+
+impl ServerConnection {
+    /// Commands that write messages need a bound, open stream.
+    pub(super) fn ready(&self) -> Result<(), ServerError> {
+        match self.state {
+            ServerState::Bound | ServerState::Draining => Ok(()),
+            ServerState::Closing => Err(ServerError::Closing),
+            ServerState::Closed => Err(ServerError::Closed),
+            state => Err(ServerError::NotReady { state }),
+        }
+    }
+
+    /// Commands that write anything need the server's stream not to be over.
+    pub(super) fn writable(&self) -> Result<(), ServerError> {
+        match self.state {
+            ServerState::Closed => Err(ServerError::Closed),
+            _ if self.end_sent => Err(ServerError::Closing),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn pending_entry(
+        &self,
+        message_id: &str,
+    ) -> Result<(&MessageId, &Pending), ServerError> {
+        self.pending
+            .get_key_value(message_id)
+            .ok_or_else(|| ServerError::NotPending {
+                id: message_id.to_owned(),
+            })
+    }
+
+    pub(super) fn check_unacked(&self, key: &AppAck) -> Result<(), ServerError> {
+        let limit = self.config.max_unacked_upstream;
+        if self.unacked.len() >= limit && !self.unacked_by_id.contains_key(key) {
+            return Err(ServerError::TooManyUnacked { limit });
+        }
+        Ok(())
+    }
+
+    pub(super) fn track_unacked(&mut self, message: Incoming) {
+        let Some(key) = message.ack_for() else {
+            return;
+        };
+        self.unacked_seq += 1;
+        if let Some(old) = self.unacked_by_id.insert(key, self.unacked_seq) {
+            self.unacked.remove(&old);
+        }
+        self.unacked.insert(self.unacked_seq, message);
+    }
+
+    /// Writes a `<message>` with CCS JSON: `type` as given, `to` the bare JID and `from`
+    /// `devices@DOMAIN` for upstream-like messages (`type="normal"`), no attributes
+    /// otherwise.
+    pub(super) fn write_gcm<T: serde::Serialize>(
+        &mut self,
+        kind: Option<&str>,
+        value: &T,
+    ) -> Result<(), ServerError> {
+        let (to, from) = if kind.is_some() {
+            (
+                Some(format!("{}@{}", self.config.sender_id, self.config.domain)),
+                Some(format!("devices@{}", self.config.domain)),
+            )
+        } else {
+            (None, None)
+        };
+        let attrs = MessageAttrs {
+            id: None,
+            to: to.as_deref(),
+            from: from.as_deref(),
+            kind,
+        };
+        write::gcm_message_serialize(&mut self.out, &attrs, value)
+            .map_err(|e| ServerError::Encode(e.into()))?;
+        self.stats.stanzas_out += 1;
+        Ok(())
+    }
+
+    pub(super) fn write_stanza_error(
+        &mut self,
+        stanza_id: Option<&str>,
+        echoed_json: Option<&str>,
+        condition: &str,
+        text: Option<&str>,
+    ) {
+        let (kind, code) = stanza_error_type(condition);
+        let attrs = MessageAttrs {
+            id: stanza_id,
+            to: self.jid.as_deref(),
+            ..MessageAttrs::default()
+        };
+        write::stanza_error_message(
+            &mut self.out,
+            &attrs,
+            echoed_json,
+            code,
+            kind,
+            condition,
+            text,
+        );
+        self.stats.stanzas_out += 1;
+        self.stats.stanza_errors_sent += 1;
+    }
+
+    pub(super) fn iq_result(&mut self, iq: &Iq) {
+        write::iq_result(&mut self.out, iq.id.as_deref(), None);
+        self.stats.stanzas_out += 1;
+    }
+
+    pub(super) fn iq_error(&mut self, iq: &Iq, kind: &str, condition: &str) {
+        write::iq_error(&mut self.out, iq.id.as_deref(), None, kind, condition);
+        self.stats.stanzas_out += 1;
+    }
+
+    /// Writes the server's stream header for the current stream.
+    pub(super) fn write_header(&mut self) {
+        let id = format!("{:016X}", self.rng.next());
+        let from = self.stream_to.as_deref().unwrap_or(&self.config.domain);
+        write::server_header(&mut self.out, from, &id);
+        self.stream_id = Some(id);
+        self.header_sent = true;
+    }
+
+    /// Answers the client's end of stream with ours, unless ours was sent.
+    pub(super) fn end_stream(&mut self) {
+        if !self.end_sent {
+            if !self.header_sent {
+                self.write_header();
+            }
+            write::stream_end(&mut self.out);
+            self.end_sent = true;
+        }
+    }
+
+    pub(super) fn fail(&mut self, condition: &str, text: Option<&str>) {
+        let reason = CloseReason::StreamError {
+            condition: condition.to_owned(),
+            text: text.map(str::to_owned),
+        };
+        self.fail_with(condition, text, reason);
+    }
+
+    /// Sends a stream error and the end tag (with a header first if this stream has none,
+    /// RFC 6120 §4.9.1.1) unless the end tag was already sent, then closes.
+    pub(super) fn fail_with(&mut self, condition: &str, text: Option<&str>, reason: CloseReason) {
+        if self.state == ServerState::Closed {
+            return;
+        }
+        if !self.end_sent {
+            if !self.header_sent {
+                self.write_header();
+            }
+            write::stream_error(&mut self.out, condition, text);
+            self.stats.stanzas_out += 1;
+            write::stream_end(&mut self.out);
+            self.end_sent = true;
+        }
+        self.close_with(reason);
+    }
+
+    /// Closes once: the one place that emits [`ServerEvent::Closed`].
+    pub(super) fn close_with(&mut self, reason: CloseReason) {
+        if self.state == ServerState::Closed {
+            return;
+        }
+        self.state = ServerState::Closed;
+        self.deadline = None;
+        self.events.push_back(ServerEvent::Closed { reason });
+    }
+}
+
+/// The error `type` and legacy `code` (XEP-0086) of a stanza error condition.
+fn stanza_error_type(condition: &str) -> (&'static str, Option<&'static str>) {
+    match condition {
+        "bad-request" => ("modify", Some("400")),
+        "conflict" => ("cancel", Some("409")),
+        "feature-not-implemented" => ("cancel", Some("501")),
+        "forbidden" => ("auth", Some("403")),
+        "gone" => ("modify", Some("302")),
+        "internal-server-error" => ("wait", Some("500")),
+        "item-not-found" => ("cancel", Some("404")),
+        "jid-malformed" => ("modify", Some("400")),
+        "not-acceptable" => ("modify", Some("406")),
+        "not-allowed" => ("cancel", Some("405")),
+        "not-authorized" => ("auth", Some("401")),
+        "policy-violation" => ("modify", None),
+        "recipient-unavailable" => ("wait", Some("404")),
+        "redirect" => ("modify", Some("302")),
+        "registration-required" => ("auth", Some("407")),
+        "remote-server-not-found" => ("cancel", Some("404")),
+        "remote-server-timeout" => ("wait", Some("504")),
+        "resource-constraint" => ("wait", Some("500")),
+        "service-unavailable" => ("cancel", Some("503")),
+        "subscription-required" => ("auth", Some("407")),
+        "undefined-condition" => ("cancel", Some("500")),
+        "unexpected-request" => ("wait", Some("400")),
+        _ => ("cancel", None),
+    }
+}

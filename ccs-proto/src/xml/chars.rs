@@ -1,0 +1,52 @@
+//! Characters and references, shared by the framer, the header parser and the stanza
+//! decoder: which characters XML 1.0 allows, and what references in text and attribute values
+//! stand for.
+
+use std::borrow::Cow;
+
+use quick_xml::XmlVersion;
+use quick_xml::escape::resolve_predefined_entity;
+use quick_xml::events::BytesRef;
+use quick_xml::events::attributes::Attribute;
+
+use crate::error::XmlErrorKind;
+
+/// XML 1.0 `Char`.
+pub(super) fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// An attribute's value with references resolved and whitespace normalized.
+pub(super) fn attr_value<'a>(a: &Attribute<'a>) -> Result<Cow<'a, str>, XmlErrorKind> {
+    a.normalized_value(XmlVersion::Implicit1_0)
+        .map_err(|e| entity_error(&e.to_string()))
+}
+
+/// The text a character or predefined entity reference stands for.
+pub(super) fn resolve_ref(r: &BytesRef<'_>) -> Result<Cow<'static, str>, XmlErrorKind> {
+    if r.is_char_ref() {
+        return match r.resolve_char_ref() {
+            Ok(Some(c)) if is_xml_char(c) => Ok(Cow::Owned(c.to_string())),
+            _ => Err(XmlErrorKind::InvalidCharRef {
+                name: r.to_string(),
+            }),
+        };
+    }
+    resolve_predefined_entity(r)
+        .map(Cow::Borrowed)
+        .ok_or_else(|| XmlErrorKind::UndefinedEntity {
+            name: r.chars().take(16).collect(),
+        })
+}
+
+fn entity_error(detail: &str) -> XmlErrorKind {
+    if detail.contains("entity") || detail.contains("reference") {
+        XmlErrorKind::UndefinedEntity {
+            name: detail.chars().take(80).collect(),
+        }
+    } else {
+        XmlErrorKind::Malformed {
+            detail: detail.to_owned(),
+        }
+    }
+}
