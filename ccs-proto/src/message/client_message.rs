@@ -20,8 +20,8 @@ use crate::error::JsonError;
 ///
 /// `to` is the `from` of the message being acked (`gcm.googleapis.com` for a receipt) and
 /// `message_id` is its id verbatim (a receipt's keeps its `dr2:` prefix). Get one from
-/// [`Incoming::ack_for`](super::Incoming::ack_for). When decoded (server role), fields other than these three are
-/// ignored.
+/// [`Incoming::ack_for`](super::Incoming::ack_for). When decoded (server role), fields other
+/// than these three are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AppAck {
     /// The `from` of the acked message.

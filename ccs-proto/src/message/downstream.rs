@@ -248,8 +248,8 @@ impl DownstreamBuilder {
         self
     }
 
-    /// Sets `delivery_receipt_requested`: CCS then sends a [`Receipt`](super::Receipt) when the device got
-    /// the message.
+    /// Sets `delivery_receipt_requested`: CCS then sends a [`Receipt`](super::Receipt) when the
+    /// device got the message.
     pub fn delivery_receipt_requested(mut self, value: bool) -> Self {
         self.msg.delivery_receipt_requested = Some(value);
         self

@@ -48,8 +48,8 @@
 //! Should the message still not decode (a known field given twice), and the same text is a
 //! JSON object that decodes as an upstream message or a receipt once each name keeps its last
 //! value, that decoding is returned, so that the message is delivered and acked. Anything else
-//! that does not decode is a [`JsonError`](crate::error::JsonError); without a usable `from` and `message_id` there is
-//! nothing to ack anyway.
+//! that does not decode is a [`JsonError`](crate::error::JsonError); without a usable `from`
+//! and `message_id` there is nothing to ack anyway.
 //!
 //! Serializing writes such `extra` entries back in place of the empty typed field, so that a
 //! decoded message re-encodes to the same object (`"86400"` comes back as `86400`).
