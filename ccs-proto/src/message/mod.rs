@@ -103,8 +103,8 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-// What the files below share: the field-name tables and their key reader, the string reader,
-// and the writer of incoming messages' fields.
+// Shared by the files of this module: the field-name tables and their key reader, the string
+// reader, and the writer of incoming messages' fields.
 
 /// Declares the known field names of one JSON object as a fieldless enum.
 macro_rules! field_names {
