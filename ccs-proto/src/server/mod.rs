@@ -49,10 +49,24 @@ pub use event::{CloseReason, ServerError, ServerEvent, ServerState, ServerStats}
 /// }
 /// ```
 ///
-/// Methods fall in four groups: inputs (`handle_*`), outputs (`poll_*`, drain them after
-/// every input and every command), commands (verbs: [`ack`](Self::ack),
-/// [`nack`](Self::nack), [`send_upstream`](Self::send_upstream), [`close`](Self::close), ...;
-/// caller mistakes come back as a [`ServerError`], nothing else changes) and getters (nouns).
+/// - **Inputs:** [`handle_input`](Self::handle_input) (bytes received),
+///   [`handle_eof`](Self::handle_eof) (the transport ended),
+///   [`handle_timeout`](Self::handle_timeout) (the deadline from `poll_timeout` passed; a
+///   spurious call does nothing).
+/// - **Commands:** [`ack`](Self::ack), [`nack`](Self::nack),
+///   [`stanza_error`](Self::stanza_error), [`send_upstream`](Self::send_upstream),
+///   [`send_receipt`](Self::send_receipt), [`send_control`](Self::send_control),
+///   [`ping`](Self::ping), [`close`](Self::close) (it arms a timer: it takes `now`), ...
+///   Caller mistakes come back as a [`ServerError`]; nothing else changes then.
+/// - **Outputs:** [`poll_transmit`](Self::poll_transmit) (bytes to write),
+///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
+/// - **Getters:** [`state`](Self::state), [`pending`](Self::pending), [`jid`](Self::jid),
+///   [`unacked_upstream`](Self::unacked_upstream), [`stats`](Self::stats), ...
+///
+/// After any input or command, drain every output: events first (answering one may call a
+/// command, which queues bytes), then transmits, until both are empty. Bytes queued by a
+/// handler then go out in the same turn, not at the next wake-up. `now` is the only clock.
+///
 /// Misbehaviour of the client never panics and never returns an error: it closes the stream
 /// with the stream error RFC 6120 prescribes and shows up once, as [`ServerEvent::Closed`].
 ///
