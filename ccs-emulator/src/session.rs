@@ -130,6 +130,7 @@ impl Session {
         sc.max_unacked_upstream = c.max_unacked_upstream;
         sc.setup_timeout = Some(c.setup_timeout);
         sc.close_timeout = c.close_timeout;
+        // The core's seed is the first draw; every fault draws after it, from the plan.
         sc.seed = rng.next();
         let core = ServerConnection::new(sc, now.into_std());
         let faults = FaultPlan::new(c.faults.clone(), rng);
