@@ -16,6 +16,12 @@
 //! sans-IO server side of one stream: every protocol decision lives there; what to answer
 //! and which faults to inject lives here.
 //!
+//! Faults have one home, the fault plan in `src/faults.rs`: a session asks it, without IO,
+//! how to answer each downstream message and where to cut or split each write; every draw
+//! comes from the seed, in the order the session asks. To add a fault: one field in
+//! [`Faults`], one decision in the plan (asked by the session where the fault strikes,
+//! drawing nothing while the fault is off), one test of that decision next to it.
+//!
 //! ```
 //! use ccs_emulator::{Emulator, EmulatorConfig};
 //!
@@ -42,9 +48,11 @@
 mod config;
 mod emulator;
 mod error;
+mod faults;
 mod ledger;
 mod policy;
 mod rng;
+mod schedule;
 mod session;
 mod shared;
 mod tls;
