@@ -1,8 +1,8 @@
 //! The framer and decoder on whole streams, one byte at a time, and in random pieces.
 
-mod common;
+mod framing_support;
 
-use common::{Out, SERVER_SESSION, cfg, run_all_ways, run_cuts, stanzas};
+use framing_support::{Out, SERVER_SESSION, cfg, run_all_ways, run_cuts, stanzas};
 
 use ccs_proto::error::XmlErrorKind;
 use ccs_proto::stanza::{IqPayload, IqType, Stanza};

@@ -3,13 +3,13 @@
 //! page's JSON is invalid (missing commas, `//` comments), the payload decodes to a clean
 //! `JsonError`; the corrected copies are in `message_vectors.rs`.
 
-mod common;
+mod framing_support;
 
 use ccs_proto::message::{Incoming, NackCode};
 use ccs_proto::sasl;
 use ccs_proto::stanza::Stanza;
 use ccs_proto::xml::{Event, FramerConfig};
-use common::{Out, run_all_ways, stanzas};
+use framing_support::{Out, run_all_ways, stanzas};
 
 const SERVER_HEADER: &str = "<stream:stream from=\"gcm.googleapis.com\" id=\"AF8BB607948BF55F\" \
     version=\"1.0\" xmlns:stream=\"http://etherx.jabber.org/streams\" xmlns=\"jabber:client\">";

@@ -1,14 +1,13 @@
 //! Every encoder in `ccs_proto::xml::write`: exact bytes for the fixed forms of PROTOCOL.md,
 //! and every output parsed back with quick-xml.
 
-#[path = "common/xml_tree.rs"]
-mod support;
+mod xml_tree;
 
 use std::collections::BTreeMap;
 
 use ccs_proto::stanza::ns;
 use ccs_proto::xml::write::{self, MessageAttrs};
-use support::{parse, parse_bytes, sanitized};
+use xml_tree::{parse, parse_bytes, sanitized};
 
 fn written(f: impl FnOnce(&mut Vec<u8>)) -> String {
     let mut out = Vec::new();
@@ -17,7 +16,7 @@ fn written(f: impl FnOnce(&mut Vec<u8>)) -> String {
 }
 
 /// A stream header is never closed on its own; parse it with the closing tag after it.
-fn parse_stream(header: &str) -> support::El {
+fn parse_stream(header: &str) -> xml_tree::El {
     let mut doc = header.to_owned();
     doc.push_str(&written(write::stream_end));
     parse(&doc)

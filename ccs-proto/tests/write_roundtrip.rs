@@ -1,13 +1,12 @@
 //! Escaping round trips: whatever string goes in, quick-xml reads back the same value.
 
-#[path = "common/xml_tree.rs"]
-mod support;
+mod xml_tree;
 
 use ccs_proto::stanza::ns;
 use ccs_proto::xml::write::{self, MessageAttrs};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use support::{parse, parse_bytes, sanitized};
+use xml_tree::{parse, parse_bytes, sanitized};
 
 /// Strings made of pieces that stress the escaper: markup characters, `]]>`, quotes,
 /// whitespace XML normalizes, control characters (JSON escapes them, XML cannot carry them),

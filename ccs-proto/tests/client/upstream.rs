@@ -2,14 +2,12 @@
 //! per `(from, message_id)` within the de-duplication window (a redelivered copy is acked
 //! again, not handed over twice); manual ack handles tied to their connection.
 
-mod client_sim;
-
+use crate::fixtures::*;
 use ccs_proto::AckMode;
 use ccs_proto::client::{ClientConfig, ClientEvent};
 use ccs_proto::connection::{AckError, AckHandle, ConnId};
 use ccs_proto::message::{Receipt, Upstream};
 use ccs_proto::server::ServerEvent;
-use client_sim::*;
 
 fn up(id: &str) -> Upstream {
     Upstream {
@@ -60,7 +58,7 @@ fn config(manual: bool) -> ClientConfig {
 /// Sends `up` on `c`, lets the link die just before the client's ack reaches the server,
 /// and returns the new connection (the server redelivers there).
 fn lose_the_ack(net: &mut Net, c: ConnId, message: &Upstream) -> ConnId {
-    net.kill_after(c, Dir::ToServer, 0);
+    net.kill_after(c, Direction::ToServer, 0);
     net.server(c).send_upstream(message).unwrap();
     net.drive();
     assert!(!net.servers.contains_key(&c), "the link should be dead");
@@ -70,7 +68,7 @@ fn lose_the_ack(net: &mut Net, c: ConnId, message: &Upstream) -> ConnId {
 
 #[test]
 fn a_redelivered_message_is_acked_again_but_handed_over_once() {
-    let mut net = Net::up(config(false));
+    let mut net = net_up(config(false));
     let c = net.only_conn();
     let m = up("up-1");
     let new = lose_the_ack(&mut net, c, &m);
@@ -88,7 +86,7 @@ fn a_redelivered_message_is_acked_again_but_handed_over_once() {
 fn with_the_window_off_every_copy_is_handed_over() {
     let mut c = config(false);
     c.dedup_window = 0;
-    let mut net = Net::up(c);
+    let mut net = net_up(c);
     let conn = net.only_conn();
     let m = up("up-1");
     let new = lose_the_ack(&mut net, conn, &m);
@@ -101,7 +99,7 @@ fn with_the_window_off_every_copy_is_handed_over() {
 fn the_window_is_bounded() {
     let mut c = config(false);
     c.dedup_window = 2;
-    let mut net = Net::up(c);
+    let mut net = net_up(c);
     let conn = net.only_conn();
     for id in ["up-1", "up-2", "up-3", "up-3", "up-1"] {
         // The server forgets what was acked, so it may send the same id again.
@@ -119,7 +117,7 @@ fn the_window_is_bounded() {
 
 #[test]
 fn receipts_are_acked_and_de_duplicated_too() {
-    let mut net = Net::up(config(false));
+    let mut net = net_up(config(false));
     let c = net.only_conn();
     let r = Receipt::sent_to_device(&mid("m-1"), "tok", 1);
     net.server(c).send_receipt(&r).unwrap();
@@ -138,7 +136,7 @@ fn receipts_are_acked_and_de_duplicated_too() {
 
 #[test]
 fn manual_acks_go_through_the_handle_on_its_connection() {
-    let mut net = Net::up(config(true));
+    let mut net = net_up(config(true));
     let c = net.only_conn();
     net.server(c).send_upstream(&up("up-1")).unwrap();
     net.drive();
@@ -159,7 +157,7 @@ fn manual_acks_go_through_the_handle_on_its_connection() {
 
 #[test]
 fn an_ack_after_the_connection_died_is_refused_and_the_redelivery_comes_with_a_new_handle() {
-    let mut net = Net::up(config(true));
+    let mut net = net_up(config(true));
     let c = net.only_conn();
     let m = up("up-1");
     net.server(c).send_upstream(&m).unwrap();
@@ -186,14 +184,14 @@ fn an_ack_after_the_connection_died_is_refused_and_the_redelivery_comes_with_a_n
 
 #[test]
 fn a_copy_of_a_message_the_application_acked_is_acked_by_the_client() {
-    let mut net = Net::up(config(true));
+    let mut net = net_up(config(true));
     let c = net.only_conn();
     let m = up("up-1");
     net.server(c).send_upstream(&m).unwrap();
     net.drive();
     let h = handed(&net.client_events)[0].1.clone().unwrap();
     // The application's ack is lost on the wire.
-    net.kill_after(c, Dir::ToServer, 0);
+    net.kill_after(c, Direction::ToServer, 0);
     let now = net.now;
     net.client.ack(now, &h).unwrap();
     net.drive();
@@ -210,7 +208,7 @@ fn a_copy_of_a_message_the_application_acked_is_acked_by_the_client() {
 fn a_copy_on_another_connection_waits_for_the_applications_ack() {
     let mut c = config(true);
     c.connections = 2;
-    let mut net = Net::up(c);
+    let mut net = net_up(c);
     let conns: Vec<ConnId> = net.servers.keys().copied().collect();
     let m = up("up-1");
     net.server(conns[0]).send_upstream(&m).unwrap();
@@ -233,7 +231,7 @@ fn a_copy_on_another_connection_waits_for_the_applications_ack() {
 
 #[test]
 fn handles_are_refused_after_the_client_closed() {
-    let mut net = Net::up(config(true));
+    let mut net = net_up(config(true));
     let c = net.only_conn();
     net.server(c).send_upstream(&up("up-1")).unwrap();
     net.drive();
@@ -250,7 +248,7 @@ fn handles_are_refused_after_the_client_closed() {
 fn a_held_copy_is_handed_over_when_the_first_copys_connection_dies() {
     let mut c = config(true);
     c.connections = 2;
-    let mut net = Net::up(c);
+    let mut net = net_up(c);
     let conns: Vec<ConnId> = net.servers.keys().copied().collect();
     let m = up("up-1");
     net.server(conns[0]).send_upstream(&m).unwrap();
@@ -280,7 +278,7 @@ fn a_held_copy_is_handed_over_when_the_first_copys_connection_dies() {
 fn acks_of_handles_held_at_close_go_through_until_the_deadline() {
     // An app server echoing a message when it shuts down: its ack must still reach the
     // server, or the message is redelivered (and echoed twice).
-    let mut net = Net::up(config(true));
+    let mut net = net_up(config(true));
     let c = net.only_conn();
     net.server(c).send_upstream(&up("up-1")).unwrap();
     net.server(c).send_upstream(&up("up-2")).unwrap();

@@ -1,19 +1,17 @@
 //! The client's basic contract: outcomes by ticket, back-pressure, duplicate ids, window and
 //! round robin over connections, the Connect/Disconnect pairing.
 
-mod client_sim;
-
 use std::time::Duration;
 
+use crate::fixtures::*;
 use ccs_proto::client::{ClientEvent, Outcome, Output, Phase, SendErrorKind};
 use ccs_proto::connection::ConnId;
 use ccs_proto::message::{Incoming, NackCode};
 use ccs_proto::server::ServerEvent;
-use client_sim::*;
 
 #[test]
 fn sends_and_reports_each_outcome_with_its_ticket() {
-    let mut net = Net::up(client_config());
+    let mut net = net_up(client_config());
     net.auto_ack = true;
     let tickets: Vec<u64> = (0..3)
         .map(|i| net.send(msg(&format!("m-{i}"))).get())
@@ -43,7 +41,7 @@ fn sends_and_reports_each_outcome_with_its_ticket() {
 
 #[test]
 fn canonical_ids_nacks_and_stanza_errors_are_outcomes() {
-    let mut net = Net::up(client_config());
+    let mut net = net_up(client_config());
     let c = net.only_conn();
     for id in ["a", "b", "c"] {
         net.send(msg(id));
@@ -80,7 +78,7 @@ fn canonical_ids_nacks_and_stanza_errors_are_outcomes() {
 fn a_full_queue_gives_the_message_back_and_says_when_it_has_room() {
     let mut config = client_config();
     config.max_queue = 2;
-    let mut net = Net::new(config);
+    let mut net = new_net(config);
     net.dial_default = Dial::Silent; // no connection yet: everything stays queued
     let now = net.now;
     net.client.send(now, msg("a")).unwrap();
@@ -110,7 +108,7 @@ fn a_full_queue_gives_the_message_back_and_says_when_it_has_room() {
 
 #[test]
 fn a_message_id_still_pending_is_refused() {
-    let mut net = Net::up(client_config());
+    let mut net = net_up(client_config());
     net.send(msg("same"));
     let now = net.now;
     let err = net.client.send(now, msg("same")).unwrap_err();
@@ -126,7 +124,7 @@ fn a_message_id_still_pending_is_refused() {
 fn the_optional_payload_limit_is_checked_at_send() {
     let mut config = client_config();
     config.connection.max_payload_bytes = Some(64);
-    let mut net = Net::up(config);
+    let mut net = net_up(config);
     let big = ccs_proto::message::Downstream::builder("tok", "big")
         .unwrap()
         .data(serde_json::json!({"x": "y".repeat(100)}))
@@ -146,7 +144,7 @@ fn messages_spread_over_connections_and_never_exceed_a_window() {
     let mut config = client_config();
     config.connections = 2;
     config.connection.window = 3;
-    let mut net = Net::up(config);
+    let mut net = net_up(config);
     for i in 0..10 {
         net.send(msg(&format!("m-{i}")));
     }
@@ -184,7 +182,7 @@ fn messages_spread_over_connections_and_never_exceed_a_window() {
 fn every_connect_has_one_disconnect_and_one_down() {
     let mut config = client_config();
     config.reconnect.base = Duration::from_millis(10);
-    let mut net = Net::new(config);
+    let mut net = new_net(config);
     net.dial_plan.extend([Dial::Refuse, Dial::Accept]);
     net.advance(Duration::from_secs(5));
     let c = net.only_conn();
@@ -210,7 +208,7 @@ fn every_connect_has_one_disconnect_and_one_down() {
 
 #[test]
 fn a_transport_for_a_forgotten_id_is_disconnected() {
-    let mut net = Net::up(client_config());
+    let mut net = net_up(client_config());
     let now = net.now;
     net.client.handle_connected(now, ConnId(999));
     assert!(matches!(
@@ -225,7 +223,7 @@ fn a_transport_for_a_forgotten_id_is_disconnected() {
 
 #[test]
 fn connection_phases_are_visible() {
-    let mut net = Net::new(client_config());
+    let mut net = new_net(client_config());
     let phases = |net: &Net| {
         net.client
             .connections()
@@ -241,7 +239,7 @@ fn connection_phases_are_visible() {
 
 #[test]
 fn unknown_messages_and_anomalies_reach_the_application() {
-    let mut net = Net::up(client_config());
+    let mut net = net_up(client_config());
     let c = net.only_conn();
     let unknown = Incoming::from_json(r#"{"message_type":"shiny","x":1}"#).unwrap();
     net.server(c).send_raw_incoming(&unknown).unwrap();

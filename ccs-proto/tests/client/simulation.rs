@@ -16,11 +16,10 @@
 //!
 //! A failing run prints its seed and the command that replays it (`replay_seed`, with
 //! `CCS_SIM_SEED`). Longer runs (24 of 100,000 messages and 400 of 3,000; about 80 s in
-//! release): `cargo test --release -p ccs-proto --features long-sim --test client_simulation`.
+//! release): `cargo test --release -p ccs-proto --features long-sim --test client
+//! simulation::long_runs`.
 
-mod client_sim;
-
-use client_sim::{SimSpec, SimSummary, simulate};
+use crate::simulator::{SimSpec, SimSummary, simulate};
 
 fn run(seed: u64, messages: usize, tiny_pieces: bool) -> SimSummary {
     match simulate(SimSpec {
@@ -75,7 +74,7 @@ fn same_seed_same_run() {
 }
 
 /// Replays one seed: `CCS_SIM_SEED=0x... [CCS_SIM_MESSAGES=n] cargo test -p ccs-proto --test
-/// client_simulation replay_seed -- --nocapture`. Without the variables, a fixed seed.
+/// client replay_seed -- --nocapture`. Without the variables, a fixed seed.
 #[test]
 fn replay_seed() {
     let parse = |v: String| {

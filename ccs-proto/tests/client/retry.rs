@@ -2,13 +2,11 @@
 //! backoff up to a bound, rate limits reported unless asked otherwise, every other code
 //! final, stanza errors final; "never retry"; every retry visible as an event and a counter.
 
-mod client_sim;
-
 use std::time::Duration;
 
+use crate::fixtures::*;
 use ccs_proto::client::{ClientConfig, ClientEvent, FailReason, Jitter, Outcome, RetryPolicy};
 use ccs_proto::message::NackCode;
-use client_sim::*;
 
 fn predictable(max_attempts: u32) -> ClientConfig {
     let mut c = client_config();
@@ -35,7 +33,7 @@ fn retrying(events: &[ClientEvent]) -> Vec<(u32, Duration, NackCode)> {
 
 /// Sends "m", nacks it with `code` each time it arrives, `times` times, then acks it.
 fn nack_then_ack(config: ClientConfig, code: &NackCode, times: usize) -> Net {
-    let mut net = Net::up(config);
+    let mut net = net_up(config);
     net.send(msg("m"));
     net.drive();
     for _ in 0..times {
@@ -77,7 +75,7 @@ fn service_unavailable_is_retried_with_backoff_then_acked() {
 
 #[test]
 fn the_retry_waits_exactly_its_delay() {
-    let mut net = Net::up(predictable(5));
+    let mut net = net_up(predictable(5));
     net.send(msg("m"));
     net.drive();
     let c = net.only_conn();
@@ -166,7 +164,7 @@ fn every_final_code_is_reported_as_nacked() {
         "JSON_PARSING_ERROR",
         "InvalidJson : INVALID_TTL : Invalid value (-1)",
     ];
-    let mut net = Net::up(predictable(5));
+    let mut net = net_up(predictable(5));
     let c = net.only_conn();
     for (i, _) in finals.iter().enumerate() {
         net.send(msg(&format!("m-{i}")));
@@ -193,7 +191,7 @@ fn every_final_code_is_reported_as_nacked() {
 fn a_retried_message_goes_before_newer_ones() {
     let mut config = predictable(5);
     config.connection.window = 1;
-    let mut net = Net::up(config);
+    let mut net = net_up(config);
     let c = net.only_conn();
     net.send(msg("old"));
     net.drive();
@@ -217,7 +215,7 @@ fn a_retried_message_goes_before_newer_ones() {
 fn a_retry_due_at_once_leaves_no_timer_in_the_past() {
     let mut config = predictable(5);
     config.retry.base = std::time::Duration::ZERO;
-    let mut net = Net::up(config);
+    let mut net = net_up(config);
     let c = net.only_conn();
     net.send(msg("m"));
     net.drive();
@@ -232,7 +230,7 @@ fn a_retry_due_at_once_leaves_no_timer_in_the_past() {
 
 #[test]
 fn delayed_retries_go_out_by_due_time_not_by_nack_order() {
-    let mut net = Net::up(predictable(5));
+    let mut net = net_up(predictable(5));
     let c = net.only_conn();
     net.send(msg("a"));
     net.send(msg("b"));
@@ -268,7 +266,7 @@ fn delayed_retries_go_out_by_due_time_not_by_nack_order() {
 #[test]
 fn unknown_nack_codes_share_one_counter() {
     // A server that puts free text in `error` must not grow the stats without bound.
-    let mut net = Net::up(predictable(1));
+    let mut net = net_up(predictable(1));
     let c = net.only_conn();
     for i in 0..50 {
         net.send(msg(&format!("m-{i}")));

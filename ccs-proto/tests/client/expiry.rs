@@ -2,13 +2,11 @@
 //! late answer, never a second outcome; a window full of such messages gets the connection
 //! replaced) and `max_queue_time` (never sent, or sent again, after the limit).
 
-mod client_sim;
-
+use crate::fixtures::*;
 use ccs_proto::client::{
     ClientConfig, ClientEvent, DownReason, ExpiryKind, Outcome, SendErrorKind,
 };
 use ccs_proto::connection::CloseReason;
-use client_sim::*;
 
 fn config() -> ClientConfig {
     let mut c = client_config();
@@ -30,7 +28,7 @@ fn expired(events: &[ClientEvent]) -> Vec<(String, ExpiryKind, u32)> {
 fn an_unanswered_message_expires_and_a_late_answer_is_not_a_second_outcome() {
     let mut c = config();
     c.ack_timeout = Some(secs(5));
-    let mut net = Net::up(c);
+    let mut net = net_up(c);
     let conn = net.only_conn();
     net.send(msg("m"));
     net.advance(ms(4999));
@@ -61,7 +59,7 @@ fn a_window_full_of_expired_messages_gets_the_connection_replaced() {
     let mut c = config();
     c.ack_timeout = Some(secs(5));
     c.connection.window = 2;
-    let mut net = Net::up(c);
+    let mut net = net_up(c);
     let first = net.only_conn();
     for id in ["a", "b", "c"] {
         net.send(msg(id));
@@ -89,7 +87,7 @@ fn a_window_full_of_expired_messages_gets_the_connection_replaced() {
 fn a_message_never_sent_in_time_expires() {
     let mut c = config();
     c.max_queue_time = Some(secs(10));
-    let mut net = Net::new(c);
+    let mut net = new_net(c);
     net.dial_default = Dial::Silent;
     let now = net.now;
     net.client.send(now, msg("a")).unwrap();
@@ -110,7 +108,7 @@ fn a_message_never_sent_in_time_expires() {
 fn a_message_back_from_a_dead_connection_past_its_queue_time_is_not_sent_again() {
     let mut c = config();
     c.max_queue_time = Some(secs(10));
-    let mut net = Net::up(c);
+    let mut net = net_up(c);
     let conn = net.only_conn();
     net.send(msg("old"));
     net.drive();
@@ -134,7 +132,7 @@ fn a_retry_due_after_the_queue_limit_expires_at_the_limit() {
     c.max_queue_time = Some(secs(3));
     c.retry.base = secs(10);
     c.retry.jitter = ccs_proto::client::Jitter::None;
-    let mut net = Net::up(c);
+    let mut net = net_up(c);
     let conn = net.only_conn();
     let accepted = net.now;
     net.send(msg("m"));
@@ -160,7 +158,7 @@ fn by_default_every_outcome_comes_in_bounded_time() {
     // A server that stays alive (answers pings, the link carries keepalives) but never
     // answers a message; and a network where no connection can be made. The defaults bound
     // both waits: 60 s for an answer, 10 minutes in the queue.
-    let mut net = Net::up(client_config());
+    let mut net = net_up(client_config());
     net.send(msg("on-the-wire"));
     net.advance(secs(59));
     assert!(outcomes(&net.client_events).is_empty());
@@ -170,7 +168,7 @@ fn by_default_every_outcome_comes_in_bounded_time() {
         [("on-the-wire".into(), ExpiryKind::AckTimeout, 1)]
     );
 
-    let mut net = Net::up(client_config());
+    let mut net = net_up(client_config());
     let c = net.only_conn();
     net.dial_default = Dial::Refuse;
     net.kill(c);

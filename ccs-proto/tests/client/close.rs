@@ -2,14 +2,12 @@
 //! while there is something to send), answers awaited until the deadline, then every
 //! connection closed and everything never answered given back, once.
 
-mod client_sim;
-
+use crate::fixtures::*;
 use ccs_proto::client::{
     ClientConfig, ClientEvent, CloseReport, DownReason, Outcome, SendErrorKind,
 };
 use ccs_proto::connection::CloseReason;
 use ccs_proto::message::NackCode;
-use client_sim::*;
 
 fn report(events: &[ClientEvent]) -> CloseReport {
     let mut reports = events.iter().filter_map(|e| match e {
@@ -33,7 +31,7 @@ fn config() -> ClientConfig {
 
 #[test]
 fn close_flushes_the_queue_then_closes_every_connection() {
-    let mut net = Net::up(config());
+    let mut net = net_up(config());
     net.auto_ack = true;
     for i in 0..5 {
         net.send(msg(&format!("m-{i}")));
@@ -63,7 +61,7 @@ fn close_flushes_the_queue_then_closes_every_connection() {
 
 #[test]
 fn at_the_deadline_everything_unanswered_is_given_back_once() {
-    let mut net = Net::up(config());
+    let mut net = net_up(config());
     for i in 0..5 {
         net.send(msg(&format!("m-{i}")));
     }
@@ -106,7 +104,7 @@ fn at_the_deadline_everything_unanswered_is_given_back_once() {
 #[test]
 fn a_close_right_after_sending_still_connects_and_delivers() {
     // The command-line case: send, close, before any connection is up.
-    let mut net = Net::new(config());
+    let mut net = new_net(config());
     net.auto_ack = true;
     let now = net.now;
     for i in 0..3 {
@@ -123,7 +121,7 @@ fn a_close_right_after_sending_still_connects_and_delivers() {
 fn an_unreachable_server_gives_everything_back_at_the_deadline() {
     let mut c = config();
     c.reconnect.base = ms(100);
-    let mut net = Net::new(c);
+    let mut net = new_net(c);
     net.dial_default = Dial::Refuse;
     let now = net.now;
     net.client.send(now, msg("m")).unwrap();
@@ -144,7 +142,7 @@ fn an_unreachable_server_gives_everything_back_at_the_deadline() {
 
 #[test]
 fn with_nothing_to_send_close_is_quick() {
-    let mut net = Net::up(config());
+    let mut net = net_up(config());
     let now = net.now;
     net.client.close(now, now + secs(30));
     net.drive();
@@ -155,7 +153,7 @@ fn with_nothing_to_send_close_is_quick() {
 
 #[test]
 fn a_message_waiting_for_a_retry_past_the_deadline_is_given_back() {
-    let mut net = Net::up(config());
+    let mut net = net_up(config());
     net.send(msg("m"));
     net.drive();
     let c = net.only_conn();
@@ -183,7 +181,7 @@ fn a_message_waiting_for_a_retry_past_the_deadline_is_given_back() {
 fn a_connection_closed_by_the_server_during_close_hands_its_messages_to_another() {
     let mut c = config();
     c.connections = 2;
-    let mut net = Net::up(c);
+    let mut net = net_up(c);
     for i in 0..4 {
         net.send(msg(&format!("m-{i}")));
     }

@@ -1,24 +1,4 @@
-//! In-memory test harness (feature `testing`): a client [`Connection`] wired to a
-//! [`ServerConnection`] with simulated time, latency, and transfers cut into random pieces.
-//!
-//! Time only moves when the harness moves it: [`Pair::drive`] delivers everything in flight
-//! (jumping over latency) and fires timers that are due; [`Pair::advance`] moves the clock
-//! forward, firing timers and delivering bytes in order on the way. No test sleeps.
-//!
-//! ```
-//! # use std::time::{Duration, Instant};
-//! use ccs_proto::testing::{Pair, ServerPolicy};
-//! use ccs_proto::message::Downstream;
-//! use ccs_proto::ConnectionEvent;
-//!
-//! let mut pair = Pair::new(Pair::client_config(), Pair::server_config(), Instant::now());
-//! pair.server_policy = ServerPolicy::AutoAck;
-//! pair.connect();
-//! let now = pair.now;
-//! pair.client.send(now, Downstream::builder("token", "m-1").unwrap().build()).unwrap();
-//! pair.drive();
-//! assert!(pair.client_events.iter().any(|e| matches!(e, ConnectionEvent::Acked { .. })));
-//! ```
+//! [`Pair`]: one client [`Connection`] and one [`ServerConnection`].
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -26,8 +6,10 @@ use std::time::{Duration, Instant};
 use crate::connection::config::ConnectionConfig;
 use crate::connection::{ConnId, Connection, ConnectionEvent, State};
 use crate::credentials::{SenderId, ServerKey};
-pub use crate::rng::SplitMix64;
+use crate::rng::SplitMix64;
 use crate::server::{ServerConfig, ServerConnection, ServerEvent};
+
+use super::{Direction, spend};
 
 /// How the server side answers downstream messages on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,16 +22,7 @@ pub enum ServerPolicy {
     AutoAck,
 }
 
-/// Which way bytes travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Client to server.
-    ToServer,
-    /// Server to client.
-    ToClient,
-}
-
-/// A client and a server connection joined by an in-memory link. See the [module docs](self).
+/// A client and a server connection joined by an in-memory link. See the [module docs](super).
 #[derive(Debug)]
 pub struct Pair {
     /// The simulated clock.
@@ -342,23 +315,6 @@ impl Pair {
             return false;
         }
         true
-    }
-}
-
-/// How much of a transfer of `len` bytes gets through a link that lets `budget` more bytes
-/// pass (`None`: unlimited), and whether the link dies with it. The budget is spent.
-pub fn spend(budget: &mut Option<usize>, len: usize) -> (usize, bool) {
-    match budget {
-        Some(left) if *left < len => {
-            let n = *left;
-            *left = 0;
-            (n, true)
-        }
-        Some(left) => {
-            *left -= len;
-            (len, false)
-        }
-        None => (len, false),
     }
 }
 

@@ -2,10 +2,8 @@
 //! `message_id`, on the next connection, ahead of newer messages and in its original order;
 //! the application hears nothing until the answer. Cut at every byte offset, both ways.
 
-mod client_sim;
-
+use crate::fixtures::*;
 use ccs_proto::client::{ClientConfig, ClientEvent};
-use client_sim::*;
 
 fn config(window: usize) -> ClientConfig {
     let mut c = client_config();
@@ -16,7 +14,7 @@ fn config(window: usize) -> ClientConfig {
 
 #[test]
 fn unanswered_messages_go_first_on_the_next_connection_in_their_order() {
-    let mut net = Net::up(config(3));
+    let mut net = net_up(config(3));
     let first = net.only_conn();
     for i in 0..6 {
         net.send(msg(&format!("m-{i}")));
@@ -49,8 +47,8 @@ fn unanswered_messages_go_first_on_the_next_connection_in_their_order() {
 
 /// Kills the link after `cut` bytes in one direction while three messages are answered, and
 /// checks that each message is reported exactly once, acked, whatever the cut.
-fn cut_at(cut: usize, dir: Dir) -> (usize, u64) {
-    let mut net = Net::up(config(10));
+fn cut_at(cut: usize, dir: Direction) -> (usize, u64) {
+    let mut net = net_up(config(10));
     net.auto_ack = true;
     net.max_piece = Some(7);
     let c = net.only_conn();
@@ -78,7 +76,7 @@ fn a_cut_at_any_byte_loses_nothing_and_reports_nothing_twice() {
     let mut cuts_that_resent = 0;
     // The three downstream stanzas are 318 bytes, the three acks a little more.
     for cut in 0..400 {
-        for dir in [Dir::ToServer, Dir::ToClient] {
+        for dir in [Direction::ToServer, Direction::ToClient] {
             let (downs, resent) = cut_at(cut, dir);
             if cut < 318 {
                 assert!(downs >= 1, "cut {cut} {dir:?} should have ended the link");

@@ -1,5 +1,5 @@
-//! Shared helpers for the byte-level tests: run one input whole, one byte at a time and in
-//! arbitrary pieces, and compare.
+//! Shared helpers for the framing tests (`framing`, `seed_stanzas`): run one input through a
+//! `StreamReader` whole, one byte at a time and in arbitrary pieces, and compare.
 #![allow(dead_code, unreachable_pub)]
 
 use ccs_proto::error::XmlErrorKind;

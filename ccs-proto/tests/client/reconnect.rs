@@ -2,14 +2,12 @@
 //! refused or silent, authentication refused, connections that die young), draining with a
 //! replacement opened at once, and the bound on attempts in flight.
 
-mod client_sim;
-
 use std::time::Duration;
 
+use crate::fixtures::*;
 use ccs_proto::client::{ClientConfig, ClientEvent, DownReason, Jitter, Output};
 use ccs_proto::connection::CloseReason;
 use ccs_proto::message::{Control, NackCode};
-use client_sim::*;
 
 /// Exact delays: base 1 s, doubling, cap 8 s, no jitter; healthy after 10 s.
 fn predictable() -> ClientConfig {
@@ -28,7 +26,7 @@ fn retry_delays(events: &[ClientEvent]) -> Vec<Option<Duration>> {
 
 #[test]
 fn a_healthy_connection_is_replaced_at_once_then_failures_back_off() {
-    let mut net = Net::up(predictable());
+    let mut net = net_up(predictable());
     let first = net.only_conn();
     net.advance(secs(11)); // healthy
     net.take_events();
@@ -57,7 +55,7 @@ fn a_healthy_connection_is_replaced_at_once_then_failures_back_off() {
 
 #[test]
 fn a_connection_that_dies_soon_after_authenticating_counts_as_a_failure() {
-    let mut net = Net::up(predictable());
+    let mut net = net_up(predictable());
     let mut delays = Vec::new();
     for _ in 0..5 {
         let c = net.only_conn();
@@ -82,7 +80,7 @@ fn a_connection_that_dies_soon_after_authenticating_counts_as_a_failure() {
 fn a_server_that_drops_every_connection_at_once_meets_no_storm() {
     let mut config = client_config();
     config.seed = 7; // full jitter, default 1 s base, 60 s cap
-    let mut net = Net::up(config);
+    let mut net = net_up(config);
     let mut total = 0;
     for _ in 0..200 {
         if let Some(&c) = net.alive_links().first() {
@@ -107,7 +105,7 @@ fn a_server_that_drops_every_connection_at_once_meets_no_storm() {
 fn an_authentication_failure_backs_off_and_is_reported() {
     // Once a connection has come up, a refused key is retried with backoff (a key rotated
     // on the server may come back); only the first connection gives up on it.
-    let mut net = Net::up(predictable());
+    let mut net = net_up(predictable());
     let first = net.only_conn();
     net.advance(secs(11)); // healthy: replaced at once
     net.dial_default = Dial::BadKey;
@@ -148,7 +146,7 @@ fn an_authentication_failure_backs_off_and_is_reported() {
 fn a_silent_dial_times_out() {
     let mut config = predictable();
     config.reconnect.connect_timeout = secs(3);
-    let mut net = Net::new(config);
+    let mut net = new_net(config);
     net.dial_plan.push_back(Dial::Silent);
     net.advance(secs(2));
     assert!(downs(&net.client_events).is_empty());
@@ -165,7 +163,7 @@ fn attempts_in_flight_are_bounded() {
     let mut config = client_config();
     config.connections = 10;
     config.reconnect.max_connecting = 3;
-    let mut net = Net::new(config);
+    let mut net = new_net(config);
     net.pump();
     assert_eq!(net.connects.len(), 3);
     assert_eq!(net.client.connections().count(), 3);
@@ -178,7 +176,7 @@ fn attempts_in_flight_are_bounded() {
 fn draining_opens_a_replacement_at_once_and_the_old_connection_finishes_its_work() {
     let mut config = predictable();
     config.connection.window = 2;
-    let mut net = Net::up(config);
+    let mut net = net_up(config);
     let old = net.only_conn();
     net.advance(secs(11)); // healthy
     net.send(msg("a"));
@@ -232,7 +230,7 @@ fn draining_opens_a_replacement_at_once_and_the_old_connection_finishes_its_work
 
 #[test]
 fn a_connection_drained_right_after_it_came_up_counts_as_a_failure() {
-    let mut net = Net::up(predictable());
+    let mut net = net_up(predictable());
     let mut delays = Vec::new();
     for _ in 0..4 {
         let c = net.only_conn();
@@ -253,7 +251,7 @@ fn a_connection_drained_right_after_it_came_up_counts_as_a_failure() {
 
 #[test]
 fn a_message_nacked_with_connection_draining_goes_again_on_another_connection() {
-    let mut net = Net::up(predictable());
+    let mut net = net_up(predictable());
     let old = net.only_conn();
     net.advance(secs(11));
     net.send(msg("x"));
@@ -282,7 +280,7 @@ fn a_message_nacked_with_connection_draining_goes_again_on_another_connection() 
 
 #[test]
 fn connect_outputs_come_before_anything_else() {
-    let mut net = Net::new(client_config());
+    let mut net = new_net(client_config());
     net.pump();
     assert_eq!(net.connects.len(), 1);
     let c = net.connects[0];
@@ -306,7 +304,7 @@ fn connect_outputs_come_before_anything_else() {
 fn a_busy_connection_lost_young_is_replaced_at_once_every_time() {
     // One connection lost every couple of seconds, each after carrying messages: the backoff
     // must not grow (it exists for connections that achieve nothing).
-    let mut net = Net::up(predictable());
+    let mut net = net_up(predictable());
     net.auto_ack = true;
     let mut delays = Vec::new();
     for round in 0..8 {
@@ -331,7 +329,7 @@ fn a_busy_connection_lost_young_is_replaced_at_once_every_time() {
 #[test]
 fn a_young_connection_without_a_single_answer_still_backs_off() {
     // Messages sent but never answered do not make a connection healthy.
-    let mut net = Net::up(predictable());
+    let mut net = net_up(predictable());
     let mut delays = Vec::new();
     for round in 0..4 {
         let c = net.only_conn();
@@ -362,7 +360,7 @@ fn first_connect_failed(events: &[ClientEvent]) -> Vec<(DownReason, bool)> {
 fn a_first_connection_that_fails_transiently_is_retried_until_one_comes_up() {
     // A server that breaks its first connections (refused, a stream cut after bind, a
     // silent dial): the client keeps trying within the first-connection deadline.
-    let mut net = Net::new(predictable());
+    let mut net = new_net(predictable());
     net.dial_plan
         .extend([Dial::Refuse, Dial::Accept, Dial::Refuse, Dial::Accept]);
     net.send(msg("m"));
@@ -381,7 +379,7 @@ fn a_first_connection_that_fails_transiently_is_retried_until_one_comes_up() {
 fn the_first_connection_gives_up_at_its_deadline_with_the_last_error() {
     let mut config = predictable();
     config.reconnect.first_connect_timeout = secs(20);
-    let mut net = Net::new(config);
+    let mut net = new_net(config);
     net.dial_default = Dial::Refuse;
     let t = net.send(msg("m"));
     net.advance(secs(19));
@@ -409,7 +407,7 @@ fn the_first_connection_gives_up_at_its_deadline_with_the_last_error() {
 
 #[test]
 fn refused_credentials_on_the_first_connection_give_up_at_once() {
-    let mut net = Net::new(predictable());
+    let mut net = new_net(predictable());
     net.dial_default = Dial::BadKey;
     net.advance(ms(500));
     let gave_up = first_connect_failed(&net.client_events);
@@ -452,7 +450,7 @@ fn a_permanent_transport_failure_on_the_first_connection_gives_up_at_once() {
 
 #[test]
 fn after_a_first_connection_nothing_gives_up() {
-    let mut net = Net::up(predictable());
+    let mut net = net_up(predictable());
     let c = net.only_conn();
     net.dial_default = Dial::BadKey;
     net.kill(c);
@@ -467,7 +465,7 @@ fn a_drained_connection_never_closed_by_the_server_hands_its_messages_back_at_th
     let mut config = predictable();
     config.connection.drain_timeout = secs(5);
     config.ack_timeout = None;
-    let mut net = Net::up(config);
+    let mut net = net_up(config);
     let old = net.only_conn();
     net.advance(secs(11)); // healthy: its replacement opens at once
     net.send(msg("a"));
