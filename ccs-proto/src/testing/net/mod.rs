@@ -103,7 +103,7 @@ pub struct Net {
     pub rng: SplitMix64,
     /// The config of each new server connection (its `seed` set to the connection id).
     pub server_config: ServerConfig,
-    /// How the next dials end, one per [`Output::Connect`]; then `dial_default`.
+    /// How the next dials end, one per [`Output::Connect`](crate::client::Output::Connect); then `dial_default`.
     pub dial_plan: VecDeque<Dial>,
     /// How a dial ends once `dial_plan` is empty.
     pub dial_default: Dial,
@@ -115,7 +115,7 @@ pub struct Net {
     pub client_events: Vec<ClientEvent>,
     /// Every event the servers reported, in order, with their connection.
     pub server_events: Vec<(ConnId, ServerEvent)>,
-    /// Every [`Output::Connect`], in order.
+    /// Every [`Output::Connect`](crate::client::Output::Connect), in order.
     pub connects: Vec<ConnId>,
     /// Every [`Output::Disconnect`], in order.
     pub disconnects: Vec<ConnId>,
