@@ -117,7 +117,7 @@ pub struct Net {
     pub server_events: Vec<(ConnId, ServerEvent)>,
     /// Every [`Output::Connect`](crate::client::Output::Connect), in order.
     pub connects: Vec<ConnId>,
-    /// Every [`Output::Disconnect`], in order.
+    /// Every [`Output::Disconnect`](crate::client::Output::Disconnect), in order.
     pub disconnects: Vec<ConnId>,
     disconnected: BTreeSet<ConnId>,
     /// Connections the client reported draining.
