@@ -103,7 +103,8 @@ pub struct Net {
     pub rng: SplitMix64,
     /// The config of each new server connection (its `seed` set to the connection id).
     pub server_config: ServerConfig,
-    /// How the next dials end, one per [`Output::Connect`](crate::client::Output::Connect); then `dial_default`.
+    /// How the next dials end, one per
+    /// [`Output::Connect`](crate::client::Output::Connect); then `dial_default`.
     pub dial_plan: VecDeque<Dial>,
     /// How a dial ends once `dial_plan` is empty.
     pub dial_default: Dial,
