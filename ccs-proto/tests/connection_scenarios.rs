@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use ccs_proto::connection::{AckError, CloseReason, SendErrorKind, State};
+use ccs_proto::connection::{AckError, CloseReason, ConnectionSendErrorKind, State};
 use ccs_proto::message::{
     Control, Downstream, Incoming, MessageId, NackCode, Notification, Priority, Receipt, Upstream,
 };
@@ -157,7 +157,7 @@ fn window_full_then_room_again() {
         send(pair, "b");
         let now = pair.now;
         let err = pair.client.send(now, msg("c")).unwrap_err();
-        assert_eq!(err.kind, SendErrorKind::Blocked);
+        assert_eq!(err.kind, ConnectionSendErrorKind::Blocked);
         assert_eq!(err.message.message_id().as_str(), "c");
         assert!(!pair.client.can_send());
         pair.drive();
@@ -185,7 +185,7 @@ fn duplicate_id_in_flight_is_refused() {
     send(&mut pair, "a");
     let now = pair.now;
     let err = pair.client.send(now, msg("a")).unwrap_err();
-    assert_eq!(err.kind, SendErrorKind::DuplicateId);
+    assert_eq!(err.kind, ConnectionSendErrorKind::DuplicateId);
     assert_eq!(pair.client.in_flight(), 1);
 }
 
@@ -194,7 +194,7 @@ fn sends_before_connected_are_refused_with_the_message() {
     let mut pair = make(Pair::client_config(), Pair::server_config(), None);
     let now = pair.now;
     let err = pair.client.send(now, msg("early")).unwrap_err();
-    assert_eq!(err.kind, SendErrorKind::NotReady);
+    assert_eq!(err.kind, ConnectionSendErrorKind::NotReady);
     assert_eq!(err.message.message_id().as_str(), "early");
 }
 
@@ -553,7 +553,7 @@ fn draining_by_control_message() {
         assert_eq!(count(pair, |e| matches!(e, ConnectionEvent::Draining)), 1);
         let now = pair.now;
         let err = pair.client.send(now, msg("c")).unwrap_err();
-        assert_eq!(err.kind, SendErrorKind::Draining);
+        assert_eq!(err.kind, ConnectionSendErrorKind::Draining);
         // In-flight answers and upstream messages still flow and are acked.
         pair.server.ack("a", None).unwrap();
         send_upstream(pair, "up-d");
@@ -732,7 +732,7 @@ fn local_close_waits_for_answers_until_the_deadline() {
         pair.client.close(now, now + Duration::from_secs(5));
         assert_eq!(
             pair.client.send(now, msg("late")).unwrap_err().kind,
-            SendErrorKind::Closed
+            ConnectionSendErrorKind::Closed
         );
         pair.server.ack("a", None).unwrap();
         pair.drive();
@@ -1086,7 +1086,7 @@ fn draining_during_session_setup_takes_effect_when_setup_ends() {
     assert!(matches!(events[1], ConnectionEvent::Draining), "{events:?}");
     assert_eq!(conn.state(), State::Draining);
     let err = conn.send(now, msg("a")).unwrap_err();
-    assert_eq!(err.kind, SendErrorKind::Draining);
+    assert_eq!(err.kind, ConnectionSendErrorKind::Draining);
 }
 
 #[test]
@@ -1251,7 +1251,7 @@ fn an_expired_message_keeps_its_window_place_until_its_late_answer() {
     let now = pair.now;
     assert_eq!(
         pair.client.send(now, msg("c")).unwrap_err().kind,
-        SendErrorKind::Blocked,
+        ConnectionSendErrorKind::Blocked,
         "the server still counts it"
     );
     pair.server.ack("a", None).unwrap();

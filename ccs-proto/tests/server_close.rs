@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ccs_proto::error::XmlErrorKind;
 use ccs_proto::message::{Control, MessageId, NackCode, Receipt, Upstream};
-use ccs_proto::server::{CloseReason, ServerError, ServerEvent, ServerState};
+use ccs_proto::server::{ServerCloseReason, ServerError, ServerEvent, ServerState};
 use ccs_proto::xml::FramerConfig;
 use proptest::prelude::*;
 use serde_json::Map;
@@ -20,7 +20,7 @@ const END: &[u8] = b"</stream:stream>";
 
 fn protocol_error(step: &Step) -> XmlErrorKind {
     match step.closed() {
-        CloseReason::ProtocolError(e) => e.kind,
+        ServerCloseReason::ProtocolError(e) => e.kind,
         other => panic!("{other:?}"),
     }
 }
@@ -78,7 +78,7 @@ fn client_close_is_answered() {
         assert_eq!(
             step.event(),
             ServerEvent::Closed {
-                reason: CloseReason::ClientClosed
+                reason: ServerCloseReason::ClientClosed
             }
         );
         assert_eq!(h.conn.state(), ServerState::Closed);
@@ -116,13 +116,13 @@ fn client_close_at_every_setup_stage() {
             if i == 1 {
                 // The restarted stream has not begun: an end tag is not a header.
                 let step = h.send(END);
-                assert!(matches!(step.closed(), CloseReason::ProtocolError(_)));
+                assert!(matches!(step.closed(), ServerCloseReason::ProtocolError(_)));
                 assert!(step.ended());
                 return;
             }
             let step = h.send(END);
             assert_eq!(step.bytes, END);
-            assert_eq!(step.closed(), CloseReason::ClientClosed);
+            assert_eq!(step.closed(), ServerCloseReason::ClientClosed);
         });
     }
 }
@@ -137,7 +137,7 @@ fn self_closed_header_is_answered_and_closed() {
         );
         assert_eq!(step.headers().len(), 1);
         assert!(step.ended());
-        assert_eq!(step.closed(), CloseReason::ClientClosed);
+        assert_eq!(step.closed(), ServerCloseReason::ClientClosed);
     });
 }
 
@@ -149,14 +149,14 @@ fn eof_closes_once() {
         // Half a stanza, then the connection drops.
         h.send(b"<message id='m2'><gcm xmlns='google:mobile:data'>{\"to\":");
         let step = h.eof();
-        assert_eq!(step.closed(), CloseReason::Eof);
+        assert_eq!(step.closed(), ServerCloseReason::Eof);
         assert!(step.bytes.is_empty(), "nobody to write to");
         assert_eq!(h.conn.pending(), 1);
         assert!(h.eof().events.is_empty(), "one Closed only");
         assert!(h.send(END).events.is_empty());
     });
     run(|h| {
-        assert_eq!(h.eof().closed(), CloseReason::Eof);
+        assert_eq!(h.eof().closed(), ServerCloseReason::Eof);
     });
 }
 
@@ -169,7 +169,7 @@ fn client_stream_error_is_answered_with_the_end_tag() {
              <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>bye</text></stream:error>",
         );
         assert_eq!(step.bytes, END);
-        let CloseReason::ClientStreamError(e) = step.closed() else {
+        let ServerCloseReason::ClientStreamError(e) = step.closed() else {
             panic!()
         };
         assert_eq!(e.condition, "policy-violation");
@@ -324,7 +324,7 @@ fn owner_close_waits_for_the_client() {
 
         let step = h.send(END);
         assert!(step.bytes.is_empty(), "the end tag was sent already");
-        assert_eq!(step.closed(), CloseReason::ServerClosed);
+        assert_eq!(step.closed(), ServerCloseReason::ServerClosed);
         assert_eq!(h.conn.poll_timeout(), None);
     });
 }
@@ -341,14 +341,14 @@ fn owner_close_times_out() {
         assert_eq!(h.conn.poll_timeout(), Some(deadline));
         assert!(h.advance(Duration::from_secs(4)).events.is_empty());
         let step = h.advance(Duration::from_secs(1));
-        assert_eq!(step.closed(), CloseReason::CloseTimeout);
+        assert_eq!(step.closed(), ServerCloseReason::CloseTimeout);
         assert!(step.bytes.is_empty());
     });
     run(|h| {
         h.handshake();
         let now = h.now;
         h.cmd(|c| c.close(now)).0.unwrap();
-        assert_eq!(h.eof().closed(), CloseReason::Eof);
+        assert_eq!(h.eof().closed(), ServerCloseReason::Eof);
     });
 }
 
@@ -360,7 +360,7 @@ fn malformed_input_while_closing_closes_silently() {
         h.cmd(|c| c.close(now)).0.unwrap();
         let step = h.send(b"<message><oops></message></oops>");
         assert!(step.bytes.is_empty());
-        assert!(matches!(step.closed(), CloseReason::ProtocolError(_)));
+        assert!(matches!(step.closed(), ServerCloseReason::ProtocolError(_)));
     });
 }
 
@@ -375,7 +375,7 @@ fn owner_close_before_any_header() {
         // The client's header and end arrive after.
         let step = h.send(&header(DOMAIN));
         assert!(step.bytes.is_empty() && step.events.is_empty());
-        assert_eq!(h.send(END).closed(), CloseReason::ServerClosed);
+        assert_eq!(h.send(END).closed(), ServerCloseReason::ServerClosed);
     });
 }
 
@@ -393,7 +393,7 @@ fn owner_stream_error() {
         assert!(step.ended());
         assert_eq!(
             step.closed(),
-            CloseReason::StreamError {
+            ServerCloseReason::StreamError {
                 condition: "system-shutdown".into(),
                 text: Some("maintenance".into())
             }
@@ -419,7 +419,10 @@ fn owner_stream_error() {
         let (r, step) = h.cmd(|c| c.stream_error("reset", None));
         r.unwrap();
         assert!(step.bytes.is_empty());
-        assert!(matches!(step.closed(), CloseReason::StreamError { .. }));
+        assert!(matches!(
+            step.closed(),
+            ServerCloseReason::StreamError { .. }
+        ));
     });
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use ccs_proto::sasl::plain_payload;
-use ccs_proto::server::{CloseReason, ServerEvent, ServerState};
+use ccs_proto::server::{ServerCloseReason, ServerEvent, ServerState};
 use ccs_proto::stanza::{Features, Iq, IqPayload, IqType, Stanza, ns};
 use ccs_proto::xml::write;
 use server_support::*;
@@ -265,7 +265,7 @@ fn three_failures_end_the_stream() {
         assert_eq!(step.events.len(), 2, "{:?}", step.events);
         assert!(matches!(
             step.closed(),
-            CloseReason::StreamError { condition, .. } if condition == "policy-violation"
+            ServerCloseReason::StreamError { condition, .. } if condition == "policy-violation"
         ));
         assert_eq!(h.conn.state(), ServerState::Closed);
         // Everything after is ignored.
@@ -493,7 +493,7 @@ fn stanzas_before_authentication_are_not_authorized() {
             assert_eq!(step.events.len(), 1);
             assert!(matches!(
                 step.closed(),
-                CloseReason::StreamError { condition, .. } if condition == "not-authorized"
+                ServerCloseReason::StreamError { condition, .. } if condition == "not-authorized"
             ));
         });
     }
@@ -594,7 +594,7 @@ fn tls_bytes_on_the_plain_port() {
             step.stream_error().map(|e| e.condition).as_deref(),
             Some("not-well-formed")
         );
-        assert!(matches!(step.closed(), CloseReason::ProtocolError(_)));
+        assert!(matches!(step.closed(), ServerCloseReason::ProtocolError(_)));
     });
 }
 
@@ -613,7 +613,7 @@ fn setup_timeout() {
             step.stream_error().map(|e| e.condition).as_deref(),
             Some("connection-timeout")
         );
-        assert_eq!(step.closed(), CloseReason::SetupTimeout);
+        assert_eq!(step.closed(), ServerCloseReason::SetupTimeout);
         assert_eq!(h.conn.poll_timeout(), None);
     });
     // Binding in time clears the timer; late timeouts are harmless.
@@ -676,5 +676,5 @@ fn exact_bytes_of_the_handshake() {
     let step = h.send(&auth("", SENDER, KEY));
     // Before the restarted header the old stream is over: an <auth> here is the start of
     // the new stream, which must be a header.
-    assert!(matches!(step.closed(), CloseReason::ProtocolError(_)));
+    assert!(matches!(step.closed(), ServerCloseReason::ProtocolError(_)));
 }

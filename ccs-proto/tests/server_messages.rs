@@ -8,7 +8,7 @@ mod server_support;
 use ccs_proto::message::{
     AppAck, Control, Downstream, Incoming, MessageId, NackCode, Receipt, Upstream,
 };
-use ccs_proto::server::{CloseReason, ServerError, ServerEvent, ServerState};
+use ccs_proto::server::{ServerCloseReason, ServerError, ServerEvent, ServerState};
 use ccs_proto::stanza::{IqPayload, IqType, Message, Stanza};
 use serde_json::{Map, Value, json};
 use server_support::*;
@@ -420,7 +420,7 @@ fn beyond_max_pending_the_stream_is_closed() {
         assert_eq!(step.events.len(), 1, "{:?}", step.events);
         assert!(matches!(
             step.closed(),
-            CloseReason::StreamError { condition, .. } if condition == "policy-violation"
+            ServerCloseReason::StreamError { condition, .. } if condition == "policy-violation"
         ));
         assert_eq!(
             step.stream_error().map(|e| e.condition).as_deref(),
@@ -618,7 +618,10 @@ fn unexpected_messages_are_reported() {
             step.stream_error().map(|e| e.condition).as_deref(),
             Some("unsupported-stanza-type")
         );
-        assert!(matches!(step.closed(), CloseReason::StreamError { .. }));
+        assert!(matches!(
+            step.closed(),
+            ServerCloseReason::StreamError { .. }
+        ));
     });
 }
 

@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ccs_proto::message::{Incoming, MessageId, NackCode, Receipt};
-use ccs_proto::server::{CloseReason, ServerEvent};
+use ccs_proto::server::{ServerCloseReason, ServerEvent};
 use tokio::time::Instant;
 
 use super::Session;
@@ -210,22 +210,22 @@ fn stanza_answer(text: String) -> Answer {
     }
 }
 
-fn end_of(reason: CloseReason) -> ConnectionEnd {
+fn end_of(reason: ServerCloseReason) -> ConnectionEnd {
     match reason {
-        CloseReason::ClientClosed => ConnectionEnd::ClientClosed,
-        CloseReason::ServerClosed => ConnectionEnd::ServerClosed,
-        CloseReason::Eof => ConnectionEnd::Eof,
-        CloseReason::ProtocolError(e) => ConnectionEnd::ProtocolError {
+        ServerCloseReason::ClientClosed => ConnectionEnd::ClientClosed,
+        ServerCloseReason::ServerClosed => ConnectionEnd::ServerClosed,
+        ServerCloseReason::Eof => ConnectionEnd::Eof,
+        ServerCloseReason::ProtocolError(e) => ConnectionEnd::ProtocolError {
             detail: e.to_string(),
         },
-        CloseReason::ClientStreamError(e) => ConnectionEnd::ClientStreamError {
+        ServerCloseReason::ClientStreamError(e) => ConnectionEnd::ClientStreamError {
             condition: e.condition,
         },
-        CloseReason::StreamError { condition, text } => {
+        ServerCloseReason::StreamError { condition, text } => {
             ConnectionEnd::StreamError { condition, text }
         }
-        CloseReason::SetupTimeout => ConnectionEnd::SetupTimeout,
-        CloseReason::CloseTimeout => ConnectionEnd::CloseTimeout,
+        ServerCloseReason::SetupTimeout => ConnectionEnd::SetupTimeout,
+        ServerCloseReason::CloseTimeout => ConnectionEnd::CloseTimeout,
         other => ConnectionEnd::Other {
             detail: format!("{other:?}"),
         },

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use crate::connection::{ConnId, SendErrorKind as ConnSendErrorKind, later};
+use crate::connection::{ConnId, ConnectionSendErrorKind, later};
 use crate::message::{Downstream, MessageId, Nack, NackCode, RetryClass};
 
 use super::{
@@ -163,7 +163,8 @@ impl Client {
                     }
                 }
                 Err(e) => match e.kind {
-                    ConnSendErrorKind::Unencodable(_) | ConnSendErrorKind::TooLarge { .. } => {
+                    ConnectionSendErrorKind::Unencodable(_)
+                    | ConnectionSendErrorKind::TooLarge { .. } => {
                         let (ticket, attempts) = (meta.ticket, meta.nacks);
                         self.live.remove(e.message.message_id());
                         let reason = FailReason::Unsendable(e.kind.to_string());

@@ -302,14 +302,14 @@ pub enum ConnectionEvent {
 
 /// Why [`Connection::send`] refused a message. The message is given back.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SendError {
+pub struct ConnectionSendError {
     /// What was wrong.
-    pub kind: SendErrorKind,
+    pub kind: ConnectionSendErrorKind,
     /// The message, untouched.
     pub message: Box<Downstream>,
 }
 
-impl fmt::Display for SendError {
+impl fmt::Display for ConnectionSendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -320,12 +320,12 @@ impl fmt::Display for SendError {
     }
 }
 
-impl std::error::Error for SendError {}
+impl std::error::Error for ConnectionSendError {}
 
-/// The kinds of [`SendError`].
+/// The kinds of [`ConnectionSendError`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum SendErrorKind {
+pub enum ConnectionSendErrorKind {
     /// The stream is still being set up.
     NotReady,
     /// The window is full; [`ConnectionEvent::WindowOpen`] says when there is room.
@@ -347,7 +347,7 @@ pub enum SendErrorKind {
     },
 }
 
-impl fmt::Display for SendErrorKind {
+impl fmt::Display for ConnectionSendErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotReady => f.write_str("the connection is not ready yet"),

@@ -20,9 +20,18 @@ use config::ConnectionConfig;
 use flow::InFlight;
 
 pub use event::{
-    AckError, AckHandle, Anomaly, CloseReason, ConnectionEvent, SendError, SendErrorKind, State,
-    Stats,
+    AckError, AckHandle, Anomaly, CloseReason, ConnectionEvent, ConnectionSendError,
+    ConnectionSendErrorKind, State, Stats,
 };
+
+/// The old name of [`ConnectionSendError`] (renamed so that it is not mistaken for the
+/// client's [`crate::client::SendError`]).
+#[deprecated(since = "0.1.0", note = "renamed `ConnectionSendError`")]
+pub type SendError = ConnectionSendError;
+
+/// The old name of [`ConnectionSendErrorKind`].
+#[deprecated(since = "0.1.0", note = "renamed `ConnectionSendErrorKind`")]
+pub type SendErrorKind = ConnectionSendErrorKind;
 
 /// Identifies a connection among the many a client may hold. Chosen by the owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -346,36 +355,38 @@ impl Connection {
     /// Refused (with the message given back) while setting up, when the window is full, while
     /// draining or closing, for a `message_id` already in flight, and over the optional
     /// payload limit.
-    pub fn send(&mut self, now: Instant, message: Downstream) -> Result<(), SendError> {
+    pub fn send(&mut self, now: Instant, message: Downstream) -> Result<(), ConnectionSendError> {
         let refuse = |kind, message| {
-            Err(SendError {
+            Err(ConnectionSendError {
                 kind,
                 message: Box::new(message),
             })
         };
         match self.state {
             State::Connected => {}
-            State::Draining => return refuse(SendErrorKind::Draining, message),
-            State::Closing | State::Closed => return refuse(SendErrorKind::Closed, message),
-            _ => return refuse(SendErrorKind::NotReady, message),
+            State::Draining => return refuse(ConnectionSendErrorKind::Draining, message),
+            State::Closing | State::Closed => {
+                return refuse(ConnectionSendErrorKind::Closed, message);
+            }
+            _ => return refuse(ConnectionSendErrorKind::NotReady, message),
         }
         if self.in_flight.len() >= self.config.window {
             self.window_was_full = true;
-            return refuse(SendErrorKind::Blocked, message);
+            return refuse(ConnectionSendErrorKind::Blocked, message);
         }
         if self.in_flight.contains(message.message_id().as_str()) {
-            return refuse(SendErrorKind::DuplicateId, message);
+            return refuse(ConnectionSendErrorKind::DuplicateId, message);
         }
         if let Some(limit) = self.config.max_payload_bytes {
             let bytes = serde_json::to_vec(&message).map_or(usize::MAX, |v| v.len());
             if bytes > limit {
-                return refuse(SendErrorKind::TooLarge { bytes, limit }, message);
+                return refuse(ConnectionSendErrorKind::TooLarge { bytes, limit }, message);
             }
         }
         let start = self.out.len();
         if let Err(e) = write::downstream(&mut self.out, &message) {
             // A built Downstream always serializes; should it not, say so rather than drop it.
-            return refuse(SendErrorKind::Unencodable(e.to_string()), message);
+            return refuse(ConnectionSendErrorKind::Unencodable(e.to_string()), message);
         }
         self.stats.bytes_out += (self.out.len() - start) as u64;
         self.stats.sent += 1;

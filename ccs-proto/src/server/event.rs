@@ -37,7 +37,7 @@ pub enum ServerState {
 /// Why the connection closed (in [`ServerEvent::Closed`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum CloseReason {
+pub enum ServerCloseReason {
     /// The client sent `</stream:stream>` (the server answered with its own).
     ClientClosed,
     /// The owner called [`ServerConnection::close`] and the client answered with its
@@ -147,7 +147,7 @@ pub enum ServerEvent {
     /// The connection is over. Always the last event, and there is exactly one.
     Closed {
         /// Why.
-        reason: CloseReason,
+        reason: ServerCloseReason,
     },
 }
 

@@ -4,7 +4,8 @@ use serde::Deserialize as _;
 use serde_json::Value;
 
 use super::{
-    CloseReason, MAX_RESOURCE, Pending, RECENT_INVALID, ServerConnection, ServerEvent, ServerState,
+    MAX_RESOURCE, Pending, RECENT_INVALID, ServerCloseReason, ServerConnection, ServerEvent,
+    ServerState,
 };
 use crate::error::{JsonError, XmlError, XmlErrorKind};
 use crate::message::{AppAck, ClientMessage, Downstream, MessageId};
@@ -24,14 +25,14 @@ impl ServerConnection {
             Event::Whitespace(_) => {}
             Event::StreamError(e) => {
                 self.end_stream();
-                self.close_with(CloseReason::ClientStreamError(e));
+                self.close_with(ServerCloseReason::ClientStreamError(e));
             }
             Event::End => {
                 if self.end_sent {
-                    self.close_with(CloseReason::ServerClosed);
+                    self.close_with(ServerCloseReason::ServerClosed);
                 } else {
                     self.end_stream();
-                    self.close_with(CloseReason::ClientClosed);
+                    self.close_with(ServerCloseReason::ClientClosed);
                 }
             }
         }
@@ -343,7 +344,7 @@ impl ServerConnection {
         // The kind only: the offset depends on how the bytes were split for size limits,
         // and the wire should not.
         let text = e.kind.to_string();
-        self.fail_with(condition, Some(&text), CloseReason::ProtocolError(e));
+        self.fail_with(condition, Some(&text), ServerCloseReason::ProtocolError(e));
     }
 }
 

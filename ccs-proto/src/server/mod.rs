@@ -30,7 +30,12 @@ mod input;
 mod output;
 
 pub use config::ServerConfig;
-pub use event::{CloseReason, ServerError, ServerEvent, ServerState, ServerStats};
+pub use event::{ServerCloseReason, ServerError, ServerEvent, ServerState, ServerStats};
+
+/// The old name of [`ServerCloseReason`] (renamed so that it is not mistaken for the client
+/// side's [`crate::connection::CloseReason`]).
+#[deprecated(since = "0.1.0", note = "renamed `ServerCloseReason`")]
+pub type CloseReason = ServerCloseReason;
 
 /// The server side of one CCS stream, from the client's first byte to the last. Sans-IO: no
 /// sockets, no clock, no threads; time is passed in.
@@ -218,10 +223,10 @@ impl ServerConnection {
         }
     }
 
-    /// The client's bytes ended (TCP or TLS EOF): [`CloseReason::Eof`] unless already closed.
+    /// The client's bytes ended (TCP or TLS EOF): [`ServerCloseReason::Eof`] unless already closed.
     /// `now` is unused, as in [`Self::handle_input`].
     pub fn handle_eof(&mut self, _now: Instant) {
-        self.close_with(CloseReason::Eof);
+        self.close_with(ServerCloseReason::Eof);
     }
 
     /// Time passed. Does nothing unless the deadline of [`Self::poll_timeout`] has come
@@ -236,11 +241,11 @@ impl ServerConnection {
         self.deadline = None;
         match self.state {
             ServerState::Closed | ServerState::Bound | ServerState::Draining => {}
-            ServerState::Closing => self.close_with(CloseReason::CloseTimeout),
+            ServerState::Closing => self.close_with(ServerCloseReason::CloseTimeout),
             _ => self.fail_with(
                 "connection-timeout",
                 Some("stream setup did not complete in time"),
-                CloseReason::SetupTimeout,
+                ServerCloseReason::SetupTimeout,
             ),
         }
     }
@@ -561,7 +566,7 @@ impl ServerConnection {
 
     /// Ends the stream with a stream error (`<stream:error>` with the condition and text,
     /// then `</stream:stream>`, preceded by a stream header if the server had not sent one on
-    /// this stream). The connection is then closed ([`CloseReason::StreamError`]). After
+    /// this stream). The connection is then closed ([`ServerCloseReason::StreamError`]). After
     /// [`Self::close`], nothing can be written any more and this only closes.
     pub fn stream_error(&mut self, condition: &str, text: Option<&str>) -> Result<(), ServerError> {
         if self.state == ServerState::Closed {
@@ -574,8 +579,8 @@ impl ServerConnection {
     /// Closes the server's side of the stream: writes `</stream:stream>` (preceded by a
     /// stream header if none was sent on this stream) and enters [`ServerState::Closing`].
     /// The client's input is still read (its acks and late messages are reported) until its
-    /// `</stream:stream>` ([`CloseReason::ServerClosed`]), its EOF, or
-    /// [`ServerConfig::close_timeout`] after `now` ([`CloseReason::CloseTimeout`]).
+    /// `</stream:stream>` ([`ServerCloseReason::ServerClosed`]), its EOF, or
+    /// [`ServerConfig::close_timeout`] after `now` ([`ServerCloseReason::CloseTimeout`]).
     pub fn close(&mut self, now: Instant) -> Result<(), ServerError> {
         self.writable()?;
         if !self.header_sent {

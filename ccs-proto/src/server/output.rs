@@ -1,6 +1,6 @@
 //! The connection writing to the client, and the checks commands make before they write.
 
-use super::{CloseReason, Pending, ServerConnection, ServerError, ServerEvent, ServerState};
+use super::{Pending, ServerCloseReason, ServerConnection, ServerError, ServerEvent, ServerState};
 use crate::message::{AppAck, Incoming, MessageId};
 use crate::stanza::Iq;
 use crate::xml::write::{self, MessageAttrs};
@@ -140,7 +140,7 @@ impl ServerConnection {
     }
 
     pub(super) fn fail(&mut self, condition: &str, text: Option<&str>) {
-        let reason = CloseReason::StreamError {
+        let reason = ServerCloseReason::StreamError {
             condition: condition.to_owned(),
             text: text.map(str::to_owned),
         };
@@ -149,7 +149,12 @@ impl ServerConnection {
 
     /// Sends a stream error and the end tag (with a header first if this stream has none,
     /// RFC 6120 §4.9.1.1) unless the end tag was already sent, then closes.
-    pub(super) fn fail_with(&mut self, condition: &str, text: Option<&str>, reason: CloseReason) {
+    pub(super) fn fail_with(
+        &mut self,
+        condition: &str,
+        text: Option<&str>,
+        reason: ServerCloseReason,
+    ) {
         if self.state == ServerState::Closed {
             return;
         }
@@ -166,7 +171,7 @@ impl ServerConnection {
     }
 
     /// Closes once: the one place that emits [`ServerEvent::Closed`].
-    pub(super) fn close_with(&mut self, reason: CloseReason) {
+    pub(super) fn close_with(&mut self, reason: ServerCloseReason) {
         if self.state == ServerState::Closed {
             return;
         }

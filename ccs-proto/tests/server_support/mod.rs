@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ccs_proto::credentials::{SenderId, ServerKey};
 use ccs_proto::error::XmlErrorKind;
 use ccs_proto::message::{AppAck, Downstream};
-use ccs_proto::server::{CloseReason, ServerConfig, ServerConnection, ServerEvent};
+use ccs_proto::server::{ServerCloseReason, ServerConfig, ServerConnection, ServerEvent};
 use ccs_proto::stanza::{Stanza, StreamError, StreamHeader};
 use ccs_proto::xml::write::{self, MessageAttrs};
 use ccs_proto::xml::{Event, FramerConfig, StreamReader};
@@ -97,8 +97,8 @@ impl Step {
         self.events[0].clone()
     }
 
-    /// The `CloseReason` of the last event, asserting it is `Closed`.
-    pub fn closed(&self) -> ccs_proto::server::CloseReason {
+    /// The `ServerCloseReason` of the last event, asserting it is `Closed`.
+    pub fn closed(&self) -> ccs_proto::server::ServerCloseReason {
         match self.events.last() {
             Some(ServerEvent::Closed { reason }) => reason.clone(),
             other => panic!("expected Closed, got {other:?} in {:?}", self.events),
@@ -285,7 +285,7 @@ fn normalized(events: &[ServerEvent]) -> Vec<ServerEvent> {
         .cloned()
         .map(|mut e| {
             if let ServerEvent::Closed {
-                reason: CloseReason::ProtocolError(x),
+                reason: ServerCloseReason::ProtocolError(x),
             } = &mut e
                 && matches!(
                     x.kind,
