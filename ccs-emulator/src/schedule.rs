@@ -3,12 +3,11 @@
 //! bind, and whitespace keepalives. The session feeds it `now` and asks what is due and when
 //! to wake up next.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use ccs_proto::message::MessageId;
 use ccs_proto::server::ServerState;
+use ccs_proto::timer::TimerQueue;
 use tokio::time::Instant;
 
 use crate::config::EmulatorConfig;
@@ -20,8 +19,8 @@ pub(crate) struct Schedule {
     drain_grace: Duration,
     upstream_after_bind: Duration,
     keepalive: Option<Duration>,
-    delayed: BinaryHeap<Reverse<Delayed>>,
-    delayed_seq: u64,
+    /// Answers held back, with when they are due (the core's std instants).
+    delayed: TimerQueue<(MessageId, Verdict)>,
     /// Set once draining was asked for; it starts when the stream is bound.
     drain_asked: bool,
     /// When draining, the end of the grace period.
@@ -41,8 +40,7 @@ impl Schedule {
             drain_grace: config.drain_grace,
             upstream_after_bind: config.upstream_after_bind,
             keepalive: config.whitespace_keepalive,
-            delayed: BinaryHeap::new(),
-            delayed_seq: 0,
+            delayed: TimerQueue::new(),
             drain_asked: false,
             grace_end: None,
             bound_at: None,
@@ -55,22 +53,14 @@ impl Schedule {
 
     /// Holds an answer back until `at`; answers due at the same time keep their order.
     pub(crate) fn answer_at(&mut self, at: Instant, id: MessageId, verdict: Verdict) {
-        self.delayed_seq += 1;
-        self.delayed.push(Reverse(Delayed {
-            at,
-            seq: self.delayed_seq,
-            id,
-            verdict,
-        }));
+        self.delayed.push(at.into_std(), (id, verdict));
     }
 
     /// The next held-back answer due at `now`, if any.
     pub(crate) fn due_answer(&mut self, now: Instant) -> Option<(MessageId, Verdict)> {
-        if self.delayed.peek().is_some_and(|Reverse(d)| d.at <= now) {
-            self.delayed.pop().map(|Reverse(d)| (d.id, d.verdict))
-        } else {
-            None
-        }
+        self.delayed
+            .pop_due(now.into_std())
+            .map(|(_, answer)| answer)
     }
 
     // ---- drain ---------------------------------------------------------------------------
@@ -146,8 +136,8 @@ impl Schedule {
     ) -> Option<Instant> {
         let mut next = core;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if let Some(Reverse(d)) = self.delayed.peek() {
-            consider(d.at);
+        if let Some(at) = self.delayed.next_at() {
+            consider(Instant::from_std(at));
         }
         if let Some(end) = self.grace_end
             && state == ServerState::Draining
@@ -171,32 +161,6 @@ impl Schedule {
 /// Whether a stream in `state` gets whitespace keepalives.
 fn keeps_alive(state: ServerState) -> bool {
     matches!(state, ServerState::Bound | ServerState::Draining)
-}
-
-/// A downstream answer waiting for its time.
-#[derive(Debug)]
-struct Delayed {
-    at: Instant,
-    seq: u64,
-    id: MessageId,
-    verdict: Verdict,
-}
-
-impl PartialEq for Delayed {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Delayed {}
-impl PartialOrd for Delayed {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Delayed {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
 }
 
 #[cfg(test)]

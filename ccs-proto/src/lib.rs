@@ -62,6 +62,7 @@ pub mod server;
 pub mod stanza;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod timer;
 pub mod xml;
 
 /// Connection settings, also at their home [`connection::config`].

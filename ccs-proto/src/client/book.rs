@@ -2,7 +2,6 @@
 //! [`Outcome`]. Dispatch to the connections with room, answers, retries after a nack, messages
 //! taken back from a connection, both kinds of expiry, and the close report.
 
-use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
@@ -35,34 +34,6 @@ pub(super) enum MsgState {
     InFlight(ConnId),
     /// Reported expired while in flight on this connection.
     Expired(ConnId),
-}
-
-/// A message waiting for its retry; the heap's top is the earliest.
-#[derive(Debug)]
-pub(super) struct Delayed {
-    pub(super) due: Instant,
-    pub(super) seq: u64,
-    pub(super) message: Downstream,
-}
-
-impl PartialEq for Delayed {
-    fn eq(&self, other: &Self) -> bool {
-        (self.due, self.seq) == (other.due, other.seq)
-    }
-}
-
-impl Eq for Delayed {}
-
-impl PartialOrd for Delayed {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Delayed {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.due, other.seq).cmp(&(self.due, self.seq))
-    }
 }
 
 /// Deadlines in the order they were set. A fixed limit added to a `now` that never goes
@@ -183,9 +154,7 @@ impl Client {
     /// Gives back everything never answered and ends the client.
     pub(super) fn finalize(&mut self, deadline_passed: bool) {
         let mut rest: Vec<Downstream> = self.queue.drain(..).collect();
-        let mut delayed = std::mem::take(&mut self.delayed).into_vec();
-        delayed.sort_unstable_by_key(|d| (d.due, d.seq));
-        rest.extend(delayed.into_iter().map(|d| d.message));
+        rest.extend(self.delayed.drain_in_order().into_iter().map(|(_, m)| m));
         let mut unsent = Vec::new();
         for message in rest {
             if let Some(meta) = self.live.remove(message.message_id()) {
@@ -212,8 +181,8 @@ impl Client {
     /// Retries whose time has come go to the front of the queue; whether there were any.
     pub(super) fn release_retries(&mut self, now: Instant) -> bool {
         let mut due = Vec::new();
-        while self.delayed.peek().is_some_and(|d| d.due <= now) {
-            due.extend(self.delayed.pop().map(|d| d.message));
+        while let Some((_, message)) = self.delayed.pop_due(now) {
+            due.push(message);
         }
         let released = !due.is_empty();
         for message in due.into_iter().rev() {
@@ -326,12 +295,7 @@ impl Client {
         meta.state = MsgState::Delayed;
         self.stats.retried += 1;
         let message_id = message.message_id().clone();
-        self.delayed.push(Delayed {
-            due: later(now, after),
-            seq: self.next_seq,
-            message,
-        });
-        self.next_seq += 1;
+        self.delayed.push(later(now, after), message);
         self.emit(ClientEvent::Retrying {
             ticket,
             message_id,
@@ -432,13 +396,13 @@ impl Client {
                 self.queue.push_back(message);
             }
         }
-        let mut delayed = std::mem::take(&mut self.delayed).into_vec();
-        delayed.sort_unstable_by_key(|d| (d.due, d.seq));
-        let (gone, kept): (Vec<Delayed>, Vec<Delayed>) = delayed
-            .into_iter()
-            .partition(|d| marked(&self.live, &d.message));
-        self.delayed = kept.into();
-        expired.extend(gone.into_iter().map(|d| d.message));
+        for (due, message) in self.delayed.drain_in_order() {
+            if marked(&self.live, &message) {
+                expired.push(message);
+            } else {
+                self.delayed.push(due, message);
+            }
+        }
         for message in expired {
             if let Some(meta) = self.live.remove(message.message_id()) {
                 let kind = ExpiryKind::QueueTime;

@@ -154,7 +154,7 @@ mod event;
 mod slots;
 mod upstream;
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use crate::connection::{AckError, AckHandle, ConnId, Connection, ConnectionEvent, State, later};
@@ -163,8 +163,9 @@ use crate::connection::{Anomaly, config::ConnectionConfig};
 use crate::error::UsageError;
 use crate::message::{Downstream, MessageId, NackCode};
 use crate::rng::SplitMix64;
+use crate::timer::TimerQueue;
 
-use book::{Deadlines, Delayed, Meta, MsgState};
+use book::{Deadlines, Meta, MsgState};
 use dedup::Dedup;
 use slots::{Entry, Slot};
 use upstream::Held;
@@ -198,7 +199,6 @@ pub struct Client {
     lifecycle: Lifecycle,
     next_conn: u64,
     next_ticket: u64,
-    next_seq: u64,
     conns: BTreeMap<ConnId, Entry>,
     /// Each connection's next deadline (or, while connecting, its connect deadline).
     timers: BTreeSet<(Instant, ConnId)>,
@@ -211,7 +211,8 @@ pub struct Client {
     /// Attempts not yet up (transport or stream setup).
     connecting: usize,
     queue: VecDeque<Downstream>,
-    delayed: BinaryHeap<Delayed>,
+    /// Messages waiting for their retry.
+    delayed: TimerQueue<Downstream>,
     /// Every message accepted and not yet reported (plus expired ones still in flight).
     live: HashMap<MessageId, Meta>,
     ack_deadlines: Deadlines,
@@ -248,7 +249,6 @@ impl Client {
             lifecycle: Lifecycle::Running,
             next_conn: 1,
             next_ticket: 0,
-            next_seq: 0,
             conns: BTreeMap::new(),
             timers: BTreeSet::new(),
             sendable: Vec::new(),
@@ -257,7 +257,7 @@ impl Client {
             waiting: BTreeSet::new(),
             connecting: 0,
             queue: VecDeque::new(),
-            delayed: BinaryHeap::new(),
+            delayed: TimerQueue::new(),
             live: HashMap::new(),
             ack_deadlines: Deadlines::default(),
             queue_deadlines: Deadlines::default(),
@@ -356,7 +356,7 @@ impl Client {
         [
             self.timers.first().map(|&(t, _)| t),
             opening,
-            self.delayed.peek().map(|d| d.due),
+            self.delayed.next_at(),
             self.ack_deadlines.front(),
             self.queue_deadlines.front(),
             self.first_deadline,

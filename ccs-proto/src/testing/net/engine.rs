@@ -1,7 +1,6 @@
 //! The engine of [`Net`]: scheduled deliveries, links, dial results, and moving the
 //! client's and the servers' outputs onto the links. Private: tests see only [`Net`].
 
-use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
 use super::{Dial, Net, Step};
@@ -14,11 +13,8 @@ use crate::testing::{Direction, spend};
 impl Net {
     pub(super) fn do_due(&mut self) -> Step {
         let now = self.now;
-        if self.sched.peek().is_some_and(|Reverse(s)| s.at <= now) {
-            let Some(Reverse(s)) = self.sched.pop() else {
-                return Step::Idle;
-            };
-            match s.ev {
+        if let Some((_, ev)) = self.sched.pop_due(now) {
+            match ev {
                 Ev::Deliver(id, dir, bytes) => self.deliver(id, dir, &bytes),
                 Ev::Eof(id, dir) => self.eof(id, dir),
                 Ev::Dialled(id, dial) => self.dialled(id, dial),
@@ -57,12 +53,7 @@ impl Net {
     }
 
     pub(super) fn push(&mut self, at: Instant, ev: Ev) {
-        self.seq += 1;
-        self.sched.push(Reverse(Sched {
-            at,
-            seq: self.seq,
-            ev,
-        }));
+        self.sched.push(at, ev);
     }
 
     /// Carries out every output of the client and the servers until nothing moves.
@@ -318,30 +309,6 @@ pub(super) enum Ev {
     /// The next bytes of a trickled stanza (see [`Net::trickle`]).
     Trickle(ConnId),
     Custom(u64),
-}
-
-#[derive(Debug)]
-pub(super) struct Sched {
-    pub(super) at: Instant,
-    pub(super) seq: u64,
-    pub(super) ev: Ev,
-}
-
-impl PartialEq for Sched {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Sched {}
-impl PartialOrd for Sched {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Sched {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
 }
 
 #[derive(Debug)]

@@ -37,8 +37,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientConfig, ClientEvent, DownReason, MessageTicket, Outcome, Phase};
@@ -46,12 +45,13 @@ use crate::connection::ConnId;
 use crate::message::Downstream;
 use crate::rng::SplitMix64;
 use crate::server::{ServerConfig, ServerConnection, ServerEvent, ServerState};
+use crate::timer::TimerQueue;
 
 use super::Direction;
 
 mod engine;
 
-use engine::{Ev, Link, Sched, Trickle};
+use engine::{Ev, Link, Trickle};
 
 /// What happens when the client asks to connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +91,7 @@ pub struct Net {
     /// not closed yet.
     pub servers: BTreeMap<ConnId, ServerConnection>,
     links: BTreeMap<ConnId, Link>,
-    sched: BinaryHeap<Reverse<Sched>>,
-    seq: u64,
+    sched: TimerQueue<Ev>,
     /// One-way delay of every transfer and of dial results.
     pub latency: Duration,
     /// Extra random delay per transfer, up to this (order is kept per direction).
@@ -154,8 +153,7 @@ impl Net {
             client,
             servers: BTreeMap::new(),
             links: BTreeMap::new(),
-            sched: BinaryHeap::new(),
-            seq: 0,
+            sched: TimerQueue::new(),
             latency: Duration::from_millis(5),
             latency_jitter: Duration::ZERO,
             max_piece: None,
@@ -366,14 +364,10 @@ impl Net {
             .values()
             .filter_map(ServerConnection::poll_timeout)
             .min();
-        [
-            self.sched.peek().map(|Reverse(s)| s.at),
-            self.client.poll_timeout(),
-            servers,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.sched.next_at(), self.client.poll_timeout(), servers]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Moves to the next thing that happens and does it.
@@ -397,8 +391,8 @@ impl Net {
                     .servers
                     .values()
                     .any(|s| s.poll_timeout().is_some_and(|t| t <= self.now));
-            if let Some(Reverse(s)) = self.sched.peek() {
-                self.now = self.now.max(s.at);
+            if let Some(at) = self.sched.next_at() {
+                self.now = self.now.max(at);
             } else if !timer_due {
                 return custom;
             }
