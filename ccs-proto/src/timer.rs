@@ -1,7 +1,7 @@
 //! [`TimerQueue`]: things due at instants, earliest first.
 //!
 //! The one timer structure of the workspace: the client's delayed retries, the in-memory
-//! network's schedule ([`crate::testing`]) and the emulator's delayed answers all use it
+//! network's schedule (`testing::Net`) and the emulator's delayed answers all use it
 //! instead of each writing its own `Ord` for a heap. Like every deadline in the core, the
 //! instants come from the caller; the queue reads no clock.
 
