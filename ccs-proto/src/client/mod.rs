@@ -8,18 +8,18 @@
 //!
 //! # The contract
 //!
-//! - **Inputs** (from the adapter): [`Client::handle_connected`],
-//!   [`Client::handle_connect_failed`], [`Client::handle_input`], [`Client::handle_eof`],
-//!   [`Client::handle_timeout`] (may be called spuriously: it then does nothing).
-//! - **Commands** (from the application): [`Client::send`], [`Client::ack`] and
-//!   [`Client::release`] (manual acks), [`Client::close`].
+//! - **Getters**: [`Client::stats`], [`Client::queued`], [`Client::in_flight`],
+//!   [`Client::connections`], [`Client::is_closed`].
 //! - **Outputs**: [`Client::poll_output`] gives, in order, [`Output::Connect`] (open a
 //!   transport for this id), [`Output::Transmit`] (write these bytes on it),
 //!   [`Output::Disconnect`] (close it after writing what came before; forget the id), and
 //!   [`Output::Event`] for the application. [`Client::poll_timeout`] says when to call
 //!   `handle_timeout` next.
-//! - **Getters**: [`Client::stats`], [`Client::queued`], [`Client::in_flight`],
-//!   [`Client::connections`], [`Client::is_closed`].
+//! - **Inputs** (from the adapter): [`Client::handle_connected`],
+//!   [`Client::handle_connect_failed`], [`Client::handle_input`], [`Client::handle_eof`],
+//!   [`Client::handle_timeout`] (may be called spuriously: it then does nothing).
+//! - **Commands** (from the application): [`Client::send`], [`Client::ack`] and
+//!   [`Client::release`] (manual acks), [`Client::close`].
 //!
 //! After any input or command, drain every output. [`Client::poll_output`] is one queue, in
 //! order: a command issued while handling an [`Output::Event`] (a `send`, an `ack`) adds its

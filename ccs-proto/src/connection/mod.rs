@@ -48,16 +48,16 @@ impl fmt::Display for ConnId {
 /// The connection never touches a socket or a clock: its owner feeds it bytes and time and
 /// carries out what it asks for.
 ///
+/// - **Getters:** [`state`](Self::state), [`in_flight`](Self::in_flight),
+///   [`window`](Self::window), [`stats`](Self::stats), [`jid`](Self::jid), [`id`](Self::id).
+/// - **Outputs:** [`poll_transmit`](Self::poll_transmit) (bytes to write),
+///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
 /// - **Inputs:** [`handle_input`](Self::handle_input) (bytes received),
 ///   [`handle_eof`](Self::handle_eof) (the transport ended),
 ///   [`handle_timeout`](Self::handle_timeout) (the deadline from `poll_timeout` passed; a
 ///   spurious call does nothing).
 /// - **Commands:** [`send`](Self::send), [`ack`](Self::ack) and [`release`](Self::release)
 ///   (manual mode), [`close`](Self::close).
-/// - **Outputs:** [`poll_transmit`](Self::poll_transmit) (bytes to write),
-///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
-/// - **Getters:** [`state`](Self::state), [`in_flight`](Self::in_flight),
-///   [`window`](Self::window), [`stats`](Self::stats), [`jid`](Self::jid), [`id`](Self::id).
 ///
 /// After any input or command, drain every output: events first (handling one may call
 /// `send` or `ack`, which queue bytes), then transmits, until both are empty. Bytes queued

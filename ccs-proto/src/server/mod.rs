@@ -54,6 +54,10 @@ pub type CloseReason = ServerCloseReason;
 /// }
 /// ```
 ///
+/// - **Getters:** [`state`](Self::state), [`pending`](Self::pending), [`jid`](Self::jid),
+///   [`unacked_upstream`](Self::unacked_upstream), [`stats`](Self::stats), ...
+/// - **Outputs:** [`poll_transmit`](Self::poll_transmit) (bytes to write),
+///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
 /// - **Inputs:** [`handle_input`](Self::handle_input) (bytes received),
 ///   [`handle_eof`](Self::handle_eof) (the transport ended),
 ///   [`handle_timeout`](Self::handle_timeout) (the deadline from `poll_timeout` passed; a
@@ -63,10 +67,6 @@ pub type CloseReason = ServerCloseReason;
 ///   [`send_receipt`](Self::send_receipt), [`send_control`](Self::send_control),
 ///   [`ping`](Self::ping), [`close`](Self::close) (it arms a timer: it takes `now`), ...
 ///   Caller mistakes come back as a [`ServerError`]; nothing else changes then.
-/// - **Outputs:** [`poll_transmit`](Self::poll_transmit) (bytes to write),
-///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
-/// - **Getters:** [`state`](Self::state), [`pending`](Self::pending), [`jid`](Self::jid),
-///   [`unacked_upstream`](Self::unacked_upstream), [`stats`](Self::stats), ...
 ///
 /// After any input or command, drain every output: events first (answering one may call a
 /// command, which queues bytes), then transmits, until both are empty. Bytes queued by a
@@ -199,98 +199,6 @@ impl ServerConnection {
         }
     }
 
-    // ---- inputs -------------------------------------------------------------------------
-
-    /// Bytes received from the client, in pieces of any size. Bytes that arrive after a
-    /// stream restart point (SASL success) in the same piece are kept for the new stream.
-    /// Ignored once closed. Nothing read arms a timer, so `now` is unused; it is taken like
-    /// every other input's, so that one could without an API change.
-    pub fn handle_input(&mut self, _now: Instant, data: &[u8]) {
-        self.stats.bytes_in += data.len() as u64;
-        if self.state == ServerState::Closed {
-            return;
-        }
-        self.reader.push(data);
-        while self.state != ServerState::Closed {
-            match self.reader.next_event() {
-                Ok(Some(event)) => self.on_event(event),
-                Ok(None) => break,
-                Err(e) => {
-                    self.on_xml_error(e);
-                    break;
-                }
-            }
-        }
-    }
-
-    /// The client's bytes ended (TCP or TLS EOF): [`ServerCloseReason::Eof`] unless already closed.
-    /// `now` is unused, as in [`Self::handle_input`].
-    pub fn handle_eof(&mut self, _now: Instant) {
-        self.close_with(ServerCloseReason::Eof);
-    }
-
-    /// Time passed. Does nothing unless the deadline of [`Self::poll_timeout`] has come
-    /// (calling it early or twice is harmless).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let Some(deadline) = self.deadline else {
-            return;
-        };
-        if now < deadline {
-            return;
-        }
-        self.deadline = None;
-        match self.state {
-            ServerState::Closed | ServerState::Bound | ServerState::Draining => {}
-            ServerState::Closing => self.close_with(ServerCloseReason::CloseTimeout),
-            _ => self.fail_with(
-                "connection-timeout",
-                Some("stream setup did not complete in time"),
-                ServerCloseReason::SetupTimeout,
-            ),
-        }
-    }
-
-    // ---- outputs ------------------------------------------------------------------------
-
-    /// Everything queued for the wire since the last call, as one buffer; `None` if nothing.
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        if self.out.is_empty() {
-            return None;
-        }
-        self.stats.bytes_out += self.out.len() as u64;
-        Some(std::mem::take(&mut self.out))
-    }
-
-    /// Appends everything queued for the wire to `buf` (an allocation-free form of
-    /// [`poll_transmit`](Self::poll_transmit)); returns whether there was anything.
-    pub fn transmit_into(&mut self, buf: &mut Vec<u8>) -> bool {
-        if self.out.is_empty() {
-            return false;
-        }
-        self.stats.bytes_out += self.out.len() as u64;
-        buf.extend_from_slice(&self.out);
-        self.out.clear();
-        true
-    }
-
-    /// The next event, oldest first; `None` when there is none.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
-    }
-
-    /// When [`Self::handle_timeout`] should be called next: the setup deadline (if
-    /// [`ServerConfig::setup_timeout`] is set and the client has not bound yet) or the end of
-    /// the wait after [`Self::close`]. `None` when there is no timer.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
-            ServerState::Closed => None,
-            _ => self.deadline,
-        }
-    }
-
     // ---- getters ------------------------------------------------------------------------
 
     /// Where the stream is.
@@ -347,6 +255,98 @@ impl ServerConnection {
     /// The counters.
     pub fn stats(&self) -> ServerStats {
         self.stats
+    }
+
+    // ---- outputs ------------------------------------------------------------------------
+
+    /// Everything queued for the wire since the last call, as one buffer; `None` if nothing.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if self.out.is_empty() {
+            return None;
+        }
+        self.stats.bytes_out += self.out.len() as u64;
+        Some(std::mem::take(&mut self.out))
+    }
+
+    /// Appends everything queued for the wire to `buf` (an allocation-free form of
+    /// [`poll_transmit`](Self::poll_transmit)); returns whether there was anything.
+    pub fn transmit_into(&mut self, buf: &mut Vec<u8>) -> bool {
+        if self.out.is_empty() {
+            return false;
+        }
+        self.stats.bytes_out += self.out.len() as u64;
+        buf.extend_from_slice(&self.out);
+        self.out.clear();
+        true
+    }
+
+    /// The next event, oldest first; `None` when there is none.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] should be called next: the setup deadline (if
+    /// [`ServerConfig::setup_timeout`] is set and the client has not bound yet) or the end of
+    /// the wait after [`Self::close`]. `None` when there is no timer.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            ServerState::Closed => None,
+            _ => self.deadline,
+        }
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    /// Bytes received from the client, in pieces of any size. Bytes that arrive after a
+    /// stream restart point (SASL success) in the same piece are kept for the new stream.
+    /// Ignored once closed. Nothing read arms a timer, so `now` is unused; it is taken like
+    /// every other input's, so that one could without an API change.
+    pub fn handle_input(&mut self, _now: Instant, data: &[u8]) {
+        self.stats.bytes_in += data.len() as u64;
+        if self.state == ServerState::Closed {
+            return;
+        }
+        self.reader.push(data);
+        while self.state != ServerState::Closed {
+            match self.reader.next_event() {
+                Ok(Some(event)) => self.on_event(event),
+                Ok(None) => break,
+                Err(e) => {
+                    self.on_xml_error(e);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The client's bytes ended (TCP or TLS EOF): [`ServerCloseReason::Eof`] unless already closed.
+    /// `now` is unused, as in [`Self::handle_input`].
+    pub fn handle_eof(&mut self, _now: Instant) {
+        self.close_with(ServerCloseReason::Eof);
+    }
+
+    /// Time passed. Does nothing unless the deadline of [`Self::poll_timeout`] has come
+    /// (calling it early or twice is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(deadline) = self.deadline else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        self.deadline = None;
+        match self.state {
+            ServerState::Closed | ServerState::Bound | ServerState::Draining => {}
+            ServerState::Closing => self.close_with(ServerCloseReason::CloseTimeout),
+            _ => self.fail_with(
+                "connection-timeout",
+                Some("stream setup did not complete in time"),
+                ServerCloseReason::SetupTimeout,
+            ),
+        }
     }
 
     // ---- commands -----------------------------------------------------------------------
