@@ -12,7 +12,7 @@
 //! | channel | from → to | bound |
 //! |---|---|---|
 //! | submit | `send`/`try_send` → driver | `max_queue` messages |
-//! | control | acks, `close`, `stats` → driver | [`CONTROL_CAPACITY`] commands |
+//! | control | acks, `close`, `stats` → driver | [`CONTROL_CAPACITY`](crate::control::CONTROL_CAPACITY) commands |
 //! | net | connection tasks → driver | [`NET_CAPACITY`](crate::transport::NET_CAPACITY) |
 //! | outbox | driver → one connection's writer | [`Config::write_limit`](crate::Config::write_limit) bytes |
 //! | upstream | driver → [`UpstreamStream`](crate::UpstreamStream) | [`Config::upstream_capacity`](crate::Config::upstream_capacity) |
@@ -51,13 +51,10 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
+use crate::control::{Command, Tokens};
 use crate::transport::{ConnTask, Dial, Net, Outbox};
-use crate::upstream::{Delivery, StreamShared, Taken, TokenGuard, Tokens};
+use crate::upstream::{Delivery, StreamShared, Taken};
 use crate::{AckToken, Event, Report, Stats, UnackedUpstream, UpstreamItem};
-
-/// Commands in the control channel at once; a caller finding it full waits for room.
-/// Enough for bursts of acks from many tasks; each one is handled in microseconds.
-pub(crate) const CONTROL_CAPACITY: usize = 64;
 
 /// Items taken from each input per turn of the loop, so that no input starves the others.
 const BATCH: usize = 64;
@@ -68,32 +65,6 @@ const DROP_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
 /// Upstream messages and receipts remembered for [`Report::unacked_upstream`]: the oldest
 /// are forgotten beyond this.
 const UNACKED_MEMORY: usize = 10_000;
-
-/// What the application asks of the driver, besides sending (the control channel).
-pub(crate) enum Command {
-    Ack {
-        handle: AckHandle,
-        guard: TokenGuard,
-        reply: oneshot::Sender<Result<(), AckError>>,
-    },
-    Close {
-        deadline: Duration,
-        reply: oneshot::Sender<Report>,
-    },
-    Stats {
-        reply: oneshot::Sender<Stats>,
-    },
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Ack { .. } => "Ack",
-            Self::Close { .. } => "Close",
-            Self::Stats { .. } => "Stats",
-        })
-    }
-}
 
 /// A message to send (the submit channel).
 pub(crate) struct Submit {

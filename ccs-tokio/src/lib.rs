@@ -89,6 +89,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod control;
 mod driver;
 mod tls;
 mod transport;
@@ -112,8 +113,9 @@ pub use tls::describe_tls_error;
 pub use tls::{Endpoint, TlsOptions};
 pub use upstream::{AckToken, UpstreamItem, UpstreamStream};
 
-use driver::{Command, Driver, Parts, Submit, UpstreamSide};
-use upstream::{StreamShared, Tokens};
+use control::{Command, Tokens};
+use driver::{Driver, Parts, Submit, UpstreamSide};
+use upstream::StreamShared;
 
 /// Everything [`Client::connect`] needs.
 #[derive(Debug, Clone)]
@@ -393,7 +395,7 @@ impl Client {
             .map_err(|e| ConnectError::Config(e.to_string()))?;
         // One slot per queue permit: never full for a sender holding a permit.
         let (submit_tx, submit_rx) = mpsc::channel(max_queue);
-        let (control_tx, control_rx) = mpsc::channel(driver::CONTROL_CAPACITY);
+        let (control_tx, control_rx) = mpsc::channel(control::CONTROL_CAPACITY);
         let upstream_capacity = config.upstream_capacity.max(1);
         let (up_tx, up_rx) = mpsc::channel(upstream_capacity);
         let (taken_tx, taken_rx) = mpsc::channel(upstream_capacity);

@@ -6,15 +6,15 @@
 //! acks each item when the application takes it (see the crate docs).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use ccs_proto::connection::{AckError, AckHandle};
 use ccs_proto::message::{MessageId, Receipt, Upstream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use crate::driver::Command;
+use crate::control::{Command, TokenGuard};
 
 /// An upstream message or receipt, from [`Client::upstream`](crate::Client::upstream).
 #[derive(Debug)]
@@ -176,64 +176,4 @@ pub(crate) struct StreamShared {
     pub(crate) taken: AtomicBool,
     /// The client has stopped: the stream ends.
     pub(crate) finished: AtomicBool,
-}
-
-/// The ack handles out of the driver's hands (in the upstream channel, in the application's
-/// [`AckToken`]s, or in `Taken` items not yet acked). A handle that comes back unused (its
-/// token or item dropped) is [`Tokens::take_released`] by the driver, which tells the core
-/// ([`ccs_proto::Client::release`]): a graceful close then need not wait for its ack. How
-/// long a close waits for the others is the core's decision, not the adapter's.
-#[derive(Debug, Default)]
-pub(crate) struct Tokens {
-    released: Mutex<Vec<AckHandle>>,
-    changed: Notify,
-}
-
-impl Tokens {
-    /// A guard for a handle that goes out.
-    pub(crate) fn issue(self: &Arc<Self>, handle: &AckHandle) -> TokenGuard {
-        TokenGuard {
-            handle: Some(handle.clone()),
-            tokens: Arc::clone(self),
-        }
-    }
-
-    /// The handles that came back unused since the last call.
-    pub(crate) fn take_released(&self) -> Vec<AckHandle> {
-        std::mem::take(&mut *lock(&self.released))
-    }
-
-    /// Resolves when a handle has come back unused since the last call returned.
-    pub(crate) async fn changed(&self) {
-        self.changed.notified().await;
-    }
-}
-
-/// Gives its handle back to [`Tokens`] when dropped unused; [`TokenGuard::used`] once the
-/// handle was acked (or the ack refused: then there is nothing to release either).
-#[derive(Debug)]
-pub(crate) struct TokenGuard {
-    handle: Option<AckHandle>,
-    tokens: Arc<Tokens>,
-}
-
-impl TokenGuard {
-    /// The handle was used: nothing to release.
-    pub(crate) fn used(mut self) {
-        self.handle = None;
-    }
-}
-
-impl Drop for TokenGuard {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            lock(&self.tokens.released).push(handle);
-            self.tokens.changed.notify_one();
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these locks; a poisoned one still holds valid data.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

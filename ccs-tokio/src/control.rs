@@ -1,0 +1,101 @@
+//! The control channel: what the application asks of the driver besides sending (acks,
+//! close, stats), and the bookkeeping of ack handles out of the driver's hands ([`Tokens`]).
+//! Both the upstream stream and the driver use it; it uses neither.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ccs_proto::connection::{AckError, AckHandle};
+use tokio::sync::{Notify, oneshot};
+
+use crate::{Report, Stats};
+
+/// Commands in the control channel at once; a caller finding it full waits for room.
+/// Enough for bursts of acks from many tasks; each one is handled in microseconds.
+pub(crate) const CONTROL_CAPACITY: usize = 64;
+
+/// What the application asks of the driver, besides sending (the control channel).
+pub(crate) enum Command {
+    Ack {
+        handle: AckHandle,
+        guard: TokenGuard,
+        reply: oneshot::Sender<Result<(), AckError>>,
+    },
+    Close {
+        deadline: Duration,
+        reply: oneshot::Sender<Report>,
+    },
+    Stats {
+        reply: oneshot::Sender<Stats>,
+    },
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ack { .. } => "Ack",
+            Self::Close { .. } => "Close",
+            Self::Stats { .. } => "Stats",
+        })
+    }
+}
+
+/// The ack handles out of the driver's hands (in the upstream channel, in the application's
+/// [`AckToken`](crate::AckToken)s, or in `Taken` items not yet acked). A handle that comes back unused (its
+/// token or item dropped) is [`Tokens::take_released`] by the driver, which tells the core
+/// ([`ccs_proto::Client::release`]): a graceful close then need not wait for its ack. How
+/// long a close waits for the others is the core's decision, not the adapter's.
+#[derive(Debug, Default)]
+pub(crate) struct Tokens {
+    released: Mutex<Vec<AckHandle>>,
+    changed: Notify,
+}
+
+impl Tokens {
+    /// A guard for a handle that goes out.
+    pub(crate) fn issue(self: &Arc<Self>, handle: &AckHandle) -> TokenGuard {
+        TokenGuard {
+            handle: Some(handle.clone()),
+            tokens: Arc::clone(self),
+        }
+    }
+
+    /// The handles that came back unused since the last call.
+    pub(crate) fn take_released(&self) -> Vec<AckHandle> {
+        std::mem::take(&mut *lock(&self.released))
+    }
+
+    /// Resolves when a handle has come back unused since the last call returned.
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+/// Gives its handle back to [`Tokens`] when dropped unused; [`TokenGuard::used`] once the
+/// handle was acked (or the ack refused: then there is nothing to release either).
+#[derive(Debug)]
+pub(crate) struct TokenGuard {
+    handle: Option<AckHandle>,
+    tokens: Arc<Tokens>,
+}
+
+impl TokenGuard {
+    /// The handle was used: nothing to release.
+    pub(crate) fn used(mut self) {
+        self.handle = None;
+    }
+}
+
+impl Drop for TokenGuard {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            lock(&self.tokens.released).push(handle);
+            self.tokens.changed.notify_one();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; a poisoned one still holds valid data.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
