@@ -19,8 +19,8 @@ use serde_json::{Map, Value, json};
 
 use crate::fixtures::*;
 
-/// What a simulation run covers. [`SimSpec::from_seed`] derives everything else from the
-/// seed.
+/// What a simulation run covers; [`simulate`] derives everything else (connections, window,
+/// timers, fault mix) from the seed.
 #[derive(Debug, Clone, Copy)]
 pub struct SimSpec {
     pub seed: u64,
