@@ -3,7 +3,7 @@
 //! taken back from a connection, both kinds of expiry, and the close report.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::connection::{ConnId, ConnectionSendErrorKind, later};
 use crate::message::{Downstream, MessageId, Nack, NackCode, RetryClass};
@@ -102,13 +102,8 @@ impl Client {
                 debug_assert!(false, "queued message without a record");
                 continue;
             };
-            if let Some(limit) = self.config.max_queue_time
-                && now.saturating_duration_since(meta.accepted_at) >= limit
-            {
-                let (ticket, sends) = (meta.ticket, meta.sends);
-                self.live.remove(message.message_id());
-                let kind = ExpiryKind::QueueTime;
-                self.report(ticket, message, Outcome::Expired { kind, sends });
+            if past_queue_time(self.config.max_queue_time, now, meta) {
+                self.expire_unsent(message);
                 continue;
             }
             let ack_deadline = self.config.ack_timeout.map(|t| {
@@ -305,6 +300,15 @@ impl Client {
         });
     }
 
+    /// Reports a message that waited past `max_queue_time` without going (again) on the
+    /// wire: its one outcome, [`ExpiryKind::QueueTime`].
+    fn expire_unsent(&mut self, message: Downstream) {
+        if let Some(meta) = self.live.remove(message.message_id()) {
+            let (kind, sends) = (ExpiryKind::QueueTime, meta.sends);
+            self.report(meta.ticket, message, Outcome::Expired { kind, sends });
+        }
+    }
+
     /// Messages back from a connection (it ended, or returned them): to the front of the
     /// queue in their order, unless expired.
     pub(super) fn take_back(&mut self, now: Instant, messages: Vec<Downstream>) {
@@ -318,13 +322,8 @@ impl Client {
                 self.live.remove(message.message_id());
                 continue;
             }
-            if let Some(limit) = self.config.max_queue_time
-                && now.saturating_duration_since(meta.accepted_at) >= limit
-            {
-                let (ticket, sends) = (meta.ticket, meta.sends);
-                self.live.remove(message.message_id());
-                let kind = ExpiryKind::QueueTime;
-                self.report(ticket, message, Outcome::Expired { kind, sends });
+            if past_queue_time(self.config.max_queue_time, now, meta) {
+                self.expire_unsent(message);
                 continue;
             }
             meta.state = MsgState::Queued;
@@ -404,11 +403,12 @@ impl Client {
             }
         }
         for message in expired {
-            if let Some(meta) = self.live.remove(message.message_id()) {
-                let kind = ExpiryKind::QueueTime;
-                let sends = meta.sends;
-                self.report(meta.ticket, message, Outcome::Expired { kind, sends });
-            }
+            self.expire_unsent(message);
         }
     }
+}
+
+/// Whether the message of `meta` has waited past the queue-time limit since `send` took it.
+fn past_queue_time(limit: Option<Duration>, now: Instant, meta: &Meta) -> bool {
+    limit.is_some_and(|limit| now.saturating_duration_since(meta.accepted_at) >= limit)
 }
