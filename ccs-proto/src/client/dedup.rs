@@ -163,13 +163,9 @@ impl<T> Dedup<T> {
             if *c != conn {
                 continue;
             }
-            held.retain(|(h, _)| alive(h.conn()));
-            if held.is_empty() {
-                forget.push(key.clone());
-            } else {
-                let (handle, message) = held.remove(0);
-                *c = handle.conn();
-                handed.push((handle, message));
+            match next_copy(c, held, &alive) {
+                Some(copy) => handed.push(copy),
+                None => forget.push(key.clone()),
             }
         }
         for key in forget {
@@ -181,6 +177,32 @@ impl<T> Dedup<T> {
             (a.conn(), a.message_id(), a.to()).cmp(&(b.conn(), b.message_id(), b.to()))
         });
         handed
+    }
+
+    /// The application gave up the handle of the copy of `(from, id)` it was handed on
+    /// `conn` (it will not ack it): for this pair, as if `conn` had gone. A held copy on a
+    /// connection still `alive` is returned, to hand over; without one the pair is forgotten,
+    /// so that the server's next copy reaches the application.
+    pub(super) fn released(
+        &mut self,
+        from: &str,
+        id: &MessageId,
+        conn: ConnId,
+        alive: impl Fn(ConnId) -> bool,
+    ) -> Option<(AckHandle, T)> {
+        let key = (from.to_owned(), id.clone());
+        let Some((_, State::Awaiting { conn: c, held })) = self.map.get_mut(&key) else {
+            return None;
+        };
+        if *c != conn {
+            return None;
+        }
+        let copy = next_copy(c, held, &alive);
+        if copy.is_none() {
+            self.map.remove(&key);
+            self.awaiting = self.awaiting.saturating_sub(1);
+        }
+        copy
     }
 
     /// Forgets the oldest done pairs beyond the capacity. Each entry of `order` is popped at
@@ -203,6 +225,22 @@ impl<T> Dedup<T> {
                 .retain(|(k, g)| map.get(k).is_some_and(|(mg, _)| mg == g));
         }
     }
+}
+
+/// The copy that takes over from one whose ack can no longer come: the first held copy on a
+/// connection still `alive` (it becomes the awaited one, on its connection), if any.
+fn next_copy<T>(
+    awaited_on: &mut ConnId,
+    held: &mut Vec<(AckHandle, T)>,
+    alive: impl Fn(ConnId) -> bool,
+) -> Option<(AckHandle, T)> {
+    held.retain(|(h, _)| alive(h.conn()));
+    if held.is_empty() {
+        return None;
+    }
+    let (handle, message) = held.remove(0);
+    *awaited_on = handle.conn();
+    Some((handle, message))
 }
 
 #[cfg(test)]

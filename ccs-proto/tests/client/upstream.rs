@@ -302,3 +302,40 @@ fn acks_of_handles_held_at_close_go_through_until_the_deadline() {
             .any(|(_, e)| matches!(e, ServerEvent::AppAck(a) if a.message_id.as_str() == "up-1"))
     );
 }
+
+#[test]
+fn a_held_copy_is_handed_over_when_the_application_gives_the_first_up() {
+    // The application drops the handle of the first copy (its adapter could not deliver
+    // it): the copy held back on the other connection must reach it instead of waiting
+    // for the first connection to end.
+    let mut c = config(true);
+    c.connections = 2;
+    let mut net = net_up(c);
+    let conns: Vec<ConnId> = net.servers.keys().copied().collect();
+    let m = up("up-1");
+    net.server(conns[0]).send_upstream(&m).unwrap();
+    net.drive();
+    net.server(conns[1]).send_upstream(&m).unwrap();
+    net.drive();
+    let first = handed(&net.client_events)[0].1.clone().unwrap();
+    assert_eq!(handed(&net.client_events).len(), 1, "the copy is held");
+    let now = net.now;
+    net.client.release(now, &first);
+    net.drive();
+    let h = handed(&net.client_events);
+    assert_eq!(h.len(), 2, "the held copy is handed over");
+    let second = h[1].1.clone().unwrap();
+    assert_eq!(second.conn(), conns[1]);
+    let now = net.now;
+    net.client.ack(now, &second).unwrap();
+    net.drive();
+    assert_eq!(
+        app_acks(&net.server_events),
+        [(conns[1], "up-1".to_owned())]
+    );
+    assert_eq!(
+        net.server(conns[0]).unacked_upstream().count(),
+        1,
+        "the released copy is left for redelivery"
+    );
+}
