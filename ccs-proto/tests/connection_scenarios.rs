@@ -1163,6 +1163,14 @@ fn durations_the_clock_cannot_hold_are_refused_not_a_panic() {
     assert!(Connection::new(ConnId(1), c, epoch()).is_err());
 }
 
+/// `bytes` as a derived `Debug` of a `Vec<u8>` shows them: `60, 97, ...`.
+fn byte_list(text: &str) -> String {
+    let list = format!("{:?}", text.as_bytes());
+    list.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
+}
+
 #[test]
 fn debug_output_never_shows_the_queued_auth() {
     use base64::Engine as _;
@@ -1175,7 +1183,9 @@ fn debug_output_never_shows_the_queued_auth() {
     let secret = base64::engine::general_purpose::STANDARD
         .encode("\u{0}123456789012@gcm.googleapis.com\u{0}test-key");
     let debug = format!("{conn:?}");
+    // Neither as text nor as the byte list a derived `Debug` of a `Vec<u8>` prints.
     assert!(!debug.contains(&secret), "{debug}");
+    assert!(!debug.contains(&byte_list(&secret)), "{debug}");
     assert!(!debug.contains("test-key"), "{debug}");
     let out = String::from_utf8(conn.poll_transmit().unwrap()).unwrap();
     assert!(

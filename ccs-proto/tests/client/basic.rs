@@ -285,10 +285,15 @@ fn debug_output_never_shows_the_queued_auth() {
         config.connection.server_key.expose()
     ));
     let debug = format!("{client:?}");
+    // Neither as text nor as the byte list a derived `Debug` of a `Vec<u8>` prints.
+    let as_bytes = format!("{:?}", secret.as_bytes());
+    let as_bytes = as_bytes.trim_start_matches('[').trim_end_matches(']');
     assert!(!debug.contains(&secret), "{debug}");
+    assert!(!debug.contains(as_bytes), "{debug}");
     let outputs: Vec<Output> = std::iter::from_fn(|| client.poll_output()).collect();
     let debug = format!("{outputs:?}");
     assert!(!debug.contains(&secret), "{debug}");
+    assert!(!debug.contains(as_bytes), "{debug}");
     let wire: Vec<u8> = outputs
         .into_iter()
         .filter_map(|o| match o {
