@@ -585,32 +585,6 @@ impl Client {
         self.pump(now);
     }
 
-    /// The application will not ack this handle (manual mode: it dropped it unused). A
-    /// graceful close then need not wait for it; the message stays un-acked and the server
-    /// redelivers it. A copy of it held back by de-duplication on another connection is
-    /// handed over in its place. Handles already acked, or of a connection that is gone, are
-    /// ignored.
-    pub fn release(&mut self, now: Instant, handle: &AckHandle) {
-        let id = handle.conn();
-        let Some(conn) = self.conns.get_mut(&id).and_then(|e| e.conn.as_mut()) else {
-            return;
-        };
-        if !conn.release(now, handle) {
-            return;
-        }
-        self.touch(id);
-        let conns = &self.conns;
-        let next = self
-            .dedup
-            .released(handle.to(), handle.message_id(), id, |c| {
-                conns.contains_key(&c)
-            });
-        if let Some((held, message)) = next {
-            self.hand_over(message, Some(held));
-        }
-        self.pump(now);
-    }
-
     // ---- internals: the pump ----
 
     fn emit(&mut self, event: ClientEvent) {
