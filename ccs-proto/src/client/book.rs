@@ -74,7 +74,7 @@ impl Deadlines {
 }
 
 impl Client {
-    /// Sends queued messages, oldest first, round robin over the connections with room.
+    /// Sends queued messages in queue order (put back, priority, normal), round robin over the connections with room.
     pub(super) fn dispatch(&mut self, now: Instant) {
         let mut idle = 0;
         while !self.queue.is_empty() && idle < self.sendable.len() {
@@ -148,7 +148,7 @@ impl Client {
 
     /// Gives back everything never answered and ends the client.
     pub(super) fn finalize(&mut self, deadline_passed: bool) {
-        let mut rest: Vec<Downstream> = self.queue.drain(..).collect();
+        let mut rest: Vec<Downstream> = self.queue.drain_in_order().collect();
         rest.extend(self.delayed.drain_in_order().into_iter().map(|(_, m)| m));
         let mut unsent = Vec::new();
         for message in rest {
@@ -387,14 +387,7 @@ impl Client {
         let marked = |live: &HashMap<MessageId, Meta>, m: &Downstream| {
             live.get(m.message_id()).is_some_and(|meta| meta.expire_now)
         };
-        let mut expired = Vec::new();
-        for message in std::mem::take(&mut self.queue) {
-            if marked(&self.live, &message) {
-                expired.push(message);
-            } else {
-                self.queue.push_back(message);
-            }
-        }
+        let mut expired = self.queue.take_where(|m| marked(&self.live, m));
         for (due, message) in self.delayed.drain_in_order() {
             if marked(&self.live, &message) {
                 expired.push(message);

@@ -220,6 +220,50 @@ impl Outcome {
     pub fn is_acked(&self) -> bool {
         matches!(self, Self::Acked { .. })
     }
+
+    /// The nack that ended the message: the final nack of [`Outcome::Nacked`], or the last
+    /// retryable nack of [`Outcome::Failed`] with [`FailReason::Nack`]. `None` for every
+    /// other outcome (a message that failed as [`FailReason::Unsendable`] was never nacked
+    /// for good; the nacks of a message that later expired or went unsent are not kept).
+    pub fn nack(&self) -> Option<&Nack> {
+        match self {
+            Self::Nacked { nack }
+            | Self::Failed {
+                reason: FailReason::Nack(nack),
+                ..
+            } => Some(nack),
+            _ => None,
+        }
+    }
+
+    /// A short, stable name of the variant, for logs and metric labels: `"acked"`,
+    /// `"nacked"`, `"rejected"`, `"failed"`, `"expired"` or `"unsent"`. The names will not
+    /// change; a variant added later gets a new one.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Acked { .. } => "acked",
+            Self::Nacked { .. } => "nacked",
+            Self::Rejected { .. } => "rejected",
+            Self::Failed { .. } => "failed",
+            Self::Expired { .. } => "expired",
+            Self::Unsent { .. } => "unsent",
+        }
+    }
+
+    /// Whether the device may have received the message: `true` for [`Outcome::Acked`]
+    /// (CCS took it), for [`Outcome::Unsent`] with `maybe_delivered`, and for
+    /// [`Outcome::Expired`] with `sends > 0` (it went on the wire and no answer came; CCS
+    /// may have taken it). `false` for [`Outcome::Nacked`], [`Outcome::Rejected`] and
+    /// [`Outcome::Failed`] (CCS refused it, every time it was sent) and for a message that
+    /// never went on the wire.
+    pub fn maybe_delivered(&self) -> bool {
+        match self {
+            Self::Acked { .. } => true,
+            Self::Unsent { maybe_delivered } => *maybe_delivered,
+            Self::Expired { sends, .. } => *sends > 0,
+            Self::Nacked { .. } | Self::Rejected { .. } | Self::Failed { .. } => false,
+        }
+    }
 }
 
 /// Why a message [`Outcome::Failed`].
@@ -452,7 +496,8 @@ impl fmt::Debug for Output {
     }
 }
 
-/// Why [`Client::send`] refused a message. The message is given back.
+/// Why [`Client::send`] or [`Client::send_priority`] refused a message. The message is given
+/// back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendError {
     /// What was wrong.
@@ -507,3 +552,133 @@ impl fmt::Display for SendError {
 }
 
 impl std::error::Error for SendError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::NackCode;
+
+    fn nack(code: NackCode) -> Nack {
+        Nack::new(MessageId::new("m-1").unwrap(), code)
+    }
+
+    /// One outcome of each variant, with the expected `kind`, `nack` and `maybe_delivered`.
+    fn table() -> Vec<(Outcome, &'static str, Option<Nack>, bool)> {
+        let final_nack = nack(NackCode::DeviceUnregistered);
+        let last_nack = nack(NackCode::ServiceUnavailable);
+        vec![
+            (
+                Outcome::Acked {
+                    canonical_registration_id: None,
+                },
+                "acked",
+                None,
+                true,
+            ),
+            (
+                Outcome::Nacked {
+                    nack: final_nack.clone(),
+                },
+                "nacked",
+                Some(final_nack),
+                false,
+            ),
+            (
+                Outcome::Rejected {
+                    error: Box::default(),
+                },
+                "rejected",
+                None,
+                false,
+            ),
+            (
+                Outcome::Failed {
+                    reason: FailReason::Nack(last_nack.clone()),
+                    attempts: 3,
+                },
+                "failed",
+                Some(last_nack),
+                false,
+            ),
+            (
+                Outcome::Failed {
+                    reason: FailReason::Unsendable("bad".into()),
+                    attempts: 0,
+                },
+                "failed",
+                None,
+                false,
+            ),
+            (
+                Outcome::Expired {
+                    kind: ExpiryKind::AckTimeout,
+                    sends: 1,
+                },
+                "expired",
+                None,
+                true,
+            ),
+            (
+                Outcome::Expired {
+                    kind: ExpiryKind::QueueTime,
+                    sends: 2,
+                },
+                "expired",
+                None,
+                true,
+            ),
+            (
+                Outcome::Expired {
+                    kind: ExpiryKind::QueueTime,
+                    sends: 0,
+                },
+                "expired",
+                None,
+                false,
+            ),
+            (
+                Outcome::Unsent {
+                    maybe_delivered: true,
+                },
+                "unsent",
+                None,
+                true,
+            ),
+            (
+                Outcome::Unsent {
+                    maybe_delivered: false,
+                },
+                "unsent",
+                None,
+                false,
+            ),
+        ]
+    }
+
+    #[test]
+    fn nack_is_the_nack_of_nacked_and_of_failed_by_nack_only() {
+        for (outcome, _, want, _) in table() {
+            assert_eq!(outcome.nack(), want.as_ref(), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn kind_names_every_variant_once() {
+        let mut kinds: Vec<&str> = table().iter().map(|(o, ..)| o.kind()).collect();
+        for (outcome, want, ..) in table() {
+            assert_eq!(outcome.kind(), want, "{outcome:?}");
+        }
+        kinds.dedup();
+        assert_eq!(
+            kinds,
+            ["acked", "nacked", "rejected", "failed", "expired", "unsent"]
+        );
+    }
+
+    #[test]
+    fn maybe_delivered_when_acked_or_once_on_the_wire_without_a_refusal() {
+        for (outcome, _, _, want) in table() {
+            assert_eq!(outcome.maybe_delivered(), want, "{outcome:?}");
+        }
+    }
+}

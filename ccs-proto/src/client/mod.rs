@@ -18,8 +18,8 @@
 //! - **Inputs** (from the adapter): [`Client::handle_connected`],
 //!   [`Client::handle_connect_failed`], [`Client::handle_input`], [`Client::handle_eof`],
 //!   [`Client::handle_timeout`] (may be called spuriously: it then does nothing).
-//! - **Commands** (from the application): [`Client::send`], [`Client::ack`] and
-//!   [`Client::release`] (manual acks), [`Client::close`].
+//! - **Commands** (from the application): [`Client::send`], [`Client::send_priority`],
+//!   [`Client::ack`] and [`Client::release`] (manual acks), [`Client::close`].
 //!
 //! After any input or command, drain every output. [`Client::poll_output`] is one queue, in
 //! order: a command issued while handling an [`Output::Event`] (a `send`, an `ack`) adds its
@@ -62,6 +62,15 @@
 //! connection. Every upstream message and receipt is acked on the connection it came on and
 //! handed to the application at least once; with de-duplication on (the default), once per
 //! `(from, message_id)` within the window.
+//!
+//! # Order
+//!
+//! Messages wait in one queue with two lanes, both counted by [`Client::queued`] and
+//! limited together by [`ClientConfig::max_queue`]. Connections with window room take,
+//! first, messages put back for a resend (their connection ended or returned them) or due
+//! for a retry, in their original order; then [`Client::send_priority`] messages (replies
+//! that must not wait behind a bulk backlog), oldest first; then [`Client::send`] messages,
+//! oldest first. Expiry, close and the close report treat both lanes alike.
 //!
 //! # Bounded time
 //!
@@ -151,6 +160,7 @@ mod book;
 mod config;
 mod dedup;
 mod event;
+mod queue;
 mod slots;
 mod upstream;
 
@@ -167,6 +177,7 @@ use crate::timer::TimerQueue;
 
 use book::{Deadlines, Meta, MsgState};
 use dedup::Dedup;
+use queue::{Lane, Queue};
 use slots::{Entry, Slot};
 use upstream::Held;
 
@@ -190,8 +201,8 @@ pub const UNKNOWN_NACK_CODES: &str = "UNKNOWN";
 ///
 /// Messages go to the connections with window room, round robin. When a connection ends,
 /// its unanswered messages go back to the front of the queue in their original order, with
-/// their original `message_id`s, ahead of newer messages; the application is not told (no
-/// outcome yet) unless a time limit passes. `now` must not go backwards between calls.
+/// their original `message_id`s, ahead of newer messages (priority ones too); the
+/// application is not told (no outcome yet) unless a time limit passes. `now` must not go backwards between calls.
 #[derive(Debug)]
 pub struct Client {
     config: ClientConfig,
@@ -210,7 +221,8 @@ pub struct Client {
     waiting: BTreeSet<(Instant, usize)>,
     /// Attempts not yet up (transport or stream setup).
     connecting: usize,
-    queue: VecDeque<Downstream>,
+    /// Accepted, waiting for window room: put back, priority, then normal messages.
+    queue: Queue,
     /// Messages waiting for their retry.
     delayed: TimerQueue<Downstream>,
     /// Every message accepted and not yet reported (plus expired ones still in flight).
@@ -256,7 +268,7 @@ impl Client {
             slots: Vec::with_capacity(slots),
             waiting: BTreeSet::new(),
             connecting: 0,
-            queue: VecDeque::new(),
+            queue: Queue::default(),
             delayed: TimerQueue::new(),
             live: HashMap::new(),
             ack_deadlines: Deadlines::default(),
@@ -290,7 +302,8 @@ impl Client {
         &self.stats
     }
 
-    /// Messages accepted and not on the wire: waiting in the queue or for a retry.
+    /// Messages accepted and not on the wire: waiting in the queue (either lane) or for a
+    /// retry.
     pub fn queued(&self) -> usize {
         self.queue.len() + self.delayed.len()
     }
@@ -486,61 +499,30 @@ impl Client {
     // ---- commands ----
 
     /// Queues a message. It goes out as soon as a connection has window room, and its one
-    /// [`ClientEvent::Outcome`] carries the returned ticket.
+    /// [`ClientEvent::Outcome`] carries the returned ticket. Messages go out oldest first,
+    /// after those of [`send_priority`](Self::send_priority) and after messages put back
+    /// for a resend or retry.
     ///
     /// Refused, with the message given back, when the queue is full (back-pressure: wait for
     /// [`ClientEvent::QueueOpen`]), when a message with the same `message_id` is still
     /// pending, over the optional payload limit, and once [`close`](Self::close) was called.
     pub fn send(&mut self, now: Instant, message: Downstream) -> Result<MessageTicket, SendError> {
-        let refuse = |kind: SendErrorKind, message: Downstream| {
-            Err(SendError {
-                kind,
-                message: Box::new(message),
-            })
-        };
-        match self.lifecycle {
-            Lifecycle::Running => {}
-            Lifecycle::Closing { .. } => return refuse(SendErrorKind::Closing, message),
-            Lifecycle::Closed => return refuse(SendErrorKind::Closed, message),
-        }
-        if self.queued() >= self.config.max_queue {
-            self.queue_was_full = true;
-            let limit = self.config.max_queue;
-            return refuse(SendErrorKind::QueueFull { limit }, message);
-        }
-        if self.live.contains_key(message.message_id()) {
-            return refuse(SendErrorKind::DuplicateId, message);
-        }
-        if let Some(limit) = self.config.connection.max_payload_bytes {
-            let bytes = serde_json::to_vec(&message).map_or(usize::MAX, |v| v.len());
-            if bytes > limit {
-                return refuse(SendErrorKind::TooLarge { bytes, limit }, message);
-            }
-        }
-        let ticket = MessageTicket(self.next_ticket);
-        self.next_ticket += 1;
-        let id = message.message_id().clone();
-        if let Some(limit) = self.config.max_queue_time {
-            self.queue_deadlines
-                .push(later(now, limit), id.clone(), ticket.0);
-        }
-        self.live.insert(
-            id,
-            Meta {
-                ticket,
-                accepted_at: now,
-                nacks: 0,
-                sends: 0,
-                generation: 0,
-                state: MsgState::Queued,
-                requeued: false,
-                expire_now: false,
-            },
-        );
-        self.queue.push_back(message);
-        self.stats.queued += 1;
-        self.pump(now);
-        Ok(ticket)
+        self.enqueue(now, message, Lane::Normal)
+    }
+
+    /// Queues a message in the priority lane: like [`send`](Self::send) (the same refusals,
+    /// ticket and one outcome), but it goes out before every message `send` queued, so a
+    /// reply need not wait behind a bulk backlog. Priority messages go out oldest first
+    /// among themselves; messages put back for a resend (their connection ended) or a retry
+    /// still go first, in their order, whatever their lane. The priority lane counts toward
+    /// [`queued`](Self::queued) and [`ClientConfig::max_queue`], and is expired, drained at
+    /// [`close`](Self::close) and given back as [`Outcome::Unsent`] like the rest.
+    pub fn send_priority(
+        &mut self,
+        now: Instant,
+        message: Downstream,
+    ) -> Result<MessageTicket, SendError> {
+        self.enqueue(now, message, Lane::Priority)
     }
 
     /// Acks an upstream message or receipt handed over with a handle (manual-ack mode), on

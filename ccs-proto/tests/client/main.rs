@@ -9,6 +9,7 @@ mod simulator;
 mod basic;
 mod close;
 mod expiry;
+mod priority;
 mod reconnect;
 mod resend;
 mod retry;

@@ -1,0 +1,203 @@
+//! The queue of messages accepted and waiting for window room, in three lanes, and the one
+//! way into it ([`Client::send`] and [`Client::send_priority`]).
+//!
+//! Dispatch takes, in this order: messages put back at the front (taken back from a
+//! connection that ended or returned them, or due for a retry), in the order they were put
+//! back; then priority messages, oldest first; then normal messages, oldest first. A
+//! priority message put back goes to the front lane like any other, so it keeps its place
+//! ahead of later priority messages.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::connection::later;
+use crate::message::Downstream;
+
+use super::book::{Meta, MsgState};
+use super::{Client, Lifecycle, MessageTicket, SendError, SendErrorKind};
+
+/// Where [`Client::enqueue`] puts a new message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    Normal,
+    Priority,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    /// Put back at the front: taken back from a connection, or released for a retry.
+    front: VecDeque<Downstream>,
+    priority: VecDeque<Downstream>,
+    normal: VecDeque<Downstream>,
+}
+
+impl Queue {
+    pub(super) fn len(&self) -> usize {
+        self.front.len() + self.priority.len() + self.normal.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.front.is_empty() && self.priority.is_empty() && self.normal.is_empty()
+    }
+
+    /// A new message, behind the others of its lane.
+    pub(super) fn push_back(&mut self, lane: Lane, message: Downstream) {
+        match lane {
+            Lane::Normal => self.normal.push_back(message),
+            Lane::Priority => self.priority.push_back(message),
+        }
+    }
+
+    /// A message put back: ahead of everything.
+    pub(super) fn push_front(&mut self, message: Downstream) {
+        self.front.push_front(message);
+    }
+
+    /// The next message to send.
+    pub(super) fn pop_front(&mut self) -> Option<Downstream> {
+        self.front
+            .pop_front()
+            .or_else(|| self.priority.pop_front())
+            .or_else(|| self.normal.pop_front())
+    }
+
+    /// Every message, in the order dispatch would take them; the queue is left empty.
+    pub(super) fn drain_in_order(&mut self) -> impl Iterator<Item = Downstream> + use<> {
+        let lanes = [
+            std::mem::take(&mut self.front),
+            std::mem::take(&mut self.priority),
+            std::mem::take(&mut self.normal),
+        ];
+        lanes.into_iter().flatten()
+    }
+
+    /// Takes out the messages `pick` chooses, in dispatch order; the others keep their places.
+    pub(super) fn take_where(
+        &mut self,
+        mut pick: impl FnMut(&Downstream) -> bool,
+    ) -> Vec<Downstream> {
+        let mut picked = Vec::new();
+        for lane in [&mut self.front, &mut self.priority, &mut self.normal] {
+            for message in std::mem::take(lane) {
+                if pick(&message) {
+                    picked.push(message);
+                } else {
+                    lane.push_back(message);
+                }
+            }
+        }
+        picked
+    }
+}
+
+impl Client {
+    /// Accepts a message into `lane`: the checks and bookkeeping of both `send`s.
+    pub(super) fn enqueue(
+        &mut self,
+        now: Instant,
+        message: Downstream,
+        lane: Lane,
+    ) -> Result<MessageTicket, SendError> {
+        let refuse = |kind: SendErrorKind, message: Downstream| {
+            Err(SendError {
+                kind,
+                message: Box::new(message),
+            })
+        };
+        match self.lifecycle {
+            Lifecycle::Running => {}
+            Lifecycle::Closing { .. } => return refuse(SendErrorKind::Closing, message),
+            Lifecycle::Closed => return refuse(SendErrorKind::Closed, message),
+        }
+        if self.queued() >= self.config.max_queue {
+            self.queue_was_full = true;
+            let limit = self.config.max_queue;
+            return refuse(SendErrorKind::QueueFull { limit }, message);
+        }
+        if self.live.contains_key(message.message_id()) {
+            return refuse(SendErrorKind::DuplicateId, message);
+        }
+        if let Some(limit) = self.config.connection.max_payload_bytes {
+            let bytes = serde_json::to_vec(&message).map_or(usize::MAX, |v| v.len());
+            if bytes > limit {
+                return refuse(SendErrorKind::TooLarge { bytes, limit }, message);
+            }
+        }
+        let ticket = MessageTicket(self.next_ticket);
+        self.next_ticket += 1;
+        let id = message.message_id().clone();
+        if let Some(limit) = self.config.max_queue_time {
+            self.queue_deadlines
+                .push(later(now, limit), id.clone(), ticket.0);
+        }
+        self.live.insert(
+            id,
+            Meta {
+                ticket,
+                accepted_at: now,
+                nacks: 0,
+                sends: 0,
+                generation: 0,
+                state: MsgState::Queued,
+                requeued: false,
+                expire_now: false,
+            },
+        );
+        self.queue.push_back(lane, message);
+        self.stats.queued += 1;
+        self.pump(now);
+        Ok(ticket)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(id: &str) -> Downstream {
+        Downstream::builder("device-token", id).unwrap().build()
+    }
+
+    fn ids(messages: impl IntoIterator<Item = Downstream>) -> Vec<String> {
+        messages
+            .into_iter()
+            .map(|m| m.message_id().as_str().to_owned())
+            .collect()
+    }
+
+    fn filled() -> Queue {
+        let mut q = Queue::default();
+        q.push_back(Lane::Normal, m("n-0"));
+        q.push_back(Lane::Priority, m("p-0"));
+        q.push_back(Lane::Normal, m("n-1"));
+        q.push_back(Lane::Priority, m("p-1"));
+        q.push_front(m("f-1"));
+        q.push_front(m("f-0"));
+        q
+    }
+
+    #[test]
+    fn front_then_priority_then_normal_each_in_order() {
+        let mut q = filled();
+        assert_eq!(q.len(), 6);
+        let mut popped = Vec::new();
+        while let Some(message) = q.pop_front() {
+            popped.push(message);
+        }
+        assert!(q.is_empty());
+        assert_eq!(ids(popped), ["f-0", "f-1", "p-0", "p-1", "n-0", "n-1"]);
+        assert_eq!(
+            ids(filled().drain_in_order()),
+            ["f-0", "f-1", "p-0", "p-1", "n-0", "n-1"]
+        );
+    }
+
+    #[test]
+    fn take_where_keeps_the_rest_in_place() {
+        let mut q = filled();
+        let taken = q.take_where(|m| m.message_id().as_str().ends_with('1'));
+        assert_eq!(ids(taken), ["f-1", "p-1", "n-1"]);
+        assert_eq!(ids(q.drain_in_order()), ["f-0", "p-0", "n-0"]);
+        assert!(q.is_empty());
+    }
+}
