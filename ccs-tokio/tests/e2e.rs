@@ -280,11 +280,12 @@ async fn echo_app_server_from_the_seed() {
     }
     let mut echoes = Vec::new();
     for _ in 0..n {
-        let Some(UpstreamItem::Message { message, ack: None }) =
+        let Some(UpstreamItem::Message { message, ack }) =
             within("upstream", upstream.recv()).await
         else {
-            panic!("expected an auto-acked upstream message")
+            panic!("expected an upstream message")
         };
+        assert!(!ack.is_manual(), "auto-ack mode hands out no-op tokens");
         let echo =
             Downstream::builder(message.from.clone(), format!("echo-{}", message.message_id))
                 .unwrap()
@@ -343,7 +344,7 @@ async fn manual_ack() {
     emu.inject_upstream_data("device-1", serde_json::Map::new());
     let Some(UpstreamItem::Message {
         message,
-        ack: Some(token),
+        ack: token,
     }) = within("upstream", upstream.recv()).await
     else {
         panic!("expected a message with an ack token")
@@ -462,15 +463,22 @@ async fn try_send_gives_the_message_back_when_the_queue_is_full() {
     let emu =
         emulator(|c| c.faults.slow_ack = Some((Duration::from_secs(60), Duration::from_secs(60))))
             .await;
-    let mut config = config_for(&emu);
-    config.client.max_queue = 5;
+    // `max_queue` counts the messages not yet on the wire, as the core does: with a window of
+    // one, one message is on the wire and five wait.
+    let config = config_for(&emu).window(1).max_queue(5);
     let client = within("connect", Client::connect(config)).await.unwrap();
-    let pending: Vec<_> = (0..5).map(|i| client.try_send(msg(i)).unwrap()).collect();
-    let err = client.try_send(msg(5)).unwrap_err();
+    let mut pending = vec![client.try_send(msg(0)).unwrap()];
+    within(
+        "on the wire",
+        emu.wait_until(|l| l.total.downstream_received == 1),
+    )
+    .await;
+    pending.extend((1..6).map(|i| client.try_send(msg(i)).unwrap()));
+    let err = client.try_send(msg(6)).unwrap_err();
     assert_eq!(err.kind, SendErrorKind::QueueFull { limit: 5 });
-    assert_eq!(err.message.unwrap().message_id().as_str(), "m-5");
+    assert_eq!(err.message.unwrap().message_id().as_str(), "m-6");
     let report = within("close", client.close(Duration::from_millis(50))).await;
-    assert_eq!(report.unsent.len(), 5);
+    assert_eq!(report.unsent.len(), 6);
     for p in pending {
         assert!(matches!(
             within("outcome", p).await.unwrap(),
@@ -605,7 +613,7 @@ async fn round_trips(client: &Client, tag: &str) {
     }
 }
 
-async fn next_message(upstream: &mut ccs_tokio::UpstreamStream) -> (String, Option<AckToken>) {
+async fn next_message(upstream: &mut ccs_tokio::UpstreamStream) -> (String, AckToken) {
     match within("upstream", upstream.recv()).await {
         Some(UpstreamItem::Message { message, ack }) => (message.message_id.to_string(), ack),
         other => panic!("expected an upstream message, got {other:?}"),
@@ -636,7 +644,7 @@ async fn auto_mode_acks_a_message_when_the_application_takes_it() {
     );
     let (id, ack) = next_message(&mut upstream).await;
     assert_eq!(id, "emu-up-1");
-    assert!(ack.is_none(), "auto mode: no token");
+    assert!(!ack.is_manual(), "auto mode: a no-op token");
     within(
         "taking it acks it, and the server sends the next",
         emu.wait_until(|l| l.total.upstream_acked == 1 && l.total.upstream_sent == 4),
@@ -738,7 +746,7 @@ async fn acks_of_held_tokens_go_through_while_closing() {
     // Asks for the close (its command is queued before the ack)...
     assert!(futures_poll_once(close.as_mut()).await.is_none());
     // ...and the application, still handling the message, acks it.
-    within("ack", token.unwrap().ack()).await.unwrap();
+    within("ack", token.ack()).await.unwrap();
     let report = within("close", close).await;
     assert!(
         !report.deadline_passed,
@@ -776,7 +784,7 @@ async fn close_waits_for_held_tokens_until_its_deadline() {
             .any(|e| matches!(e, Event::SocketClosed { graceful: true, .. }))
     );
     assert_eq!(
-        token.unwrap().ack().await,
+        token.ack().await,
         Err(ccs_proto::connection::AckError::ConnectionGone)
     );
     assert!(

@@ -12,7 +12,7 @@ use super::endpoint::Endpoint;
 /// act on: what is wrong and what to do about it.
 ///
 /// `err` is an error from a TLS connector's `connect` (such as the one
-/// [`tls_connector`](crate::tls_connector) makes), whose rustls error, if any, is inside
+/// an adapter makes from [`client_config`](super::client_config)), whose rustls error, if any, is inside
 /// ([`io::Error::get_ref`]); `server_name` is the name the connector was given. The advice
 /// names both the command-line flags of `ccs-cli` (`--ca-file`, `--pin-cert`,
 /// `--server-name`) and the [`TlsOptions`](super::TlsOptions) fields they set.

@@ -1,20 +1,20 @@
-//! The control channel: what the application asks of the driver besides sending (acks,
-//! close, stats), and the bookkeeping of ack handles out of the driver's hands ([`Tokens`]).
-//! Both the upstream stream and the driver use it; it uses neither.
+//! The control channel: what the application asks of the engine besides sending (acks,
+//! close, stats), and the bookkeeping of ack handles out of the engine's hands ([`Tokens`]).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ccs_proto::connection::{AckError, AckHandle};
-use tokio::sync::{Notify, oneshot};
+use futures_channel::oneshot;
 
+use crate::link::Wake;
 use crate::{Report, Stats};
 
 /// Commands in the control channel at once; a caller finding it full waits for room.
 /// Enough for bursts of acks from many tasks; each one is handled in microseconds.
 pub(crate) const CONTROL_CAPACITY: usize = 64;
 
-/// What the application asks of the driver, besides sending (the control channel).
+/// What the application asks of the engine, besides sending (the control channel).
 pub(crate) enum Command {
     Ack {
         handle: AckHandle,
@@ -40,18 +40,25 @@ impl std::fmt::Debug for Command {
     }
 }
 
-/// The ack handles out of the driver's hands (in the upstream channel, in the application's
-/// [`AckToken`](crate::AckToken)s, or in `Taken` items not yet acked). A handle that comes back unused (its
-/// token or item dropped) is [`Tokens::take_released`] by the driver, which tells the core
-/// ([`ccs_proto::Client::release`]): a graceful close then need not wait for its ack. How
-/// long a close waits for the others is the core's decision, not the adapter's.
-#[derive(Debug, Default)]
+/// The ack handles out of the engine's hands (in the upstream channel, in the application's
+/// [`AckToken`](crate::AckToken)s, or taken in auto-ack mode and not yet acked). A handle
+/// that comes back unused (its token or item dropped) is [`Tokens::take_released`] by the
+/// engine, which tells the core ([`ccs_proto::Client::release`]): a graceful close then need
+/// not wait for its ack.
+#[derive(Debug)]
 pub(crate) struct Tokens {
     released: Mutex<Vec<AckHandle>>,
-    changed: Notify,
+    wake: Wake,
 }
 
 impl Tokens {
+    pub(crate) fn new(wake: Wake) -> Arc<Self> {
+        Arc::new(Self {
+            released: Mutex::default(),
+            wake,
+        })
+    }
+
     /// A guard for a handle that goes out.
     pub(crate) fn issue(self: &Arc<Self>, handle: &AckHandle) -> TokenGuard {
         TokenGuard {
@@ -62,12 +69,12 @@ impl Tokens {
 
     /// The handles that came back unused since the last call.
     pub(crate) fn take_released(&self) -> Vec<AckHandle> {
-        std::mem::take(&mut *lock(&self.released))
-    }
-
-    /// Resolves when a handle has come back unused since the last call returned.
-    pub(crate) async fn changed(&self) {
-        self.changed.notified().await;
+        let mut released = lock(&self.released);
+        if released.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut *released)
+        }
     }
 }
 
@@ -90,12 +97,12 @@ impl Drop for TokenGuard {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
             lock(&self.tokens.released).push(handle);
-            self.tokens.changed.notify_one();
+            self.tokens.wake.notify();
         }
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while holding these locks; a poisoned one still holds valid data.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

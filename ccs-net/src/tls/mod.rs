@@ -66,7 +66,7 @@ pub struct TlsOptions {
 
 /// Builds the rustls client configuration: the web PKI roots (webpki-roots) plus any extra
 /// CAs, and any pinned certificates, with the workspace's one crypto provider (ring).
-pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn client_config(opts: &TlsOptions) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     if !opts.only_extra_roots {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -132,16 +132,33 @@ pub(crate) fn client_config(opts: &TlsOptions) -> Result<Arc<rustls::ClientConfi
 }
 
 /// The TLS server name for `endpoint`.
-pub(crate) fn server_name(
-    endpoint: &Endpoint,
-    opts: &TlsOptions,
-) -> Result<ServerName<'static>, String> {
+pub fn server_name(endpoint: &Endpoint, opts: &TlsOptions) -> Result<ServerName<'static>, String> {
     let name = opts
         .server_name
         .clone()
         .unwrap_or_else(|| endpoint.host.clone());
     ServerName::try_from(name.clone())
         .map_err(|_| format!("`{name}` is not a valid TLS server name"))
+}
+
+/// A failed TLS handshake as the core wants it: [`describe_tls_error`]'s explanation, and
+/// whether retrying cannot help (a certificate the configuration does not trust stays
+/// untrusted on retry: permanent; anything else is transient).
+pub fn connect_failure(
+    endpoint: &Endpoint,
+    server_name: &ServerName<'_>,
+    err: &std::io::Error,
+) -> ccs_proto::client::ConnectFailure {
+    let why = describe_tls_error(endpoint, server_name, err);
+    let untrusted = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+    if untrusted {
+        ccs_proto::client::ConnectFailure::permanent(why)
+    } else {
+        ccs_proto::client::ConnectFailure::transient(why)
+    }
 }
 
 /// The certificates in a PEM file; at least one.

@@ -1,0 +1,352 @@
+//! [`Handle`]: the application's side of a client, shared by every adapter. Its waiting
+//! methods are `async fn`s with no runtime in them: the async adapters expose them as they
+//! are, the blocking adapter runs them with [`crate::block::wait`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ccs_proto::client::{Outcome, SendErrorKind};
+use ccs_proto::message::Downstream;
+use event_listener::Event as Notify;
+use futures_channel::oneshot;
+
+use crate::control::{Command, lock};
+use crate::link::Inbox;
+use crate::upstream::{StreamShared, UpstreamStream};
+use crate::{Event, Report, SendError, Stats};
+
+/// What the engine answers a queued message with: the message back and its outcome.
+pub(crate) type Answer = Result<(Box<Downstream>, Outcome), SendError>;
+
+/// Which queue of the core a message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    Normal,
+    Priority,
+}
+
+/// A message on its way to the engine (the submit channel).
+pub(crate) struct Submit {
+    pub(crate) message: Downstream,
+    pub(crate) reply: oneshot::Sender<Answer>,
+    pub(crate) lane: Lane,
+}
+
+/// What the handles and the engine share.
+#[derive(Debug, Default)]
+pub(crate) struct HandleShared {
+    /// `close` was called (or every handle dropped): new messages are refused.
+    pub(crate) closing: AtomicBool,
+    /// Messages in the core's queue (not yet on the wire), held by the engine for queue
+    /// room, or in the submit channel: what `max_queue` limits. Handles add theirs before
+    /// submitting; the engine reconciles it with the core's own count after every turn.
+    pub(crate) load: AtomicUsize,
+    /// Notified when `load` went down or the client is closing.
+    pub(crate) room: Notify,
+}
+
+impl HandleShared {
+    /// Takes one place in the queue; `false` if it is full.
+    fn reserve(&self, max_queue: usize) -> bool {
+        self.load
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max_queue).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn unreserve(&self) {
+        self.load.fetch_sub(1, Ordering::AcqRel);
+        self.room.notify(usize::MAX);
+    }
+}
+
+/// The application's side of a client. Cheap to clone; `Send` and `Sync`. When the last
+/// clone is dropped without `close`, the client finishes what was queued (for at most 10 s)
+/// and stops.
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    submit: Inbox<Submit>,
+    control: Inbox<Command>,
+    shared: Arc<HandleShared>,
+    upstream: Mutex<Option<UpstreamStream>>,
+    stream: Arc<StreamShared>,
+    events: async_broadcast::Sender<Event>,
+    events_rx: async_broadcast::InactiveReceiver<Event>,
+    max_queue: usize,
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field(
+                "closing",
+                &self.inner.shared.closing.load(Ordering::Relaxed),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        submit: Inbox<Submit>,
+        control: Inbox<Command>,
+        shared: Arc<HandleShared>,
+        upstream: UpstreamStream,
+        stream: Arc<StreamShared>,
+        events: async_broadcast::Sender<Event>,
+        events_rx: async_broadcast::InactiveReceiver<Event>,
+        max_queue: usize,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                submit,
+                control,
+                shared,
+                upstream: Mutex::new(Some(upstream)),
+                stream,
+                events,
+                events_rx,
+                max_queue,
+            }),
+        }
+    }
+
+    /// Queues a message (waiting for queue room if needed) and waits for its one outcome.
+    ///
+    /// Cancel-safe: dropping the future while it waits for room sends nothing; dropping it
+    /// after the message was queued neither loses nor duplicates the message: it is still
+    /// delivered, and its outcome is published as [`Event::DetachedOutcome`].
+    pub async fn send(&self, message: Downstream) -> Result<Outcome, SendError> {
+        self.enqueue(message, false).await?.await
+    }
+
+    /// As [`send`](Self::send), in the priority lane: the message goes out before every
+    /// message of the normal lane that is not yet on the wire (for replies that must not wait
+    /// behind a bulk backlog). Both lanes share the queue limit.
+    pub async fn send_priority(&self, message: Downstream) -> Result<Outcome, SendError> {
+        self.enqueue(message, true).await?.await
+    }
+
+    /// Queues a message, waiting for queue room if needed, and returns as soon as it is
+    /// queued with the future of its outcome (for pipelining many messages from one task).
+    /// `priority` puts it in the priority lane (see [`send_priority`](Self::send_priority)).
+    pub async fn enqueue(
+        &self,
+        message: Downstream,
+        priority: bool,
+    ) -> Result<PendingOutcome, SendError> {
+        let lane = if priority {
+            Lane::Priority
+        } else {
+            Lane::Normal
+        };
+        let shared = &self.inner.shared;
+        loop {
+            // Listening before looking: room made between the look and the wait is not missed.
+            let listener = shared.room.listen();
+            if shared.closing.load(Ordering::Acquire) {
+                return Err(refused(SendErrorKind::Closing, message));
+            }
+            if shared.reserve(self.inner.max_queue) {
+                break;
+            }
+            listener.await;
+        }
+        // If this future is dropped while waiting for channel room (only after the core put
+        // messages back in its queue), the place is given back.
+        let unreserve = Unreserve(Some(shared));
+        let (reply, rx) = oneshot::channel();
+        let sent = self
+            .inner
+            .submit
+            .send(Submit {
+                message,
+                reply,
+                lane,
+            })
+            .await;
+        unreserve.disarm();
+        if let Err(s) = sent {
+            shared.unreserve();
+            return Err(SendError::closed(Some(s.message)));
+        }
+        Ok(self.pending(rx))
+    }
+
+    /// Queues a message without waiting: its outcome's future, or the message back when the
+    /// queue is full or the client is closing.
+    pub fn try_send(&self, message: Downstream) -> Result<PendingOutcome, SendError> {
+        self.try_enqueue(message, Lane::Normal)
+    }
+
+    /// As [`try_send`](Self::try_send), in the priority lane (see
+    /// [`send_priority`](Self::send_priority)).
+    pub fn try_send_priority(&self, message: Downstream) -> Result<PendingOutcome, SendError> {
+        self.try_enqueue(message, Lane::Priority)
+    }
+
+    fn try_enqueue(&self, message: Downstream, lane: Lane) -> Result<PendingOutcome, SendError> {
+        if self.inner.shared.closing.load(Ordering::Acquire) {
+            return Err(refused(SendErrorKind::Closing, message));
+        }
+        let full = SendErrorKind::QueueFull {
+            limit: self.inner.max_queue,
+        };
+        if !self.inner.shared.reserve(self.inner.max_queue) {
+            return Err(refused(full, message));
+        }
+        let (reply, rx) = oneshot::channel();
+        let submit = Submit {
+            message,
+            reply,
+            lane,
+        };
+        match self.inner.submit.try_send(submit) {
+            Ok(()) => Ok(self.pending(rx)),
+            Err(async_channel::TrySendError::Full(s)) => {
+                self.inner.shared.unreserve();
+                Err(refused(full, s.message))
+            }
+            Err(async_channel::TrySendError::Closed(s)) => {
+                self.inner.shared.unreserve();
+                Err(SendError::closed(Some(s.message)))
+            }
+        }
+    }
+
+    fn pending(&self, rx: oneshot::Receiver<Answer>) -> PendingOutcome {
+        PendingOutcome {
+            rx,
+            events: self.inner.events.clone(),
+        }
+    }
+
+    /// The upstream messages and receipts. The first call takes the stream; later calls get
+    /// `None`.
+    ///
+    /// In auto-ack mode an item is acked when it is taken from the stream; until the stream
+    /// is taken, and once it is dropped, upstream messages are acked on arrival and
+    /// discarded ([`Stats::upstream_discarded`] counts them). In manual-ack mode they are
+    /// left un-acked instead ([`Stats::upstream_deferred`]), and the server redelivers them
+    /// on a later connection.
+    pub fn upstream(&self) -> Option<UpstreamStream> {
+        let stream = lock(&self.inner.upstream).take();
+        if stream.is_some() {
+            self.inner.stream.taken.store(true, Ordering::Release);
+        }
+        stream
+    }
+
+    /// Monitoring events from now on. A receiver that falls behind by more than the channel
+    /// capacity misses the oldest events (it is told how many: `Overflowed`).
+    pub fn events(&self) -> async_broadcast::Receiver<Event> {
+        self.inner.events_rx.activate_cloned()
+    }
+
+    /// The counters; `None` once the client has stopped.
+    pub async fn stats(&self) -> Option<Stats> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .control
+            .send(Command::Stats { reply })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Stops taking work, sends what is queued while connections live, waits for answers
+    /// until `deadline` from now, closes every connection, and reports what was never
+    /// answered and which upstream messages were never acked.
+    ///
+    /// Messages that were still waiting for queue room when `close` was called get their
+    /// message back with [`SendErrorKind::Closing`]. Acks of tokens already handed out (and
+    /// items already in the stream, which auto-ack mode acks when they are taken) still go
+    /// through until the deadline. Returns once every socket is closed.
+    pub async fn close(&self, deadline: Duration) -> Report {
+        self.inner.shared.closing.store(true, Ordering::Release);
+        let (reply, rx) = oneshot::channel();
+        if self
+            .inner
+            .control
+            .send(Command::Close { deadline, reply })
+            .await
+            .is_err()
+        {
+            return Report::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Whether `close` was called or the client has stopped.
+    pub fn is_closing(&self) -> bool {
+        self.inner.shared.closing.load(Ordering::Acquire)
+    }
+}
+
+/// Gives a reserved queue place back if dropped (a cancelled `enqueue`).
+struct Unreserve<'a>(Option<&'a HandleShared>);
+
+impl Unreserve<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unreserve<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0 {
+            shared.unreserve();
+        }
+    }
+}
+
+fn refused(kind: SendErrorKind, message: Downstream) -> SendError {
+    SendError {
+        kind,
+        message: Some(Box::new(message)),
+    }
+}
+
+/// The outcome of a queued message. Dropping it before it resolves loses nothing: the
+/// outcome is published as [`Event::DetachedOutcome`] (also when it had already arrived).
+#[derive(Debug)]
+pub struct PendingOutcome {
+    rx: oneshot::Receiver<Answer>,
+    events: async_broadcast::Sender<Event>,
+}
+
+impl Future for PendingOutcome {
+    type Output = Result<Outcome, SendError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| match r {
+            Ok(Ok((_, outcome))) => Ok(outcome),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SendError::closed(None)),
+        })
+    }
+}
+
+impl Drop for PendingOutcome {
+    fn drop(&mut self) {
+        // After the close the engine can no longer answer here (it publishes the outcome
+        // itself); an answer that came before is taken and published instead of lost.
+        self.rx.close();
+        if let Ok(Some(Ok((message, outcome)))) = self.rx.try_recv() {
+            let _ = self
+                .events
+                .try_broadcast(Event::DetachedOutcome { message, outcome });
+        }
+    }
+}

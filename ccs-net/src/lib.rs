@@ -1,0 +1,97 @@
+//! The runtime-neutral half of every ccs-rs adapter (`ccs-tokio`, `ccs-async-std`,
+//! `ccs-blocking`): TLS set-up, the public types they share, the application's [`Handle`],
+//! and the IO-free [`Engine`] that drives [`ccs_proto::Client`].
+//!
+//! All protocol decisions live in [`ccs_proto::Client`]; everything an adapter does that is
+//! not a runtime lives here. An adapter is then: dial, move bytes both ways through a
+//! [`Link`], sleep until the engine's next deadline, and run the engine's loop
+//! ([`engine`] shows it). Applications use an adapter crate, which re-exports what they need
+//! from here.
+//!
+//! # Upstream messages and acks
+//!
+//! An upstream message (or receipt) is acked once the application has it, never before:
+//!
+//! - **Auto-ack mode** (the default, [`ccs_proto::AckMode::Auto`]): it is acked when the
+//!   application takes it from the [`UpstreamStream`]. Until then it waits un-acked, so the
+//!   server's own limit on un-acked upstream messages per connection holds back the rest
+//!   while the application is slow, and a crash loses nothing: what the application never
+//!   took was never acked, and the server redelivers it. (Internally the core runs in manual
+//!   mode and the engine acks on hand-over.) Each item's [`AckToken`] is then a no-op.
+//! - **Manual-ack mode** ([`Config::manual_acks`]): ack each item's [`AckToken`] once the
+//!   message is durably handled. A copy can come again after a reconnect (the server
+//!   redelivers what was not acked on a connection that ended), so an application must be
+//!   idempotent per `(from, message_id)`.
+//!
+//! The stream holds at most [`Config::upstream_capacity`] items. When it is full, a new item
+//! is neither handed over nor acked: the server still counts it as un-acked and redelivers
+//! it on a later connection. Nothing is lost, and [`Stats::upstream_deferred`] counts these.
+//!
+//! # Closing
+//!
+//! `close` refuses new messages at once and sends what was already queued. Acks keep working
+//! until the deadline: the core ([`ccs_proto::Client::close`]) keeps each connection open
+//! until every [`AckToken`] handed out on it has been acked or dropped, and its messages are
+//! answered, or the deadline passes. `close` returns once every socket is closed (the stream
+//! end and TLS `close_notify` written and the server's end seen, or
+//! [`Config::disconnect_grace`] passed). The [`Report`] lists the messages never answered and
+//! the upstream messages never acked (the server redelivers those).
+//!
+//! # Resources
+//!
+//! Every queue is bounded (see the table in [`engine`]). Bytes waiting to be written on a
+//! connection are bounded by [`Config::write_limit`]: a server that stops reading makes its
+//! connection fail rather than memory grow. When the core gives a connection up, its task
+//! gets [`Config::disconnect_grace`] to flush and close cleanly and is then stopped,
+//! whatever the peer does. [`Event::SocketClosed`] reports each socket's end, and
+//! [`Stats::sockets`] counts the live ones.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod block;
+mod config;
+mod control;
+pub mod engine;
+mod handle;
+mod link;
+pub mod tls;
+mod types;
+mod upstream;
+
+pub use ccs_proto;
+pub use config::Config;
+pub use engine::{Action, Engine, FirstConnect, Nudge, Wait};
+pub use handle::{Handle, PendingOutcome};
+pub use link::Link;
+pub use tls::{Endpoint, TlsOptions, describe_tls_error};
+pub use types::{ConnectError, Event, Report, SendError, Stats, UnackedUpstream};
+pub use upstream::{AckToken, UpstreamItem, UpstreamStream};
+
+/// What an application of any adapter needs in scope: `use ccs_tokio::prelude::*;` (each
+/// adapter re-exports this with its own `Client`).
+pub mod prelude {
+    pub use crate::{
+        AckToken, Config, ConnectError, Endpoint, Event, PendingOutcome, Report, SendError, Stats,
+        TlsOptions, UpstreamItem,
+    };
+    pub use ccs_proto::AckMode;
+    pub use ccs_proto::client::{FailReason, Outcome};
+    pub use ccs_proto::credentials::{SenderId, ServerKey};
+    pub use ccs_proto::message::{Downstream, MessageId, Nack, NackCode, Receipt, Upstream};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_types_are_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Handle>();
+        check::<UpstreamStream>();
+        check::<UpstreamItem>();
+        check::<AckToken>();
+        check::<PendingOutcome>();
+        check::<Engine>();
+    }
+}
