@@ -456,6 +456,9 @@ async fn try_send_gives_the_message_back_when_the_queue_is_full(rt: Runtime) {
         emu.wait_until(|l| l.total.downstream_received == 1),
     )
     .await;
+    // A command round trip: the turn that put m-0 on the wire has finished (and so freed its
+    // place in the queue count).
+    client.stats().await.unwrap();
     pending.extend((1..6).map(|i| client.try_send(msg(i)).unwrap()));
     let err = client.try_send(msg(6)).unwrap_err();
     assert_eq!(err.kind, SendErrorKind::QueueFull { limit: 5 });
