@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::process::{Child, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use ccs_proto::client::SendErrorKind;
+use ccs_net::{Config, Endpoint};
 use ccs_proto::credentials::{SenderId, ServerKey};
 use ccs_proto::message::Downstream;
-use ccs_tokio::{Client, Config, Endpoint};
 use clap::Args;
 use serde_json::json;
 
 use crate::common::KEY_ENV;
+use crate::runtime::{BenchRuntime, Runtime};
 
 /// Flags of `ccs bench`.
 #[derive(Debug, Args)]
@@ -51,6 +51,20 @@ pub(crate) struct BenchArgs {
     /// same server (one connection, the same window).
     #[arg(long)]
     ceiling: bool,
+    /// The adapter that carries the client's IO; `all` runs every adapter, one after the
+    /// other, against the same server in one run.
+    #[arg(long, value_enum, default_value = "tokio")]
+    runtime: BenchRuntime,
+}
+
+/// One adapter's run.
+struct RunFigures {
+    runtime: Runtime,
+    acked: usize,
+    nacked: usize,
+    other: usize,
+    elapsed: Duration,
+    cpu: Option<Duration>,
 }
 
 /// An emulator process, killed on drop.
@@ -173,35 +187,95 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     } else {
         None
     };
-    let client = Client::connect(config).await.map_err(|e| e.to_string())?;
+    let mut runs = Vec::new();
+    for (n, &runtime) in args.runtime.runtimes().iter().enumerate() {
+        let prefix = format!("b{}-{n}", std::process::id());
+        runs.push(measure(runtime, config.clone(), args.count, &prefix).await?);
+    }
+    let rss = peak_rss_kib();
+    let count = args.count as f64;
+    let rate = |r: &RunFigures| count / r.elapsed.as_secs_f64();
+    let cpu_us = |r: &RunFigures| r.cpu.map(|c| c.as_secs_f64() * 1e6 / count);
+    if args.json {
+        for r in &runs {
+            println!(
+                "{}",
+                json!({
+                    "runtime": r.runtime.name(),
+                    "sent": args.count, "acked": r.acked, "nacked": r.nacked, "other": r.other,
+                    "msgs_per_s": rate(r).round(), "elapsed_s": r.elapsed.as_secs_f64(),
+                    "client_cpu_us_per_msg": cpu_us(r), "peak_rss_kib": rss,
+                    "window": args.window, "connections": args.connections,
+                    "ceiling_msgs_per_s": ceiling.map(f64::round),
+                    "of_ceiling": ceiling.map(|c| rate(r) / c),
+                })
+            );
+        }
+    } else {
+        for r in &runs {
+            println!("runtime               {}", r.runtime.name());
+            println!("sent                  {}", args.count);
+            println!("acked                 {}", r.acked);
+            println!("nacked                {}", r.nacked);
+            println!("other outcomes        {}", r.other);
+            println!("elapsed               {:.3} s", r.elapsed.as_secs_f64());
+            println!("messages per second   {:.0}", rate(r));
+            if let Some(c) = ceiling {
+                println!(
+                    "ceiling (bare TLS)    {c:.0} ({:.0} % reached)",
+                    100.0 * rate(r) / c
+                );
+            }
+            match cpu_us(r) {
+                Some(c) => println!("client CPU per msg    {c:.2} µs"),
+                None => println!("client CPU per msg    (unknown)"),
+            }
+            println!();
+        }
+        match rss {
+            Some(r) => println!("client peak RSS       {r} KiB (the whole process, every run)"),
+            None => println!("client peak RSS       (unknown)"),
+        }
+    }
+    Ok(if runs.iter().all(|r| r.acked == args.count) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
 
-    let prefix = format!("b{}", std::process::id());
-    let message = |i: usize| bench_message(&prefix, i);
+/// Sends `count` messages through one adapter, keeping the queue full, and counts outcomes.
+async fn measure(
+    runtime: Runtime,
+    config: Config,
+    count: usize,
+    prefix: &str,
+) -> Result<RunFigures, String> {
+    let client = runtime.connect(config).await?;
     let cpu0 = cpu_time();
     let start = Instant::now();
     let (mut acked, mut nacked, mut other) = (0usize, 0usize, 0usize);
-    let mut pending = VecDeque::new();
-    let mut tally = |r: Result<ccs_proto::client::Outcome, ccs_tokio::SendError>| match r {
+    let mut tally = |r: Result<ccs_proto::client::Outcome, ccs_net::SendError>| match r {
         Ok(o) if o.is_acked() => acked += 1,
-        Ok(ccs_proto::client::Outcome::Nacked { .. }) => nacked += 1,
+        Ok(o) if o.nack().is_some() => nacked += 1,
         _ => other += 1,
     };
-    for i in 0..args.count {
-        let mut m = message(i)?;
-        loop {
-            match client.try_send(m) {
-                Ok(p) => {
-                    pending.push_back(p);
-                    break;
+    // Outcomes awaited in order; `enqueue` waits while the queue is full, so at most the
+    // queue plus the messages on the wire are pending at once.
+    let mut pending = VecDeque::new();
+    for i in 0..count {
+        let p = client
+            .enqueue(bench_message(prefix, i)?, false)
+            .await
+            .map_err(|e| format!("send refused: {e}"))?;
+        pending.push_back(p);
+        while let Some(front) = pending.front_mut() {
+            match futures_poll_once(front) {
+                Some(r) => {
+                    tally(r);
+                    pending.pop_front();
                 }
-                Err(e) if matches!(e.kind, SendErrorKind::QueueFull { .. }) => {
-                    m = *e.message.ok_or("the client stopped")?;
-                    match pending.pop_front() {
-                        Some(p) => tally(p.await),
-                        None => tokio::task::yield_now().await,
-                    }
-                }
-                Err(e) => return Err(format!("send refused: {e}")),
+                None => break,
             }
         }
     }
@@ -211,48 +285,26 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let elapsed = start.elapsed();
     let cpu = cpu0.zip(cpu_time()).map(|(a, b)| b.saturating_sub(a));
     client.close(Duration::from_secs(5)).await;
-    let rate = args.count as f64 / elapsed.as_secs_f64();
-    let cpu_us = cpu.map(|c| c.as_secs_f64() * 1e6 / args.count as f64);
-    let rss = peak_rss_kib();
-    if args.json {
-        println!(
-            "{}",
-            json!({
-                "sent": args.count, "acked": acked, "nacked": nacked, "other": other,
-                "msgs_per_s": rate.round(), "elapsed_s": elapsed.as_secs_f64(),
-                "client_cpu_us_per_msg": cpu_us, "peak_rss_kib": rss,
-                "window": args.window, "connections": args.connections,
-                "ceiling_msgs_per_s": ceiling.map(f64::round),
-                "of_ceiling": ceiling.map(|c| rate / c),
-            })
-        );
-    } else {
-        println!("sent                  {}", args.count);
-        println!("acked                 {acked}");
-        println!("nacked                {nacked}");
-        println!("other outcomes        {other}");
-        println!("elapsed               {:.3} s", elapsed.as_secs_f64());
-        println!("messages per second   {rate:.0}");
-        if let Some(c) = ceiling {
-            println!(
-                "ceiling (bare TLS)    {c:.0} ({:.0} % reached)",
-                100.0 * rate / c
-            );
-        }
-        match cpu_us {
-            Some(c) => println!("client CPU per msg    {c:.2} µs"),
-            None => println!("client CPU per msg    (unknown)"),
-        }
-        match rss {
-            Some(r) => println!("client peak RSS       {r} KiB"),
-            None => println!("client peak RSS       (unknown)"),
-        }
-    }
-    Ok(if acked == args.count {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    Ok(RunFigures {
+        runtime,
+        acked,
+        nacked,
+        other,
+        elapsed,
+        cpu,
     })
+}
+
+/// The outcome if it has come, without waiting.
+fn futures_poll_once(
+    p: &mut ccs_net::PendingOutcome,
+) -> Option<Result<ccs_proto::client::Outcome, ccs_net::SendError>> {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match std::pin::Pin::new(p).poll(&mut cx) {
+        std::task::Poll::Ready(r) => Some(r),
+        std::task::Poll::Pending => None,
+    }
 }
 
 /// The ceiling: a bare TLS pipe that authenticates with the core, then writes pre-encoded

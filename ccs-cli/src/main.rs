@@ -12,6 +12,7 @@
 mod bench;
 mod common;
 mod emulate;
+mod runtime;
 mod send;
 
 use std::process::ExitCode;

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::runtime::Runtime;
 use ccs_proto::client::{Outcome, SendErrorKind};
 use ccs_proto::message::Downstream;
-use ccs_tokio::Client;
 use clap::Args;
 use serde_json::{Map, Value, json};
 
@@ -26,6 +26,9 @@ pub(crate) struct SendArgs {
     /// Seconds to wait for the answers still missing at the end.
     #[arg(long, default_value_t = 30)]
     close_timeout: u64,
+    /// The adapter that carries the client's IO.
+    #[arg(long, value_enum, default_value = "tokio")]
+    runtime: Runtime,
 }
 
 /// One input line's fate.
@@ -171,7 +174,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, String> {
             .map_err(|e| format!("cannot read standard input: {e}"))?,
     };
     let config = args.conn.config()?;
-    let client = Client::connect(config).await.map_err(|e| e.to_string())?;
+    let client = args.runtime.connect(config).await?;
     let prefix = format!("ccs-send-{}-{}", std::process::id(), unix_millis());
     let mut tasks = Vec::new();
     for (i, text) in lines.iter().enumerate() {
@@ -228,7 +231,7 @@ enum Task {
     Sending(
         usize,
         String,
-        tokio::task::JoinHandle<Result<Outcome, ccs_tokio::SendError>>,
+        tokio::task::JoinHandle<Result<Outcome, ccs_net::SendError>>,
     ),
 }
 
