@@ -45,6 +45,35 @@
 //! gets [`Config::disconnect_grace`] to flush and close cleanly and is then stopped,
 //! whatever the peer does. [`Event::SocketClosed`] reports each socket's end, and
 //! [`Stats::sockets`] counts the live ones.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature (off by default; each adapter forwards it as its own `metrics`
+//! feature), the engine records through the [`metrics`](https://docs.rs/metrics/0.24) facade
+//! to whatever recorder the application installed (a Prometheus exporter, say); each metric
+//! is described to the recorder when a client is built. Without the feature the `metrics`
+//! crate is not compiled and nothing is recorded. Labels take a small, fixed set of values.
+//!
+//! | metric | type | labels | what |
+//! |---|---|---|---|
+//! | `ccs_messages_sent_total` | counter | | messages the core accepted (each gets one outcome) |
+//! | `ccs_messages_acked_total` | counter | | outcomes [`Outcome::Acked`](ccs_proto::client::Outcome::Acked) |
+//! | `ccs_messages_failed_total` | counter | `kind` | every other outcome, by [`Outcome::kind`](ccs_proto::client::Outcome::kind): `nacked`, `rejected`, `failed`, `expired`, `unsent` |
+//! | `ccs_messages_nacked_total` | counter | `code` | outcomes ended by a nack ([`Outcome::nack`](ccs_proto::client::Outcome::nack): final, or the last retryable one), by code as CCS writes it (`DEVICE_UNREGISTERED`, ...; codes this crate does not know as `UNKNOWN`) |
+//! | `ccs_messages_retried_total` | counter | | retries scheduled after a retryable nack ([`ClientEvent::Retrying`](ccs_proto::client::ClientEvent::Retrying)) |
+//! | `ccs_messages_expired_total` | counter | | outcomes [`Outcome::Expired`](ccs_proto::client::Outcome::Expired) (also counted in `ccs_messages_failed_total{kind="expired"}`) |
+//! | `ccs_upstream_received_total` | counter | `kind` | upstream items from the core: `message` or `receipt` (duplicates the core suppressed are not counted) |
+//! | `ccs_reconnects_total` | counter | | connections (or attempts) that ended with a new one scheduled ([`ClientEvent::ConnectionDown`](ccs_proto::client::ClientEvent::ConnectionDown) with `will_retry_in`); a drained connection, already replaced, is not one |
+//! | `ccs_drains_total` | counter | | CONNECTION_DRAINING announcements |
+//! | `ccs_ack_latency_seconds` | histogram | | from the core's acceptance of a message to its outcome, whatever the outcome (seconds) |
+//! | `ccs_in_flight` | gauge | | messages on the wire without an answer ([`ccs_proto::Client::in_flight`]) |
+//! | `ccs_queued` | gauge | | messages accepted and not on the wire ([`ccs_proto::Client::queued`]; messages the engine holds for a full core queue are not in it) |
+//! | `ccs_connections_up` | gauge | | connections set up and not ended (draining ones included) |
+//!
+//! So `ccs_messages_sent_total` = `ccs_messages_acked_total` + the sum of
+//! `ccs_messages_failed_total` + the messages still waiting. Gauges are set after the
+//! engine's turns, only when their value changed; the histogram measures with the engine's
+//! clock (the `now` its adapter passes to [`Engine::turn`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

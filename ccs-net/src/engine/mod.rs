@@ -51,6 +51,7 @@
 //! and stops taking from the submit channel until the core says
 //! [`ClientEvent::QueueOpen`](ccs_proto::client::ClientEvent::QueueOpen).
 
+mod metrics;
 mod router;
 
 use std::collections::{HashMap, VecDeque};
@@ -71,6 +72,7 @@ use crate::link::{DialInfo, Inbox, Link, Net, Outbox, Wake};
 use crate::upstream::{Delivery, StreamShared, Taken};
 use crate::{Config, ConnectError, Event, Report, SendError, Stats};
 
+use self::metrics::Meter;
 use router::Unacked;
 
 /// Items taken from each input per turn, so that no input starves the others.
@@ -197,6 +199,8 @@ pub struct Engine {
     closed: Option<CloseReport>,
     unacked: Unacked,
     stats: Stats,
+    /// What the `metrics` feature records (nothing without it).
+    meter: Meter,
 }
 
 impl std::fmt::Debug for Engine {
@@ -314,6 +318,7 @@ impl Engine {
             closed: None,
             unacked: Unacked::default(),
             stats: Stats::default(),
+            meter: Meter::new(),
             wake,
         };
         Ok((engine, handle, FirstConnect(first_rx)))
@@ -346,6 +351,7 @@ impl Engine {
         }
         self.flush_outputs(now);
         self.reconcile_load();
+        self.meter.turned(&self.core);
         if self.queue_open && !self.parked.is_empty() {
             again = true;
         }
@@ -496,6 +502,7 @@ impl Engine {
         };
         match result {
             Ok(ticket) => {
+                self.meter.accepted(ticket, now);
                 self.waiters.insert(ticket, s.reply);
                 None
             }

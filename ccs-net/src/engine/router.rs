@@ -22,13 +22,15 @@ const UNACKED_MEMORY: usize = 10_000;
 
 impl Engine {
     pub(super) fn on_event(&mut self, now: Instant, ev: ClientEvent) {
+        self.meter.event(now, &ev);
         match ev {
             ClientEvent::Outcome {
                 ticket,
                 message,
                 outcome,
             } => {
-                debug!(message_id = %message.message_id(), acked = outcome.is_acked(), "outcome");
+                // The message id is the application's data: debug level and below only.
+                debug!(message_id = %message.message_id(), %ticket, outcome = outcome.kind(), "outcome");
                 // The message goes with the outcome, so that whoever finds nobody waiting
                 // (here, or the future dropped with the answer in it) can publish both.
                 let detached = match self.waiters.remove(&ticket) {
