@@ -14,14 +14,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ccs_async_std::ccs_proto::AckMode;
-use ccs_async_std::ccs_proto::client::{ConnectFailure, Outcome, SendErrorKind};
+use ccs_async_std::ccs_proto::client::{ConnectFailure, DownReason, Outcome, SendErrorKind};
+use ccs_async_std::ccs_proto::connection::CloseReason;
 use ccs_async_std::ccs_proto::credentials::{SenderId, ServerKey};
 use ccs_async_std::ccs_proto::message::Downstream;
 use ccs_async_std::{
-    Client, Config, ConnectError, Dialer, Endpoint, SendError, TcpDialer, UpstreamItem,
+    Client, Config, ConnectError, Dialer, Endpoint, Event, SendError, TcpDialer, UpstreamItem,
 };
 use ccs_emulator::{
-    DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, Emulator, EmulatorConfig, EmulatorHandle, Ledger,
+    ConnectionEnd, DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, Emulator, EmulatorConfig, EmulatorHandle,
+    Ledger,
 };
 use serde_json::json;
 
@@ -289,6 +291,187 @@ async fn a_custom_dialer_makes_every_connection(rt: &tokio::runtime::Runtime) {
     );
 }
 
+/// Wraps [`TcpDialer`] and says when it is dropped: the IO thread drops it as its loop ends.
+struct DropSignalDialer(async_channel::Sender<()>);
+
+impl Dialer for DropSignalDialer {
+    type Stream = <TcpDialer as Dialer>::Stream;
+
+    async fn dial(&self, endpoint: &Endpoint) -> Result<Self::Stream, ConnectFailure> {
+        TcpDialer.dial(endpoint).await
+    }
+}
+
+impl Drop for DropSignalDialer {
+    fn drop(&mut self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+async fn close_is_graceful_and_ends_the_io_loop(rt: &tokio::runtime::Runtime) {
+    let emu = emulator(rt, |_| {}).await;
+    let (tx, gone) = async_channel::bounded(1);
+    let client = within(
+        "connect",
+        Client::connect_with(config_for(&emu), DropSignalDialer(tx)),
+    )
+    .await
+    .unwrap();
+    let mut events = client.events();
+    assert!(
+        within("send", client.send(msg(1)))
+            .await
+            .unwrap()
+            .is_acked()
+    );
+    within("close", client.close(Duration::from_secs(5))).await;
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(e);
+    }
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::SocketClosed { graceful: true, .. })),
+        "the socket closed gracefully before close returned: {seen:?}"
+    );
+    // The client (and so its handle) is still alive: the loop ends on close alone.
+    within("the IO loop ends", gone.recv()).await.unwrap();
+    let ledger = within(
+        "the server sees every connection end",
+        emu.wait_until(|l| l.connections_closed == l.connections_opened),
+    )
+    .await;
+    for c in &ledger.connections {
+        assert_eq!(c.end, Some(ConnectionEnd::ClientClosed), "{c:?}");
+    }
+    drop(client);
+    assert_clean(&within("shutdown", emu.shutdown()).await);
+}
+
+async fn dropping_every_clone_finishes_and_ends_the_io_loop(rt: &tokio::runtime::Runtime) {
+    let emu = emulator(rt, |_| {}).await;
+    let (tx, gone) = async_channel::bounded(1);
+    let client = within(
+        "connect",
+        Client::connect_with(config_for(&emu), DropSignalDialer(tx)),
+    )
+    .await
+    .unwrap();
+    let pending = client.try_send(msg(1)).unwrap();
+    drop(client.clone());
+    drop(client);
+    // What was queued is still answered.
+    assert!(within("outcome", pending).await.unwrap().is_acked());
+    within("the IO loop ends", gone.recv()).await.unwrap();
+    let ledger = within("shutdown", emu.shutdown()).await;
+    assert_clean(&ledger);
+    assert_eq!(ledger.total.acked, 1);
+}
+
+async fn a_name_that_does_not_resolve_fails_at_once(_rt: &tokio::runtime::Runtime) {
+    let mut config = Config::new(
+        Endpoint::new("no-such-host.invalid", 5235),
+        SenderId::new("1").unwrap(),
+        ServerKey::new("k").unwrap(),
+    );
+    // A deadline the test would notice: giving up must not wait for it.
+    config.client.reconnect.first_connect_timeout = Duration::from_secs(3600);
+    let err = within("connect", Client::connect(config))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::Connect(_)), "{err:?}");
+    assert!(err.to_string().contains("cannot resolve"), "{err}");
+}
+
+async fn a_refused_connection_is_retried_until_the_deadline(_rt: &tokio::runtime::Runtime) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut config = Config::new(
+        Endpoint::new("127.0.0.1", port),
+        SenderId::new("1").unwrap(),
+        ServerKey::new("k").unwrap(),
+    );
+    // Refused is transient: retried until the first-connection deadline, then reported.
+    config.client.reconnect.first_connect_timeout = Duration::from_millis(500);
+    config.client.reconnect.base = Duration::from_millis(50);
+    let start = Instant::now();
+    let err = within("connect", Client::connect(config))
+        .await
+        .unwrap_err();
+    assert!(start.elapsed() >= Duration::from_millis(500), "not retried");
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+}
+
+fn big_msg(i: usize, bytes: usize) -> Downstream {
+    Downstream::builder("token-big", format!("big-{i}"))
+        .unwrap()
+        .data(json!({ "blob": "x".repeat(bytes) }))
+        .unwrap()
+        .build()
+}
+
+/// The retire path: a connection task stuck writing to a peer that reads nothing is
+/// cancelled at the end of its grace, and its socket closed.
+async fn a_peer_that_stops_reading_leaves_no_task_or_socket_behind(rt: &tokio::runtime::Runtime) {
+    let emu = emulator(rt, |c| {
+        c.max_data_bytes = 1 << 20;
+        c.window = 200;
+    })
+    .await;
+    let mut config = config_for(&emu);
+    config.client.connection.window = 200;
+    config.client.connection.ping_after = Duration::from_millis(300);
+    config.client.connection.ping_timeout = Duration::from_millis(300);
+    config.disconnect_grace = Duration::from_millis(300);
+    let client = within("connect", Client::connect(config)).await.unwrap();
+    let mut events = client.events();
+    emu.pause_reading();
+    // About 10 MB (in stanzas below the server's 64 KiB limit): more than both TCP buffers
+    // hold, so the connection's writer blocks.
+    let pending: Vec<_> = (0..170)
+        .map(|i| client.try_send(big_msg(i, 60 * 1024)).unwrap())
+        .collect();
+    // The core gives the connection up when its ping goes unanswered; its socket must then
+    // close and its task end, although the peer still reads nothing.
+    let mut dead = None;
+    let graceful = within("the socket of the dead connection closes", async {
+        loop {
+            match events.recv().await.unwrap() {
+                Event::ConnectionDown { id, reason, .. } if dead.is_none() => {
+                    assert_eq!(reason, DownReason::Closed(CloseReason::PingTimeout));
+                    dead = Some(id);
+                }
+                Event::SocketClosed { id, graceful } if Some(id) == dead => break graceful,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        !graceful,
+        "nothing could be flushed to a peer that does not read"
+    );
+    let sockets = client.stats().await.unwrap().sockets;
+    assert!(sockets <= 1, "only the replacement may be open: {sockets}");
+    // The server, reading again, finds the connection closed without the stream end.
+    emu.resume_reading();
+    let ledger = within(
+        "the server sees the end",
+        emu.wait_until(|l| l.connection(1).is_some_and(|c| c.end.is_some())),
+    )
+    .await;
+    let end = ledger.connection(1).unwrap().end.clone();
+    assert_ne!(end, Some(ConnectionEnd::ClientClosed));
+    // Nothing is lost: the messages go out again on the next connection.
+    for p in pending {
+        assert!(within("outcome", p).await.unwrap().is_acked());
+    }
+    within("close", client.close(Duration::from_secs(5))).await;
+    assert_clean(&within("shutdown", emu.shutdown()).await);
+}
+
 // ---- every scenario under both runtimes ----------------------------------------------------
 
 macro_rules! on_both_runtimes {
@@ -321,4 +504,9 @@ on_both_runtimes!(
     untrusted_certificate_fails_at_once,
     close_with_messages_in_flight_reports_them,
     a_custom_dialer_makes_every_connection,
+    close_is_graceful_and_ends_the_io_loop,
+    dropping_every_clone_finishes_and_ends_the_io_loop,
+    a_name_that_does_not_resolve_fails_at_once,
+    a_refused_connection_is_retried_until_the_deadline,
+    a_peer_that_stops_reading_leaves_no_task_or_socket_behind,
 );
