@@ -11,8 +11,9 @@
 //! stream, so a write blocked on a full socket never stops reading). The task owns the
 //! socket: when it ends, or is cancelled, the socket is closed.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,10 +25,10 @@ use ccs_net::{Action, Engine, Link, Wait};
 use ccs_proto::client::ConnectFailure;
 use ccs_proto::connection::ConnId;
 use futures_io::{AsyncRead, AsyncWrite};
-use futures_lite::future;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{FutureExt, future};
 use futures_rustls::TlsConnector;
-use tracing::{Instrument, debug};
+use tracing::{Instrument, debug, warn};
 
 use crate::Dialer;
 
@@ -60,7 +61,8 @@ async fn drive<D: Dialer>(ex: &LocalExecutor<'_>, mut engine: Engine, dialer: Ar
                 Action::Dial(link) => {
                     let span = tracing::info_span!("ccs_connection", conn = %link.id(), endpoint = %link.endpoint());
                     let id = link.id();
-                    let task = ex.spawn(connection(link, Arc::clone(&dialer)).instrument(span));
+                    let conn = connection(link, Arc::clone(&dialer));
+                    let task = ex.spawn(conn.instrument(span));
                     tasks.insert(id, task);
                 }
                 Action::Retire { id, grace } => {
@@ -79,7 +81,11 @@ async fn drive<D: Dialer>(ex: &LocalExecutor<'_>, mut engine: Engine, dialer: Ar
         }
         let deadline = match wait {
             Wait::Done => break,
-            Wait::Again => continue,
+            Wait::Again => {
+                // The connection tasks share this thread: let them run between turns.
+                future::yield_now().await;
+                continue;
+            }
             Wait::Until(deadline) => deadline,
         };
         let timer = match deadline {
@@ -118,9 +124,32 @@ async fn finish(task: Option<Task<bool>>, grace: Duration) -> bool {
 /// One connection from the dial to the end of its socket. Returns whether it ended
 /// gracefully: everything queued was written, then our TLS `close_notify`, and the peer
 /// closed its side with its own.
+///
+/// A panic in the application's code (its [`Dialer`], or its stream's reads and writes) ends
+/// only this connection, as a failed dial or a failed transport, so the core reconnects at
+/// once instead of waiting for its connect timeout or a missed ping.
 async fn connection<D: Dialer>(link: Link, dialer: Arc<D>) -> bool {
+    let up = Cell::new(false);
+    let run = AssertUnwindSafe(run_connection(&link, &*dialer, &up));
+    match run.catch_unwind().await {
+        Ok(graceful) => graceful,
+        Err(_) => {
+            warn!("the connection's task panicked");
+            if up.get() {
+                link.eof().await;
+            } else {
+                let why = format!("dialling {} panicked", link.endpoint());
+                link.connect_failed(ConnectFailure::transient(why)).await;
+            }
+            false
+        }
+    }
+}
+
+/// [`connection`], with `up` set once the engine knows the connection is up.
+async fn run_connection<D: Dialer>(link: &Link, dialer: &D, up: &Cell<bool>) -> bool {
     debug!("dialling");
-    let stream = match dial(&link, &*dialer).await {
+    let stream = match dial(link, dialer).await {
         Ok(s) => s,
         Err(reason) => {
             link.connect_failed(reason).await;
@@ -131,8 +160,9 @@ async fn connection<D: Dialer>(link: Link, dialer: Arc<D>) -> bool {
     if !link.connected().await {
         return false;
     }
+    up.set(true);
     let (rd, wr) = futures_lite::io::split(stream);
-    let (peer_closed, closed) = future::zip(read_loop(&link, rd), write_loop(&link, wr)).await;
+    let (peer_closed, closed) = future::zip(read_loop(link, rd), write_loop(link, wr)).await;
     peer_closed && closed
 }
 

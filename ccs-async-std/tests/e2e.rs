@@ -472,6 +472,43 @@ async fn a_peer_that_stops_reading_leaves_no_task_or_socket_behind(rt: &tokio::r
     assert_clean(&within("shutdown", emu.shutdown()).await);
 }
 
+/// Panics on its first dial, then dials as [`TcpDialer`].
+struct PanicsOnceDialer(AtomicUsize);
+
+impl Dialer for PanicsOnceDialer {
+    type Stream = <TcpDialer as Dialer>::Stream;
+
+    async fn dial(&self, endpoint: &Endpoint) -> Result<Self::Stream, ConnectFailure> {
+        assert!(
+            self.0.fetch_add(1, Ordering::SeqCst) > 0,
+            "the test's dialer panics on its first dial"
+        );
+        TcpDialer.dial(endpoint).await
+    }
+}
+
+async fn a_dialer_that_panics_costs_one_attempt(rt: &tokio::runtime::Runtime) {
+    let emu = emulator(rt, |_| {}).await;
+    let mut config = config_for(&emu);
+    // Retried at once, not after the connect timeout.
+    config.client.reconnect.connect_timeout = Duration::from_secs(3600);
+    config.client.reconnect.first_connect_timeout = Duration::from_secs(3600);
+    let client = within(
+        "connect",
+        Client::connect_with(config, PanicsOnceDialer(AtomicUsize::new(0))),
+    )
+    .await
+    .unwrap();
+    assert!(
+        within("send", client.send(msg(1)))
+            .await
+            .unwrap()
+            .is_acked()
+    );
+    within("close", client.close(Duration::from_secs(5))).await;
+    assert_clean(&within("shutdown", emu.shutdown()).await);
+}
+
 // ---- every scenario under both runtimes ----------------------------------------------------
 
 macro_rules! on_both_runtimes {
@@ -509,4 +546,5 @@ on_both_runtimes!(
     a_name_that_does_not_resolve_fails_at_once,
     a_refused_connection_is_retried_until_the_deadline,
     a_peer_that_stops_reading_leaves_no_task_or_socket_behind,
+    a_dialer_that_panics_costs_one_attempt,
 );
