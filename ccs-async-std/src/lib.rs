@@ -40,7 +40,10 @@
 //! [`async_io::block_on`] over an [`async_executor::LocalExecutor`] that holds the engine's
 //! loop and one task per connection; the thread ends once the client has closed and every
 //! socket is closed (after the last clone of the `Client` is dropped without `close`, within
-//! the 10 s the client gets to finish).
+//! the 10 s the client gets to finish, or once a `connect` future is dropped before it
+//! resolves). Shared by every client: async-io's reactor thread (`async-io`, started on
+//! first use) and [`blocking`]'s pool, which resolves host names and lets its threads go
+//! when idle.
 //!
 //! Why a thread of its own rather than tasks on the application's executor: there is no
 //! runtime-neutral way to spawn (smol and async-std each have their own `spawn`, and an

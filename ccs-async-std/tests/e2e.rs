@@ -368,6 +368,30 @@ async fn dropping_every_clone_finishes_and_ends_the_io_loop(rt: &tokio::runtime:
     assert_eq!(ledger.total.acked, 1);
 }
 
+async fn dropping_connect_before_it_resolves_ends_the_io_loop(_rt: &tokio::runtime::Runtime) {
+    // Nothing listens there, and the first connection would be retried for an hour.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut config = Config::new(
+        Endpoint::new("127.0.0.1", port),
+        SenderId::new("1").unwrap(),
+        ServerKey::new("k").unwrap(),
+    );
+    config.client.reconnect.first_connect_timeout = Duration::from_secs(3600);
+    let (tx, gone) = async_channel::bounded(1);
+    let connect = Client::connect_with(config, DropSignalDialer(tx));
+    assert!(
+        futures_lite::future::poll_once(std::pin::pin!(connect))
+            .await
+            .is_none(),
+        "connect cannot have finished"
+    );
+    // The connect future (and with it the only handle) is gone: the client stops.
+    within("the IO loop ends", gone.recv()).await.unwrap();
+}
+
 async fn a_name_that_does_not_resolve_fails_at_once(_rt: &tokio::runtime::Runtime) {
     let mut config = Config::new(
         Endpoint::new("no-such-host.invalid", 5235),
@@ -544,6 +568,7 @@ on_both_runtimes!(
     close_is_graceful_and_ends_the_io_loop,
     dropping_every_clone_finishes_and_ends_the_io_loop,
     a_name_that_does_not_resolve_fails_at_once,
+    dropping_connect_before_it_resolves_ends_the_io_loop,
     a_refused_connection_is_retried_until_the_deadline,
     a_peer_that_stops_reading_leaves_no_task_or_socket_behind,
     a_dialer_that_panics_costs_one_attempt,
