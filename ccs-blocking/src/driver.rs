@@ -136,7 +136,8 @@ pub(crate) fn drive<D: Dialer>(mut engine: Engine, dialer: Arc<D>, threads: Arc<
     loop {
         // Listening before looking at the reaped list: a reaper's nudge is not missed.
         let listener = engine.listen();
-        for (id, graceful) in mem::take(&mut *lock(&reaped)) {
+        let ended = mem::take(&mut *lock(&reaped));
+        for (id, graceful) in ended {
             engine.socket_closed(id, graceful);
         }
         let wait = engine.turn(Instant::now());
