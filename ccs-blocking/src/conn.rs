@@ -137,16 +137,37 @@ fn dial<D: Dialer>(
 /// Reads until the peer closes or reading fails (also when the IO thread shuts the socket
 /// down), and says so. Returns whether the peer closed cleanly (TLS `close_notify`).
 fn read_loop<S: Transport>(link: &Link, socket: &mut S, shared: &Shared<S>) -> bool {
+    // Application data that came with the end of the handshake is already in rustls.
+    let mut early = Vec::new();
+    let early_closed = drain_plaintext(&mut lock(&shared.tls), &mut early);
+    if !early.is_empty() && !block_on(link.data(Bytes::from(early))) {
+        return false;
+    }
+    let clean = match early_closed {
+        Ok(false) => read_more(link, socket, shared),
+        Ok(true) => true,
+        Err(e) => {
+            debug!(error = %e, "TLS failed");
+            false
+        }
+    };
+    block_on(link.eof());
+    clean
+}
+
+/// The reader's loop: whether the peer closed cleanly (`false` too when reading failed or
+/// the engine is gone).
+fn read_more<S: Transport>(link: &Link, socket: &mut S, shared: &Shared<S>) -> bool {
     let mut raw = vec![0u8; link.read_buffer()];
-    let clean = loop {
+    loop {
         let n = match socket.read(&mut raw) {
             // The end of the stream without `close_notify` (or our own shutdown).
-            Ok(0) => break false,
+            Ok(0) => return false,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 debug!(error = %e, "read failed");
-                break false;
+                return false;
             }
         };
         let mut plain = Vec::new();
@@ -158,16 +179,14 @@ fn read_loop<S: Transport>(link: &Link, socket: &mut S, shared: &Shared<S>) -> b
             return false;
         }
         match result {
-            Ok(true) => break true,
+            Ok(true) => return true,
             Ok(false) => {}
             Err(e) => {
                 debug!(error = %e, "TLS failed");
-                break false;
+                return false;
             }
         }
-    };
-    block_on(link.eof());
-    clean
+    }
 }
 
 /// Feeds `raw` to rustls and appends the plaintext to `plain`; `Ok(true)` once the peer's
@@ -182,28 +201,26 @@ fn decrypt(tls: &mut ClientConnection, mut raw: &[u8], plain: &mut Vec<u8>) -> i
             .process_new_packets()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         closed |= state.peer_has_closed();
-        loop {
-            let old = plain.len();
-            plain.resize(old + PLAIN_CHUNK, 0);
-            match tls.reader().read(&mut plain[old..]) {
-                Ok(0) => {
-                    plain.truncate(old);
-                    closed = true;
-                    break;
-                }
-                Ok(k) => plain.truncate(old + k),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    plain.truncate(old);
-                    break;
-                }
-                Err(e) => {
-                    plain.truncate(old);
-                    return Err(e);
-                }
-            }
-        }
+        closed |= drain_plaintext(tls, plain)?;
     }
     Ok(closed)
+}
+
+/// Appends the plaintext rustls holds to `plain`; `Ok(true)` once the peer's
+/// `close_notify` came.
+fn drain_plaintext(tls: &mut ClientConnection, plain: &mut Vec<u8>) -> io::Result<bool> {
+    loop {
+        let old = plain.len();
+        plain.resize(old + PLAIN_CHUNK, 0);
+        let read = tls.reader().read(&mut plain[old..]);
+        plain.truncate(old + *read.as_ref().unwrap_or(&0));
+        match read {
+            Ok(0) => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Sends the TLS records rustls made while reading (a key update's answer: rare), unless the
@@ -260,7 +277,12 @@ fn write_loop<S: Transport>(link: &Link, shared: &Shared<S>, slot: &Slot<S>) -> 
             return false;
         }
         if close {
-            return socket.shutdown(Shutdown::Write).is_ok();
+            // `NotConnected`: the peer has closed the whole connection already (it answered
+            // our stream end and `close_notify` and reset the socket): nothing is left to do.
+            return match socket.shutdown(Shutdown::Write) {
+                Ok(()) => true,
+                Err(e) => e.kind() == io::ErrorKind::NotConnected,
+            };
         }
     }
 }
