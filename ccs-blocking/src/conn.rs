@@ -53,6 +53,8 @@ pub(crate) fn run<D: Dialer>(
         // Stopped while dialling: the engine has given this attempt up already.
         Ok(None) => return false,
         Err(reason) => {
+            // Out of the dialer: a reaper may join this thread now (it ends at once).
+            slot.cancel();
             block_on(link.connect_failed(reason));
             return false;
         }

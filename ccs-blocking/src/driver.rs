@@ -247,3 +247,35 @@ fn reap<S: Transport>(conn: ConnThread<S>, grace: Duration) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn a_slot_stops_a_dial_in_progress_and_wakes_a_blocked_read() {
+        let slot = Slot::<TcpStream>::new();
+        assert!(!slot.cancel(), "still in the dialer: nothing to join yet");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let late = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert!(
+            !slot.open(late),
+            "a dial that returns after the cancel is dropped"
+        );
+
+        let slot = Slot::<TcpStream>::new();
+        let mut socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let _peer = listener.accept().unwrap();
+        assert!(slot.open(socket.try_clone().unwrap()));
+        let woken = slot.listen();
+        let reader = thread::spawn(move || socket.read(&mut [0u8; 16]).map_err(|e| e.kind()));
+        assert!(!slot.is_cancelled());
+        assert!(slot.cancel(), "an open socket: the thread can be joined");
+        assert!(slot.is_cancelled());
+        // The shutdown ends the read blocked on another handle of the socket.
+        assert_eq!(reader.join().unwrap(), Ok(0));
+        block::wait(woken, None).expect("the writer's listener is woken");
+    }
+}

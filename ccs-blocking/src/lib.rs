@@ -116,7 +116,8 @@ pub mod prelude {
     pub use ccs_net::prelude::*;
     // Named here, these win over the runtime-neutral ones of the same name above.
     pub use crate::{
-        AckToken, Client, Dialer, Events, Pending, SendTimeoutError, Upstream, UpstreamItem,
+        AckToken, Client, Dialer, Events, Pending, SendTimeoutError, TcpDialer, Transport,
+        Upstream, UpstreamItem,
     };
 }
 
