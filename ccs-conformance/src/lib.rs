@@ -19,6 +19,10 @@ pub type Client = ccs_net::Handle;
 pub enum Runtime {
     /// `ccs-tokio`.
     Tokio,
+    /// `ccs-async-std` (futures-io: smol, async-std).
+    AsyncStd,
+    /// `ccs-blocking` (std::net and threads), connected from a blocking thread.
+    Blocking,
 }
 
 /// Connects with `runtime`'s adapter and returns its handle.
@@ -27,19 +31,36 @@ pub async fn connect(runtime: Runtime, config: Config) -> Result<Client, Connect
         Runtime::Tokio => ccs_tokio::Client::connect(config)
             .await
             .map(|c| c.handle().clone()),
+        Runtime::AsyncStd => ccs_async_std::Client::connect(config)
+            .await
+            .map(|c| c.handle().clone()),
+        Runtime::Blocking => {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(ccs_blocking::Client::connect(config).map(|c| c.handle().clone()));
+            });
+            rx.await
+                .unwrap_or_else(|_| Err(ConnectError::Connect("the connecting thread died".into())))
+        }
     }
 }
 
-/// One `#[tokio::test]` per scenario and adapter: `tokio_adapter::NAME`, ... Each scenario is
-/// an `async fn NAME(rt: Runtime)` in scope.
+/// One `#[tokio::test]` per scenario and adapter: `tokio_adapter::NAME`,
+/// `async_std_adapter::NAME`, `blocking_adapter::NAME`. Each scenario is an
+/// `async fn NAME(rt: Runtime)` in scope.
 #[macro_export]
 macro_rules! for_every_runtime {
     ($($name:ident),* $(,)?) => {
-        mod tokio_adapter {
+        $crate::for_every_runtime!(@one tokio_adapter, Tokio, $($name),*);
+        $crate::for_every_runtime!(@one async_std_adapter, AsyncStd, $($name),*);
+        $crate::for_every_runtime!(@one blocking_adapter, Blocking, $($name),*);
+    };
+    (@one $module:ident, $runtime:ident, $($name:ident),*) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::Runtime::Tokio).await
+                    super::$name($crate::Runtime::$runtime).await
                 }
             )*
         }
