@@ -31,11 +31,7 @@ const PLAIN_CHUNK: usize = 16 * 1024;
 
 /// Runs a future to its end on this thread.
 pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
-    match block::wait(fut, None) {
-        Some(out) => out,
-        // `wait` gives up only at a deadline, and there is none.
-        None => unreachable!("no deadline"),
-    }
+    block::on(fut)
 }
 
 /// One connection from the dial to the end of its socket, on its own thread (which becomes

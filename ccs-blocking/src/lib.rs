@@ -210,13 +210,19 @@ impl Client {
                 let Some(message) = e.message else {
                     return Err(SendTimeoutError::Refused(e));
                 };
-                // Waiting for room: a dropped `enqueue` sends nothing, so keep a copy to
-                // give back (only on this slow path).
-                let copy = (*message).clone();
-                match block::wait(self.handle.enqueue(*message, priority), deadline) {
-                    Some(Ok(p)) => p,
-                    Some(Err(e)) => return Err(SendTimeoutError::Refused(e)),
-                    None => return Err(SendTimeoutError::NotQueued(Box::new(copy))),
+                // Waiting for room without giving up the message: at the deadline it is
+                // given back.
+                match block::wait(self.handle.reserve(), deadline) {
+                    Some(Some(place)) => place
+                        .send(*message, priority)
+                        .map_err(SendTimeoutError::Refused)?,
+                    Some(None) => {
+                        return Err(SendTimeoutError::Refused(SendError {
+                            kind: SendErrorKind::Closing,
+                            message: Some(message),
+                        }));
+                    }
+                    None => return Err(SendTimeoutError::NotQueued(message)),
                 }
             }
             Err(e) => return Err(SendTimeoutError::Refused(e)),

@@ -141,8 +141,9 @@ impl Upstream {
         }
     }
 
-    /// The next item if one is waiting, without waiting.
-    pub fn try_recv(&mut self) -> Option<UpstreamItem> {
+    /// The next item if one is waiting, without waiting; the error says whether nothing is
+    /// waiting or the client has closed.
+    pub fn try_recv(&mut self) -> Result<UpstreamItem, ccs_net::TryRecvError> {
         self.0.try_recv().map(wrap)
     }
 

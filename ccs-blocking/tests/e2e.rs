@@ -179,7 +179,10 @@ fn manual_ack_with_recv_timeout() {
             .unwrap_err(),
         std::sync::mpsc::RecvTimeoutError::Timeout
     );
-    assert!(upstream.try_recv().is_none());
+    assert_eq!(
+        upstream.try_recv().err(),
+        Some(ccs_net::TryRecvError::Empty)
+    );
     emu.handle
         .inject_upstream_data("device-1", serde_json::Map::new());
     let Ok(UpstreamItem::Message { message, ack }) = upstream.recv_timeout(LONG) else {

@@ -789,7 +789,56 @@ async fn manual_mode_without_a_reader_leaves_messages_unacked(rt: Runtime) {
     assert_eq!(ledger.upstream_queued, 1);
 }
 
+async fn a_reserved_place_counts_toward_the_queue_until_used_or_dropped(rt: Runtime) {
+    let emu =
+        emulator(|c| c.faults.slow_ack = Some((Duration::from_secs(60), Duration::from_secs(60))))
+            .await;
+    let config = config_for(&emu).window(1).max_queue(2);
+    let client = within("connect", connect(rt, config)).await.unwrap();
+    let first = client.try_send(msg(0)).unwrap();
+    within(
+        "on the wire",
+        emu.wait_until(|l| l.total.downstream_received == 1),
+    )
+    .await;
+    client.stats().await.unwrap();
+    let place = within("room", client.reserve()).await.unwrap();
+    let second = client.try_send(msg(1)).unwrap();
+    let err = client.try_send(msg(2)).unwrap_err();
+    assert_eq!(err.kind, SendErrorKind::QueueFull { limit: 2 });
+    drop(place);
+    let third = client.try_send(msg(2)).unwrap();
+    let err = client.try_send(msg(3)).unwrap_err();
+    assert_eq!(err.kind, SendErrorKind::QueueFull { limit: 2 }, "full again");
+    let report = within("close", client.close(Duration::from_millis(50))).await;
+    assert_eq!(report.unsent.len(), 3);
+    for p in [first, second, third] {
+        assert!(matches!(within("outcome", p).await.unwrap(), Outcome::Unsent { .. }));
+    }
+    emu.shutdown().await;
+}
+
+async fn the_events_channel_ends_after_the_client_closed(rt: Runtime) {
+    let emu = emulator(|_| {}).await;
+    let client = within("connect", connect(rt, config_for(&emu))).await.unwrap();
+    let mut events = client.events();
+    within("close", client.close(Duration::from_secs(5))).await;
+    let mut closed = false;
+    loop {
+        match within("events", events.recv()).await {
+            Ok(Event::Closed) => closed = true,
+            Ok(_) => {}
+            Err(async_broadcast::RecvError::Overflowed(_)) => {}
+            Err(async_broadcast::RecvError::Closed) => break,
+        }
+    }
+    assert!(closed, "Event::Closed comes before the end");
+    emu.shutdown().await;
+}
+
 ccs_conformance::for_every_runtime!(
+    a_reserved_place_counts_toward_the_queue_until_used_or_dropped,
+    the_events_channel_ends_after_the_client_closed,
     hundred_thousand_messages_window_100,
     hundred_thousand_messages_window_1000,
     draining_mid_run,

@@ -28,6 +28,15 @@ pub fn wait<F: Future>(fut: F, deadline: Option<Instant>) -> Option<F::Output> {
     }
 }
 
+/// Polls `fut` on this thread until it completes.
+pub fn on<F: Future>(fut: F) -> F::Output {
+    match wait(fut, None) {
+        Some(out) => out,
+        // `wait` gives up only at a deadline, and there is none.
+        None => unreachable!("block::wait without a deadline returned without an output"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,6 +45,7 @@ mod tests {
     #[test]
     fn completes_or_gives_up_at_the_deadline() {
         assert_eq!(wait(async { 7 }, None), Some(7));
+        assert_eq!(on(async { 8 }), 8);
         let (tx, rx) = async_channel::bounded::<u8>(1);
         let deadline = Instant::now() + Duration::from_millis(20);
         assert_eq!(wait(rx.recv(), Some(deadline)), None);

@@ -146,42 +146,59 @@ impl Handle {
         message: Downstream,
         priority: bool,
     ) -> Result<PendingOutcome, SendError> {
-        let lane = if priority {
-            Lane::Priority
-        } else {
-            Lane::Normal
-        };
+        match self.reserve().await {
+            Some(place) => place.send(message, priority),
+            None => Err(refused(SendErrorKind::Closing, message)),
+        }
+    }
+
+    /// Waits for a place in the queue without giving up the message yet: `None` once the
+    /// client is closing. Dropping the future, or the [`QueuePlace`], gives the place back;
+    /// so a caller that stops waiting (at a deadline of its own) still has its message.
+    pub async fn reserve(&self) -> Option<QueuePlace> {
         let shared = &self.inner.shared;
         loop {
             // Listening before looking: room made between the look and the wait is not missed.
             let listener = shared.room.listen();
             if shared.closing.load(Ordering::Acquire) {
-                return Err(refused(SendErrorKind::Closing, message));
+                return None;
             }
             if shared.reserve(self.inner.max_queue) {
-                break;
+                return Some(QueuePlace {
+                    handle: self.clone(),
+                    held: true,
+                });
             }
             listener.await;
         }
-        // If this future is dropped while waiting for channel room (only after the core put
-        // messages back in its queue), the place is given back.
-        let unreserve = Unreserve(Some(shared));
+    }
+
+    /// Puts a message whose place is reserved into the submit channel.
+    fn submit_reserved(
+        &self,
+        message: Downstream,
+        lane: Lane,
+    ) -> Result<PendingOutcome, SendError> {
         let (reply, rx) = oneshot::channel();
-        let sent = self
-            .inner
-            .submit
-            .send(Submit {
-                message,
-                reply,
-                lane,
-            })
-            .await;
-        unreserve.disarm();
-        if let Err(s) = sent {
-            shared.unreserve();
-            return Err(SendError::closed(Some(s.message)));
+        let submit = Submit {
+            message,
+            reply,
+            lane,
+        };
+        // Never full for a reserved place: the channel holds `max_queue` messages, and it
+        // holds only messages counted in the load, which is at most `max_queue` with this one.
+        match self.inner.submit.try_send(submit) {
+            Ok(()) => Ok(self.pending(rx)),
+            Err(e) => {
+                self.inner.shared.unreserve();
+                let message = e.into_inner().message;
+                Err(if self.inner.shared.closing.load(Ordering::Acquire) {
+                    refused(SendErrorKind::Closing, message)
+                } else {
+                    SendError::closed(Some(message))
+                })
+            }
         }
-        Ok(self.pending(rx))
     }
 
     /// Queues a message without waiting: its outcome's future, or the message back when the
@@ -200,29 +217,13 @@ impl Handle {
         if self.inner.shared.closing.load(Ordering::Acquire) {
             return Err(refused(SendErrorKind::Closing, message));
         }
-        let full = SendErrorKind::QueueFull {
-            limit: self.inner.max_queue,
-        };
         if !self.inner.shared.reserve(self.inner.max_queue) {
+            let full = SendErrorKind::QueueFull {
+                limit: self.inner.max_queue,
+            };
             return Err(refused(full, message));
         }
-        let (reply, rx) = oneshot::channel();
-        let submit = Submit {
-            message,
-            reply,
-            lane,
-        };
-        match self.inner.submit.try_send(submit) {
-            Ok(()) => Ok(self.pending(rx)),
-            Err(async_channel::TrySendError::Full(s)) => {
-                self.inner.shared.unreserve();
-                Err(refused(full, s.message))
-            }
-            Err(async_channel::TrySendError::Closed(s)) => {
-                self.inner.shared.unreserve();
-                Err(SendError::closed(Some(s.message)))
-            }
-        }
+        self.submit_reserved(message, lane)
     }
 
     fn pending(&self, rx: oneshot::Receiver<Answer>) -> PendingOutcome {
@@ -294,19 +295,37 @@ impl Handle {
     }
 }
 
-/// Gives a reserved queue place back if dropped (a cancelled `enqueue`).
-struct Unreserve<'a>(Option<&'a HandleShared>);
+/// A place in the client's queue, from [`Handle::reserve`]: [`QueuePlace::send`] fills it
+/// without waiting; dropping it gives it back.
+#[derive(Debug)]
+pub struct QueuePlace {
+    handle: Handle,
+    held: bool,
+}
 
-impl Unreserve<'_> {
-    fn disarm(mut self) {
-        self.0 = None;
+impl QueuePlace {
+    /// Queues `message` in this place (`priority`: in the priority lane) and returns the
+    /// future of its outcome. Refused, with the message back, only if the client began
+    /// closing meanwhile.
+    pub fn send(
+        mut self,
+        message: Downstream,
+        priority: bool,
+    ) -> Result<PendingOutcome, SendError> {
+        self.held = false;
+        let lane = if priority {
+            Lane::Priority
+        } else {
+            Lane::Normal
+        };
+        self.handle.submit_reserved(message, lane)
     }
 }
 
-impl Drop for Unreserve<'_> {
+impl Drop for QueuePlace {
     fn drop(&mut self) {
-        if let Some(shared) = self.0 {
-            shared.unreserve();
+        if self.held {
+            self.handle.inner.shared.unreserve();
         }
     }
 }

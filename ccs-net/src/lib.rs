@@ -90,11 +90,11 @@ mod upstream;
 pub use ccs_proto;
 pub use config::Config;
 pub use engine::{Action, Engine, FirstConnect, Nudge, Wait};
-pub use handle::{Handle, PendingOutcome};
+pub use handle::{Handle, PendingOutcome, QueuePlace};
 pub use link::Link;
 pub use tls::{Endpoint, TlsOptions, describe_tls_error};
 pub use types::{ConnectError, Event, Report, SendError, Stats, UnackedUpstream};
-pub use upstream::{AckToken, UpstreamItem, UpstreamStream};
+pub use upstream::{AckToken, TryRecvError, UpstreamItem, UpstreamStream};
 
 /// What an application of any adapter needs in scope: `use ccs_tokio::prelude::*;` (each
 /// adapter re-exports this with its own `Client`).

@@ -4,6 +4,7 @@
 //! Every method that waits is an `async fn` with no runtime in it: async adapters await
 //! it, the blocking adapter runs it with [`crate::block::wait`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -89,12 +90,59 @@ impl<T> Inbox<T> {
 /// One connection's side of the engine, given to the adapter with
 /// [`Action::Dial`](crate::Action::Dial): where to dial and how, where to report, and the
 /// bytes to write.
+///
+/// A link dropped before it said how the connection ended ([`Link::connect_failed`] or
+/// [`Link::eof`]), as when its task panicked or was cancelled, says so itself: the engine
+/// learns at once that the dial failed or the transport ended, instead of at the next
+/// timeout.
 #[derive(Debug)]
 pub struct Link {
     id: ConnId,
     net: Inbox<Net>,
     outbox: Arc<Outbox>,
     pub(crate) dial: Arc<DialInfo>,
+    /// The end was reported (or the link was dropped after saying so).
+    ended: AtomicBool,
+    orphans: Arc<Orphans>,
+}
+
+/// Links dropped without reporting their end, for the engine's next turn. At most one entry
+/// per connection.
+#[derive(Debug)]
+pub(crate) struct Orphans {
+    ids: Mutex<Vec<ConnId>>,
+    wake: Wake,
+}
+
+impl Orphans {
+    pub(crate) fn new(wake: Wake) -> Arc<Self> {
+        Arc::new(Self {
+            ids: Mutex::default(),
+            wake,
+        })
+    }
+
+    pub(crate) fn take(&self) -> Vec<ConnId> {
+        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        if ids.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut *ids)
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if !self.ended.load(Ordering::Acquire) {
+            self.orphans
+                .ids
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(self.id);
+            self.orphans.wake.notify();
+        }
+    }
 }
 
 /// Where and how every connection dials.
@@ -112,12 +160,15 @@ impl Link {
         net: Inbox<Net>,
         outbox: Arc<Outbox>,
         dial: Arc<DialInfo>,
+        orphans: Arc<Orphans>,
     ) -> Self {
         Self {
             id,
             net,
             outbox,
             dial,
+            ended: AtomicBool::new(false),
+            orphans,
         }
     }
 
@@ -155,6 +206,7 @@ impl Link {
     /// adapter's reading of the error; what to do about it is the core's decision.
     pub async fn connect_failed(&self, failure: ConnectFailure) {
         let _ = self.net.send(Net::ConnectFailed(self.id, failure)).await;
+        self.ended.store(true, Ordering::Release);
     }
 
     /// Bytes read. Waits while the engine is behind. `false` once the engine is gone.
@@ -165,6 +217,7 @@ impl Link {
     /// The transport ended: the peer closed it, or reading or writing failed.
     pub async fn eof(&self) {
         let _ = self.net.send(Net::Eof(self.id)).await;
+        self.ended.store(true, Ordering::Release);
     }
 
     /// Waits until there are bytes to write or a close; swaps them into `batch` (which must

@@ -184,11 +184,15 @@ impl UpstreamStream {
     }
 
     /// The next item if one is waiting, without waiting.
-    pub fn try_recv(&mut self) -> Option<UpstreamItem> {
+    pub fn try_recv(&mut self) -> Result<UpstreamItem, TryRecvError> {
         if self.shared.finished.load(Ordering::Acquire) {
-            return None;
+            return Err(TryRecvError::Closed);
         }
-        self.rx.try_recv().ok().map(|d| self.take(d))
+        match self.rx.try_recv() {
+            Ok(d) => Ok(self.take(d)),
+            Err(async_channel::TryRecvError::Empty) => Err(TryRecvError::Empty),
+            Err(async_channel::TryRecvError::Closed) => Err(TryRecvError::Closed),
+        }
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<UpstreamItem>> {
@@ -235,6 +239,26 @@ impl Stream for UpstreamStream {
         self.get_mut().poll_recv(cx)
     }
 }
+
+/// Why [`UpstreamStream::try_recv`] returned no item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryRecvError {
+    /// Nothing is waiting now.
+    Empty,
+    /// The client has closed: nothing more will come.
+    Closed,
+}
+
+impl std::fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Empty => "no upstream message is waiting",
+            Self::Closed => "the client has closed",
+        })
+    }
+}
+
+impl std::error::Error for TryRecvError {}
 
 /// An item in the upstream channel.
 #[derive(Debug)]

@@ -169,7 +169,12 @@ async fn write_loop(link: &Link, mut wr: impl AsyncWrite + Unpin) -> bool {
             batch.clear();
         }
         if close {
-            return wr.shutdown().await.is_ok();
+            // A peer that answered our close_notify and reset the socket at once makes the
+            // shutdown fail with `NotConnected`: the close still happened.
+            return match wr.shutdown().await {
+                Ok(()) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::NotConnected,
+            };
         }
     }
 }

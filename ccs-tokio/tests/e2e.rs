@@ -125,3 +125,37 @@ async fn a_callers_dialer_is_used_for_every_connection() {
     client.close(Duration::from_secs(5)).await;
     emu.shutdown().await;
 }
+
+/// Panics on its first dial; dials over TCP after that.
+struct PanicsOnce(Arc<AtomicUsize>);
+
+impl Dialer for PanicsOnce {
+    type Stream = tokio::net::TcpStream;
+
+    async fn dial(&self, endpoint: &Endpoint) -> Result<Self::Stream, ConnectFailure> {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("a dialer with a bug");
+        }
+        TcpDialer.dial(endpoint).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_task_that_dies_silently_is_a_failed_dial_at_once() {
+    let emu = emulator(|_| {}).await;
+    let dials = Arc::new(AtomicUsize::new(0));
+    // Without the link reporting its own drop, the first connection would wait for the
+    // setup timeout (an hour here), past the test's own time limit.
+    let mut config = config_for(&emu);
+    config.client.connection.setup_timeout = Duration::from_secs(3600);
+    config.client.reconnect.first_connect_timeout = Duration::from_secs(3600);
+    let client = within(
+        "connect",
+        Client::connect_with(config, PanicsOnce(Arc::clone(&dials))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(dials.load(Ordering::SeqCst), 2, "one panic, one retry");
+    client.close(Duration::from_secs(5)).await;
+    emu.shutdown().await;
+}

@@ -12,7 +12,7 @@
 //!     while let Some(action) = engine.poll_action() { /* dial, or retire a socket */ }
 //!     match wait {
 //!         Wait::Done => break,
-//!         Wait::Again => continue,
+//!         Wait::Again => continue,                // (yield first if connection tasks share this executor)
 //!         Wait::Until(deadline) => { /* wait for the listener, the deadline, or a retired socket's end */ }
 //!     }
 //! }
@@ -68,7 +68,7 @@ use tracing::{debug, info, warn};
 use crate::UpstreamStream;
 use crate::control::{Command, Tokens};
 use crate::handle::{Answer, Handle, HandleShared, Lane, Submit};
-use crate::link::{DialInfo, Inbox, Link, Net, Outbox, Wake};
+use crate::link::{DialInfo, Inbox, Link, Net, Orphans, Outbox, Wake};
 use crate::upstream::{Delivery, StreamShared, Taken};
 use crate::{Config, ConnectError, Event, Report, SendError, Stats};
 
@@ -182,6 +182,8 @@ pub struct Engine {
     taken_rx: async_channel::Receiver<Taken>,
     net_rx: async_channel::Receiver<Net>,
     net_tx: Inbox<Net>,
+    /// Links dropped without reporting their connection's end.
+    orphans: Arc<Orphans>,
     upstream: UpstreamSide,
     events: async_broadcast::Sender<Event>,
     dial: Arc<DialInfo>,
@@ -293,6 +295,7 @@ impl Engine {
             taken_rx,
             net_rx,
             net_tx: Inbox::new(net_tx, wake.clone()),
+            orphans: Orphans::new(wake.clone()),
             upstream: UpstreamSide {
                 tx: up_tx,
                 capacity,
@@ -339,7 +342,14 @@ impl Engine {
     /// it and on the time, and queues the resulting [`Action`]s.
     pub fn turn(&mut self, now: Instant) -> Wait {
         let mut again = false;
-        again |= self.drain(now, |e| e.net_rx.try_recv().ok(), Self::on_net);
+        let net_more = self.drain(now, |e| e.net_rx.try_recv().ok(), Self::on_net);
+        if !net_more {
+            // After every byte such a link did send.
+            for id in self.orphans.take() {
+                self.on_orphan(now, id);
+            }
+        }
+        again |= net_more;
         again |= self.drain(now, |e| e.taken_rx.try_recv().ok(), Self::on_taken);
         again |= self.drain(now, |e| e.control_rx.try_recv().ok(), Self::on_command);
         again |= self.take_submits(now);
@@ -423,6 +433,8 @@ impl Engine {
         self.upstream.shared.finished.store(true, Ordering::Release);
         self.upstream.tx.close();
         let _ = self.events.try_broadcast(Event::Closed);
+        // Receivers get what is buffered, then the end (`RecvError::Closed`).
+        self.events.close();
         for r in self.close_replies.drain(..) {
             let _ = r.send(report.clone());
         }
@@ -553,6 +565,28 @@ impl Engine {
         }
     }
 
+    /// A link was dropped without saying how its connection ended (its task panicked or was
+    /// cancelled): a dial that failed, or a transport that ended.
+    fn on_orphan(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        if c.connected {
+            warn!(conn = %id, "the connection's task ended without a word: connection dropped");
+            self.core.handle_eof(now, id);
+        } else {
+            self.on_net(
+                now,
+                Net::ConnectFailed(
+                    id,
+                    ccs_proto::client::ConnectFailure::transient(
+                        "the connection's task ended before the connection was up",
+                    ),
+                ),
+            );
+        }
+    }
+
     fn on_command(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Ack {
@@ -658,6 +692,7 @@ impl Engine {
             self.net_tx.clone(),
             Arc::clone(&outbox),
             Arc::clone(&self.dial),
+            Arc::clone(&self.orphans),
         );
         self.conns.insert(
             id,
