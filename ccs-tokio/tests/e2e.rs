@@ -145,10 +145,11 @@ async fn a_connection_task_that_dies_silently_is_a_failed_dial_at_once() {
     let emu = emulator(|_| {}).await;
     let dials = Arc::new(AtomicUsize::new(0));
     // Without the link reporting its own drop, the first connection would wait for the
-    // setup timeout (an hour here), past the test's own time limit.
+    // connect and setup timeouts (an hour here), past the test's own time limit.
     let mut config = config_for(&emu);
     config.client.connection.setup_timeout = Duration::from_secs(3600);
     config.client.reconnect.first_connect_timeout = Duration::from_secs(3600);
+    config.client.reconnect.connect_timeout = Duration::from_secs(3600);
     let client = within(
         "connect",
         Client::connect_with(config, PanicsOnce(Arc::clone(&dials))),
