@@ -809,18 +809,27 @@ async fn a_reserved_place_counts_toward_the_queue_until_used_or_dropped(rt: Runt
     drop(place);
     let third = client.try_send(msg(2)).unwrap();
     let err = client.try_send(msg(3)).unwrap_err();
-    assert_eq!(err.kind, SendErrorKind::QueueFull { limit: 2 }, "full again");
+    assert_eq!(
+        err.kind,
+        SendErrorKind::QueueFull { limit: 2 },
+        "full again"
+    );
     let report = within("close", client.close(Duration::from_millis(50))).await;
     assert_eq!(report.unsent.len(), 3);
     for p in [first, second, third] {
-        assert!(matches!(within("outcome", p).await.unwrap(), Outcome::Unsent { .. }));
+        assert!(matches!(
+            within("outcome", p).await.unwrap(),
+            Outcome::Unsent { .. }
+        ));
     }
     emu.shutdown().await;
 }
 
 async fn the_events_channel_ends_after_the_client_closed(rt: Runtime) {
     let emu = emulator(|_| {}).await;
-    let client = within("connect", connect(rt, config_for(&emu))).await.unwrap();
+    let client = within("connect", connect(rt, config_for(&emu)))
+        .await
+        .unwrap();
     let mut events = client.events();
     within("close", client.close(Duration::from_secs(5))).await;
     let mut closed = false;
@@ -836,7 +845,57 @@ async fn the_events_channel_ends_after_the_client_closed(rt: Runtime) {
     emu.shutdown().await;
 }
 
+async fn a_priority_reply_overtakes_a_bulk_backlog(rt: Runtime) {
+    let emu = emulator(|_| {}).await;
+    let n = 2000;
+    let config = config_for(&emu).window(1).max_queue(n + 1);
+    let client = within("connect", connect(rt, config)).await.unwrap();
+    let bulk: Vec<_> = (0..n).map(|i| client.try_send(msg(i)).unwrap()).collect();
+    let reply = Downstream::builder("token-reply", "reply-1")
+        .unwrap()
+        .build();
+    assert!(
+        within("reply", client.send_priority(reply))
+            .await
+            .unwrap()
+            .is_acked()
+    );
+    // The reply went out ahead of the backlog: most of it is still waiting.
+    let mut answered = 0;
+    let mut waiting = Vec::new();
+    for mut p in bulk {
+        match futures_poll_once_ref(&mut p) {
+            Some(r) => {
+                assert!(r.unwrap().is_acked());
+                answered += 1;
+            }
+            None => waiting.push(p),
+        }
+    }
+    assert!(
+        answered < n / 2,
+        "{answered} of {n} bulk messages answered before the reply"
+    );
+    for p in waiting {
+        assert!(within("bulk", p).await.unwrap().is_acked());
+    }
+    client.close(Duration::from_secs(5)).await;
+    assert_clean(&emu.shutdown().await);
+}
+
+/// The outcome if it has come, without waiting.
+fn futures_poll_once_ref(
+    p: &mut ccs_net::PendingOutcome,
+) -> Option<Result<Outcome, ccs_net::SendError>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(p).poll(&mut cx) {
+        std::task::Poll::Ready(r) => Some(r),
+        std::task::Poll::Pending => None,
+    }
+}
+
 ccs_conformance::for_every_runtime!(
+    a_priority_reply_overtakes_a_bulk_backlog,
     a_reserved_place_counts_toward_the_queue_until_used_or_dropped,
     the_events_channel_ends_after_the_client_closed,
     hundred_thousand_messages_window_100,
