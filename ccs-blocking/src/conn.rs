@@ -24,7 +24,7 @@ use rustls::ClientConnection;
 use tracing::debug;
 
 use crate::dialer::{Dialer, Transport};
-use crate::driver::{Slot, ThreadGuard, lock};
+use crate::slot::{Slot, ThreadGuard, lock};
 
 /// Plaintext taken out of rustls at a time.
 const PLAIN_CHUNK: usize = 16 * 1024;

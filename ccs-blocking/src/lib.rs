@@ -87,6 +87,7 @@
 mod conn;
 mod dialer;
 mod driver;
+mod slot;
 mod types;
 
 use std::sync::Arc;
