@@ -78,11 +78,10 @@ mod driver;
 use std::future::Future;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_io::Async;
-use ccs_proto::client::{ConnectFailure, Outcome};
-use ccs_proto::message::Downstream;
+use ccs_proto::client::ConnectFailure;
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsConnector;
 
@@ -181,68 +180,7 @@ impl Client {
         Ok(Self { handle })
     }
 
-    /// Queues a message (waiting for queue room if needed) and waits for its one outcome.
-    /// See the crate docs for what dropping this future does.
-    pub async fn send(&self, message: Downstream) -> Result<Outcome, SendError> {
-        self.handle.send(message).await
-    }
-
-    /// As [`send`](Self::send), in the priority lane: ahead of every normal message not yet
-    /// on the wire (a reply that must not wait behind a bulk backlog).
-    pub async fn send_priority(&self, message: Downstream) -> Result<Outcome, SendError> {
-        self.handle.send_priority(message).await
-    }
-
-    /// Queues a message, waiting for queue room if needed, and returns once it is queued,
-    /// with the future of its outcome: many messages in flight from one task.
-    pub async fn enqueue(
-        &self,
-        message: Downstream,
-        priority: bool,
-    ) -> Result<PendingOutcome, SendError> {
-        self.handle.enqueue(message, priority).await
-    }
-
-    /// Queues a message without waiting. Returns a future of its outcome, or the message
-    /// back when the queue is full or the client is closing.
-    pub fn try_send(&self, message: Downstream) -> Result<PendingOutcome, SendError> {
-        self.handle.try_send(message)
-    }
-
-    /// As [`try_send`](Self::try_send), in the priority lane.
-    pub fn try_send_priority(&self, message: Downstream) -> Result<PendingOutcome, SendError> {
-        self.handle.try_send_priority(message)
-    }
-
-    /// The upstream messages and receipts. The first call takes the stream; later calls get
-    /// `None`. See [`ccs_net::Handle::upstream`] for what happens when nobody reads it.
-    pub fn upstream(&self) -> Option<UpstreamStream> {
-        self.handle.upstream()
-    }
-
-    /// Monitoring events from now on. A receiver that falls behind by more than
-    /// [`Config::event_capacity`] misses the oldest events (it is told how many).
-    pub fn events(&self) -> async_broadcast::Receiver<Event> {
-        self.handle.events()
-    }
-
-    /// The counters; `None` once the client has stopped.
-    pub async fn stats(&self) -> Option<Stats> {
-        self.handle.stats().await
-    }
-
-    /// Stops taking work, sends what is queued while connections live, waits for answers
-    /// until `deadline` from now, closes every connection, and reports what was never
-    /// answered and which upstream messages were never acked. See
-    /// [`ccs_net::Handle::close`].
-    pub async fn close(&self, deadline: Duration) -> Report {
-        self.handle.close(deadline).await
-    }
-
-    /// The runtime-neutral handle under this client.
-    pub fn handle(&self) -> &ccs_net::Handle {
-        &self.handle
-    }
+    ccs_net::async_client_methods!();
 }
 
 /// The TLS connector and server name [`Client`] uses for `endpoint`, for tools that need a

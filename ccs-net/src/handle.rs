@@ -251,7 +251,7 @@ impl Handle {
 
     /// Monitoring events from now on. A receiver that falls behind by more than the channel
     /// capacity misses the oldest events (it is told how many: `Overflowed`).
-    pub fn events(&self) -> async_broadcast::Receiver<Event> {
+    pub fn events(&self) -> crate::EventReceiver {
         self.inner.events_rx.activate_cloned()
     }
 

@@ -80,6 +80,7 @@
 pub mod block;
 mod config;
 mod control;
+mod delegate;
 pub mod engine;
 mod handle;
 mod link;
@@ -94,6 +95,9 @@ pub use handle::{Handle, PendingOutcome, QueuePlace};
 pub use link::Link;
 pub use tls::{Endpoint, TlsOptions, describe_tls_error};
 pub use types::{ConnectError, Event, Report, SendError, Stats, UnackedUpstream};
+
+/// The receiver of a client's monitoring events (`Client::events`).
+pub type EventReceiver = async_broadcast::Receiver<Event>;
 pub use upstream::{AckToken, TryRecvError, UpstreamItem, UpstreamStream};
 
 /// What an application of any adapter needs in scope: `use ccs_tokio::prelude::*;` (each
