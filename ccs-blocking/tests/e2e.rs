@@ -53,17 +53,7 @@ impl Emu {
     }
 
     fn config(&self) -> Config {
-        let mut c = Config::new(
-            Endpoint::new("127.0.0.1", self.handle.local_addr().port()),
-            SenderId::new(DEFAULT_SENDER_ID).unwrap(),
-            ServerKey::new(DEFAULT_SERVER_KEY).unwrap(),
-        );
-        c.tls.server_name = Some("localhost".into());
-        c.tls.ca_pem = vec![self.handle.cert_pem().to_owned()];
-        c.tls.only_extra_roots = true;
-        c.client.reconnect.base = Duration::from_millis(5);
-        c.client.reconnect.cap = Duration::from_millis(50);
-        c
+        self.handle.client_config()
     }
 
     fn shutdown(self) -> Ledger {

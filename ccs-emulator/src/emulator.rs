@@ -76,6 +76,27 @@ impl EmulatorHandle {
         &self.cert_pem
     }
 
+    /// A client configuration for this emulator, for any adapter (`ccs-tokio`,
+    /// `ccs-async-std`, `ccs-blocking`): its address, its sender id and server key, trust in
+    /// its certificate and in nothing else, and the reconnect backoff a test wants (5 ms
+    /// doubling to 50 ms, so a fault test does not wait out production backoff). Everything
+    /// else is the default; adjust the result as you would any [`ccs_net::Config`].
+    ///
+    /// This is only right when the certificate is the one the emulator generated (the
+    /// default): it names `localhost`.
+    pub fn client_config(&self) -> ccs_net::Config {
+        let mut c = ccs_net::Config::new(
+            ccs_net::Endpoint::new(self.local_addr.ip().to_string(), self.local_addr.port()),
+            self.shared.config.sender_id.clone(),
+            self.shared.config.server_key.clone(),
+        )
+        .trust_only_pem(self.cert_pem.clone());
+        c.tls.server_name = Some("localhost".into());
+        c.client.reconnect.base = std::time::Duration::from_millis(5);
+        c.client.reconnect.cap = std::time::Duration::from_millis(50);
+        c
+    }
+
     /// Writes [`Self::cert_pem`] to a file (for clients that read a CA file).
     pub fn write_cert_pem(&self, path: impl AsRef<Path>) -> io::Result<()> {
         std::fs::write(path, &self.cert_pem)

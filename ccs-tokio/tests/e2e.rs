@@ -30,18 +30,7 @@ async fn emulator(adjust: impl FnOnce(&mut EmulatorConfig)) -> EmulatorHandle {
 }
 
 fn config_for(emu: &EmulatorHandle) -> Config {
-    let mut c = Config::new(
-        Endpoint::new("127.0.0.1", emu.local_addr().port()),
-        SenderId::new(DEFAULT_SENDER_ID).unwrap(),
-        ServerKey::new(DEFAULT_SERVER_KEY).unwrap(),
-    );
-    c.tls.server_name = Some("localhost".into());
-    c.tls.ca_pem = vec![emu.cert_pem().to_owned()];
-    c.tls.only_extra_roots = true;
-    // Tests reconnect quickly; the policy's shape is tested in ccs-proto.
-    c.client.reconnect.base = Duration::from_millis(5);
-    c.client.reconnect.cap = Duration::from_millis(50);
-    c
+    emu.client_config()
 }
 
 /// A runtime of its own, so that a test can drop it as a process exits.
