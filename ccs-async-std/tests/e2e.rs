@@ -4,6 +4,10 @@
 //! (`wait_until`, `shutdown`) are awaited from the client's runtime (tokio's channels and
 //! join handles need no tokio context to be awaited).
 //!
+//! What every adapter must do is in ccs-conformance, which runs its scenarios against this
+//! adapter too (from a tokio harness); here are the scenarios that matter per executor and
+//! what only this adapter has (its IO thread's end, a panicking dialer).
+//!
 //! No test sleeps to wait for something: each waits for an event, an outcome or the
 //! emulator's ledger, under a timeout that only a hung test reaches.
 
@@ -11,16 +15,13 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ccs_async_std::ccs_proto::AckMode;
-use ccs_async_std::ccs_proto::client::{ConnectFailure, DownReason, Outcome, SendErrorKind};
-use ccs_async_std::ccs_proto::connection::CloseReason;
+use ccs_async_std::ccs_proto::client::{ConnectFailure, Outcome, SendErrorKind};
 use ccs_async_std::ccs_proto::credentials::{SenderId, ServerKey};
 use ccs_async_std::ccs_proto::message::Downstream;
-use ccs_async_std::{
-    Client, Config, ConnectError, Dialer, Endpoint, Event, SendError, TcpDialer, UpstreamItem,
-};
+use ccs_async_std::{Client, Config, Dialer, Endpoint, Event, SendError, TcpDialer, UpstreamItem};
 use ccs_emulator::{
     ConnectionEnd, DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, Emulator, EmulatorConfig, EmulatorHandle,
     Ledger,
@@ -178,75 +179,6 @@ async fn manual_acks_go_through_tokens(rt: &tokio::runtime::Runtime) {
     within("shutdown", emu.shutdown()).await;
 }
 
-async fn wrong_key_is_auth_failed(rt: &tokio::runtime::Runtime) {
-    let emu = emulator(rt, |_| {}).await;
-    let mut config = config_for(&emu);
-    config.client.connection.server_key = ServerKey::new("not-the-key").unwrap();
-    let err = within("connect", Client::connect(config))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, ConnectError::AuthFailed { condition, .. } if condition == "not-authorized"),
-        "{err:?}"
-    );
-    within("shutdown", emu.shutdown()).await;
-}
-
-async fn untrusted_certificate_fails_at_once(rt: &tokio::runtime::Runtime) {
-    let emu = emulator(rt, |_| {}).await;
-    let mut config = config_for(&emu);
-    config.tls.ca_pem.clear();
-    config.tls.only_extra_roots = false;
-    // Untrusted is permanent: no waiting for the first-connection deadline.
-    config.client.reconnect.first_connect_timeout = Duration::from_secs(3600);
-    let start = Instant::now();
-    let err = within("connect", Client::connect(config))
-        .await
-        .unwrap_err();
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        start.elapsed()
-    );
-    let text = err.to_string();
-    assert!(matches!(err, ConnectError::Connect(_)), "{err:?}");
-    assert!(
-        text.contains("certificate") || text.contains("UnknownIssuer"),
-        "{text}"
-    );
-    within("shutdown", emu.shutdown()).await;
-}
-
-async fn close_with_messages_in_flight_reports_them(rt: &tokio::runtime::Runtime) {
-    let emu = emulator(rt, |c| {
-        c.faults.slow_ack = Some((Duration::from_secs(60), Duration::from_secs(60)));
-    })
-    .await;
-    let client = within("connect", Client::connect(config_for(&emu)))
-        .await
-        .unwrap();
-    let pending: Vec<_> = (0..10).map(|i| client.try_send(msg(i)).unwrap()).collect();
-    within(
-        "received",
-        emu.wait_until(|l| l.total.downstream_received == 10),
-    )
-    .await;
-    let report = within("close", client.close(Duration::from_millis(100))).await;
-    assert_eq!(report.unsent.len(), 10);
-    assert!(report.deadline_passed);
-    for p in pending {
-        assert!(matches!(
-            within("outcome", p).await.unwrap(),
-            Outcome::Unsent {
-                maybe_delivered: true
-            }
-        ));
-    }
-    let after = client.try_send(msg(99)).unwrap_err();
-    assert!(after.message.is_some(), "a refused message is given back");
-    within("shutdown", emu.shutdown()).await;
-}
-
 /// Wraps [`TcpDialer`] and counts its dials.
 struct CountingDialer(Arc<AtomicUsize>);
 
@@ -381,110 +313,6 @@ async fn dropping_connect_before_it_resolves_ends_the_io_loop(_rt: &tokio::runti
     within("the IO loop ends", gone.recv()).await.unwrap();
 }
 
-async fn a_name_that_does_not_resolve_fails_at_once(_rt: &tokio::runtime::Runtime) {
-    let mut config = Config::new(
-        Endpoint::new("no-such-host.invalid", 5235),
-        SenderId::new("1").unwrap(),
-        ServerKey::new("k").unwrap(),
-    );
-    // A deadline the test would notice: giving up must not wait for it.
-    config.client.reconnect.first_connect_timeout = Duration::from_secs(3600);
-    let err = within("connect", Client::connect(config))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ConnectError::Connect(_)), "{err:?}");
-    assert!(err.to_string().contains("cannot resolve"), "{err}");
-}
-
-async fn a_refused_connection_is_retried_until_the_deadline(_rt: &tokio::runtime::Runtime) {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut config = Config::new(
-        Endpoint::new("127.0.0.1", port),
-        SenderId::new("1").unwrap(),
-        ServerKey::new("k").unwrap(),
-    );
-    // Refused is transient: retried until the first-connection deadline, then reported.
-    config.client.reconnect.first_connect_timeout = Duration::from_millis(500);
-    config.client.reconnect.base = Duration::from_millis(50);
-    let start = Instant::now();
-    let err = within("connect", Client::connect(config))
-        .await
-        .unwrap_err();
-    assert!(start.elapsed() >= Duration::from_millis(500), "not retried");
-    assert!(err.to_string().contains("cannot connect"), "{err}");
-}
-
-fn big_msg(i: usize, bytes: usize) -> Downstream {
-    Downstream::builder("token-big", format!("big-{i}"))
-        .unwrap()
-        .data(json!({ "blob": "x".repeat(bytes) }))
-        .unwrap()
-        .build()
-}
-
-/// The retire path: a connection task stuck writing to a peer that reads nothing is
-/// cancelled at the end of its grace, and its socket closed.
-async fn a_peer_that_stops_reading_leaves_no_task_or_socket_behind(rt: &tokio::runtime::Runtime) {
-    let emu = emulator(rt, |c| {
-        c.max_data_bytes = 1 << 20;
-        c.window = 200;
-    })
-    .await;
-    let mut config = config_for(&emu);
-    config.client.connection.window = 200;
-    config.client.connection.ping_after = Duration::from_millis(300);
-    config.client.connection.ping_timeout = Duration::from_millis(300);
-    config.disconnect_grace = Duration::from_millis(300);
-    let client = within("connect", Client::connect(config)).await.unwrap();
-    let mut events = client.events();
-    emu.pause_reading();
-    // About 10 MB (in stanzas below the server's 64 KiB limit): more than both TCP buffers
-    // hold, so the connection's writer blocks.
-    let pending: Vec<_> = (0..170)
-        .map(|i| client.try_send(big_msg(i, 60 * 1024)).unwrap())
-        .collect();
-    // The core gives the connection up when its ping goes unanswered; its socket must then
-    // close and its task end, although the peer still reads nothing.
-    let mut dead = None;
-    let graceful = within("the socket of the dead connection closes", async {
-        loop {
-            match events.recv().await.unwrap() {
-                Event::ConnectionDown { id, reason, .. } if dead.is_none() => {
-                    assert_eq!(reason, DownReason::Closed(CloseReason::PingTimeout));
-                    dead = Some(id);
-                }
-                Event::SocketClosed { id, graceful } if Some(id) == dead => break graceful,
-                _ => {}
-            }
-        }
-    })
-    .await;
-    assert!(
-        !graceful,
-        "nothing could be flushed to a peer that does not read"
-    );
-    let sockets = client.stats().await.unwrap().sockets;
-    assert!(sockets <= 1, "only the replacement may be open: {sockets}");
-    // The server, reading again, finds the connection closed without the stream end.
-    emu.resume_reading();
-    let ledger = within(
-        "the server sees the end",
-        emu.wait_until(|l| l.connection(1).is_some_and(|c| c.end.is_some())),
-    )
-    .await;
-    let end = ledger.connection(1).unwrap().end.clone();
-    assert_ne!(end, Some(ConnectionEnd::ClientClosed));
-    // Nothing is lost: the messages go out again on the next connection.
-    for p in pending {
-        assert!(within("outcome", p).await.unwrap().is_acked());
-    }
-    within("close", client.close(Duration::from_secs(5))).await;
-    assert_clean(&within("shutdown", emu.shutdown()).await);
-}
-
 /// Panics on its first dial, then dials as [`TcpDialer`].
 struct PanicsOnceDialer(AtomicUsize);
 
@@ -550,15 +378,9 @@ macro_rules! on_both_runtimes {
 on_both_runtimes!(
     ten_thousand_messages_window_100,
     manual_acks_go_through_tokens,
-    wrong_key_is_auth_failed,
-    untrusted_certificate_fails_at_once,
-    close_with_messages_in_flight_reports_them,
     a_custom_dialer_makes_every_connection,
     close_is_graceful_and_ends_the_io_loop,
     dropping_every_clone_finishes_and_ends_the_io_loop,
-    a_name_that_does_not_resolve_fails_at_once,
     dropping_connect_before_it_resolves_ends_the_io_loop,
-    a_refused_connection_is_retried_until_the_deadline,
-    a_peer_that_stops_reading_leaves_no_task_or_socket_behind,
     a_dialer_that_panics_costs_one_attempt,
 );
