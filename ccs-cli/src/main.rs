@@ -1,5 +1,8 @@
 //! `ccs`: the command-line face of ccs-rs.
 //!
+//! - `ccs demo`: the emulator, the echo app server and a fleet of devices in one process,
+//!   checked end to end.
+//! - `ccs echo`: the echo app server against any endpoint.
 //! - `ccs emulate`: a local CCS-compatible server (the emulator).
 //! - `ccs send`: downstream messages as JSON lines in, one outcome per line out.
 //! - `ccs bench`: throughput against an endpoint (by default an emulator in a separate
@@ -11,6 +14,8 @@
 
 mod bench;
 mod common;
+mod demo;
+mod echo;
 mod emulate;
 mod runtime;
 mod send;
@@ -32,6 +37,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole system in one process: the emulator, the echo app server, and a fleet of
+    /// devices; checks that every message arrived and was answered exactly once.
+    Demo(demo::DemoArgs),
+    /// The echo app server (Google's sample): echo every upstream message back to its
+    /// device, until SIGTERM or Ctrl-C.
+    Echo(echo::EchoArgs),
     /// Run a local CCS emulator until SIGTERM or Ctrl-C.
     Emulate(emulate::EmulateArgs),
     /// Send downstream messages read as JSON lines; print one outcome per line.
@@ -55,6 +66,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Echo(args) => echo::run(args).await,
             Command::Emulate(args) => emulate::run(args).await,
             Command::Send(args) => send::run(args).await,
             Command::Bench(args) => bench::run(args).await,

@@ -1,0 +1,199 @@
+//! The echo app server from the seed documents (Google's sample): every upstream message is
+//! sent back to the device it came from, and acked once its echo was accepted; receipts are
+//! acked as they come. Built on the library exactly as an application would build its own,
+//! and shared by `ccs echo` (against any endpoint) and `ccs demo` (against the embedded
+//! emulator).
+//!
+//! The seed's rule: ack an upstream message only once it is handled. Here "handled" is "its
+//! echo got a final answer from CCS": acked, or refused for good (a nack the retry policy
+//! does not retry, a stanza error). When the echo could not be delivered for now (its
+//! outcome is `Expired` or `Unsent`, or the client refused it), the upstream message is
+//! left un-acked: the server redelivers it on a later connection and it is echoed then. A
+//! redelivered copy gets an echo with the same `message_id` (`echo-` and the upstream id),
+//! so a device sees at most one distinct echo per message; a copy that arrives while the
+//! first copy's echo is still on its way is acked at once (that echo will get its outcome).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ccs_net::{Handle, UpstreamItem, UpstreamStream};
+use ccs_proto::client::{Outcome, SendErrorKind};
+use ccs_proto::message::{Downstream, Upstream};
+use clap::Args;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use crate::common::ConnArgs;
+use crate::runtime::Runtime;
+
+/// Upstream messages being echoed at once (each waits for its echo's answer).
+const IN_HAND: usize = 1024;
+
+/// Flags of `ccs echo`.
+#[derive(Debug, Args)]
+pub(crate) struct EchoArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Seconds a graceful close (on Ctrl-C or SIGTERM) waits for the answers still missing.
+    #[arg(long, default_value_t = 10)]
+    close_timeout: u64,
+    /// The adapter that carries the client's IO.
+    #[arg(long, value_enum, default_value = "tokio")]
+    runtime: Runtime,
+}
+
+/// What the echo server did, for progress lines and the demo's summary.
+#[derive(Debug, Default)]
+pub(crate) struct EchoStats {
+    /// Upstream messages taken from the stream (redelivered copies included).
+    pub(crate) upstream: AtomicU64,
+    /// Echoes CCS acked.
+    pub(crate) echoed: AtomicU64,
+    /// Echoes refused for good (the upstream message was acked anyway: it was handled).
+    pub(crate) echo_refused: AtomicU64,
+    /// Echoes not delivered for now: the upstream message was left for redelivery.
+    pub(crate) echo_deferred: AtomicU64,
+    /// Upstream messages and receipts acked.
+    pub(crate) acked: AtomicU64,
+    /// Of those, upstream messages (redelivered copies included).
+    pub(crate) acked_messages: AtomicU64,
+    /// Acks the client refused (the connection had ended: the server redelivers).
+    pub(crate) ack_refused: AtomicU64,
+    /// Delivery receipts taken.
+    pub(crate) receipts: AtomicU64,
+    /// Notified after every ack (for a caller pacing itself on the server's progress).
+    pub(crate) changed: tokio::sync::Notify,
+}
+
+impl EchoStats {
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The echo of an upstream message: to its sender, the same data, a receipt requested.
+pub(crate) fn echo_of(message: &Upstream) -> Result<Downstream, String> {
+    Ok(
+        Downstream::builder(message.from.clone(), format!("echo-{}", message.message_id))
+            .map_err(|e| e.to_string())?
+            .data_object(message.data.clone())
+            .delivery_receipt_requested(true)
+            .build(),
+    )
+}
+
+/// Runs the echo server until the stream ends (the client closed).
+pub(crate) async fn serve(client: Handle, mut upstream: UpstreamStream, stats: Arc<EchoStats>) {
+    let mut tasks = JoinSet::new();
+    while let Some(item) = upstream.recv().await {
+        while tasks.len() >= IN_HAND {
+            tasks.join_next().await;
+        }
+        let (client, stats) = (client.clone(), Arc::clone(&stats));
+        tasks.spawn(async move { handle(&client, item, &stats).await });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn handle(client: &Handle, item: UpstreamItem, stats: &EchoStats) {
+    let (item, token) = item.into_ack();
+    let is_message = matches!(item, UpstreamItem::Message { .. });
+    let handled = match item {
+        UpstreamItem::Message { message, .. } => {
+            bump(&stats.upstream);
+            match echo_of(&message) {
+                Ok(echo) => match client.send_priority(echo).await {
+                    Ok(outcome) if outcome.is_acked() => {
+                        bump(&stats.echoed);
+                        true
+                    }
+                    Ok(outcome @ (Outcome::Expired { .. } | Outcome::Unsent { .. })) => {
+                        debug!(id = %message.message_id, outcome = outcome.kind(), "echo not delivered for now: left for redelivery");
+                        bump(&stats.echo_deferred);
+                        false
+                    }
+                    Ok(outcome) => {
+                        warn!(id = %message.message_id, outcome = outcome.kind(), "echo refused");
+                        bump(&stats.echo_refused);
+                        true
+                    }
+                    // A redelivered copy whose first copy's echo is still on its way: that echo
+                    // will get its outcome (the client's promise), so this copy is handled.
+                    Err(e) if e.kind == SendErrorKind::DuplicateId => true,
+                    Err(e) => {
+                        debug!(id = %message.message_id, error = %e, "echo not queued: left for redelivery");
+                        bump(&stats.echo_deferred);
+                        false
+                    }
+                },
+                // An echo that cannot even be built will never be: handled.
+                Err(e) => {
+                    warn!(id = %message.message_id, error = %e, "cannot echo");
+                    bump(&stats.echo_refused);
+                    true
+                }
+            }
+        }
+        UpstreamItem::Receipt { .. } => {
+            bump(&stats.receipts);
+            true
+        }
+        _ => true,
+    };
+    if handled {
+        match token.ack().await {
+            Ok(()) => {
+                bump(&stats.acked);
+                if is_message {
+                    bump(&stats.acked_messages);
+                }
+            }
+            Err(_) => bump(&stats.ack_refused),
+        }
+        stats.changed.notify_one();
+    }
+}
+
+/// `ccs echo`: the echo app server against an endpoint, until Ctrl-C or SIGTERM.
+pub(crate) async fn run(args: EchoArgs) -> Result<ExitCode, String> {
+    let config = args.conn.config()?.manual_acks();
+    let client = args.runtime.connect(config).await?;
+    let upstream = client.upstream().ok_or("the upstream stream was taken")?;
+    let stats = Arc::new(EchoStats::default());
+    eprintln!("ccs echo: connected; echoing upstream messages until Ctrl-C or SIGTERM");
+    let server = tokio::spawn(serve(client.clone(), upstream, Arc::clone(&stats)));
+    crate::common::interrupted().await?;
+    eprintln!("ccs echo: closing");
+    let report = client
+        .close(Duration::from_secs(args.close_timeout))
+        .await;
+    let _ = server.await;
+    let get = EchoStats::get;
+    eprintln!(
+        "ccs echo: {} upstream messages, {} echoed, {} refused, {} left for redelivery, {} receipts",
+        get(&stats.upstream),
+        get(&stats.echoed),
+        get(&stats.echo_refused),
+        get(&stats.echo_deferred),
+        get(&stats.receipts),
+    );
+    if !report.unsent.is_empty() {
+        eprintln!("ccs echo: never answered: {:?}", report.unsent);
+    }
+    if !report.unacked_upstream.is_empty() {
+        let ids: Vec<_> = report
+            .unacked_upstream
+            .iter()
+            .map(|u| u.message_id.as_str())
+            .collect();
+        eprintln!("ccs echo: left un-acked for the server to redeliver: {ids:?}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
