@@ -13,8 +13,15 @@ use crate::error::EmulatorError;
 pub const DEFAULT_SENDER_ID: &str = "123456789012";
 /// The server key of [`EmulatorConfig::default`] (a test value, not a secret).
 pub const DEFAULT_SERVER_KEY: &str = "emulator-key";
-/// The largest `data` object CCS accepted, keys and values counted (PROTOCOL.md §4).
+/// The largest `data` object CCS accepted for a message to a token, keys and values counted:
+/// "Message Too Big" = payload data over 4096 bytes, XMPP code `INVALID_JSON` (PROTOCOL.md
+/// §4 "Size limits", D14R Table 11; the later GCM/FCM error text also says 4096 bytes for
+/// most messages).
 pub const MAX_DATA_BYTES: usize = 4096;
+/// The largest `data` object for a message to a topic (`to` starting with `/topics/`, or a
+/// `condition`): "2048 bytes in the case of messages to topics" in the later GCM/FCM error
+/// text (PROTOCOL.md §4 "Size limits" and §9 item 10).
+pub const MAX_TOPIC_DATA_BYTES: usize = 2048;
 
 /// Everything an emulator needs. [`EmulatorConfig::new`] gives CCS's behaviour (PROTOCOL.md
 /// Part 2) with no faults; change fields afterwards.
@@ -48,9 +55,19 @@ pub struct EmulatorConfig {
     pub unregistered: HashSet<String>,
     /// Tokens answered with `BAD_REGISTRATION`.
     pub bad_registrations: HashSet<String>,
-    /// The largest `data` object accepted, keys plus values in bytes. Default
-    /// [`MAX_DATA_BYTES`]; larger ones are nacked `INVALID_JSON` ("Message too big").
+    /// The largest `data` object accepted for a message to a token, keys plus values in
+    /// bytes. Default [`MAX_DATA_BYTES`]; larger ones are nacked `INVALID_JSON` ("Message
+    /// too big").
     pub max_data_bytes: usize,
+    /// The same for a message to a topic (`to` starting with `/topics/`, or a `condition`).
+    /// Default [`MAX_TOPIC_DATA_BYTES`].
+    pub max_topic_data_bytes: usize,
+    /// Refuse a client ack whose `to` is not the device that sent the message (PROTOCOL.md
+    /// §3.3: `to` = the registration id that sent it): it gets a `BAD_ACK` nack and the
+    /// message stays un-acked, to be redelivered on the next connection, so a buggy ack
+    /// does not pass unnoticed. `false` (lenient): an ack whose `message_id` names exactly
+    /// one un-acked message counts, whatever its `to`. Default `true`.
+    pub strict_acks: bool,
     /// Upstream messages and receipts sent on one connection and not yet acked beyond which
     /// no more are sent to it (CCS held upstream back from a client that did not ack).
     /// Default 100.
@@ -107,6 +124,8 @@ impl EmulatorConfig {
             unregistered: HashSet::new(),
             bad_registrations: HashSet::new(),
             max_data_bytes: MAX_DATA_BYTES,
+            max_topic_data_bytes: MAX_TOPIC_DATA_BYTES,
+            strict_acks: true,
             max_unacked_upstream: 100,
             max_queued_upstream: 100_000,
             upstream_after_bind: Duration::from_secs(1),

@@ -4,7 +4,8 @@
 //! Tests use it to prove a client's promises from the server's side: every id the client sent
 //! got an answer on some connection ([`Ledger::unanswered_ids`]), resends kept their ids
 //! ([`Counters::resends`]), upstream messages were acked, nothing was lost on a cut
-//! connection ([`Counters::redelivered`]).
+//! connection ([`Counters::redelivered`]), every upstream message was acked exactly once
+//! ([`Ledger::upstream`], [`Ledger::unacked_upstream`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -26,8 +27,9 @@ pub struct Counters {
     pub unique_ids: u64,
     /// Of those, ids received before (on this or an earlier connection).
     pub resends: u64,
-    /// Of the resends, those whose id was still pending on the same connection (not
-    /// accepted a second time, not answered twice).
+    /// Of the resends, those whose id was still pending on the same connection. Each copy
+    /// is answered on its own (PROTOCOL.md §7.1: every message gets an ACK or a NACK), so
+    /// the id gets one answer per copy.
     pub duplicates_pending: u64,
     /// Downstream messages acked.
     pub acked: u64,
@@ -39,21 +41,31 @@ pub struct Counters {
     pub nacked: BTreeMap<String, u64>,
     /// Stanza errors sent (with or without a `message_id`).
     pub stanza_errors: u64,
+    /// `<message>` stanzas without a `gcm` element in `google:mobile:data` (none, or one in
+    /// another namespace), each answered with a `bad-request` stanza error (also counted in
+    /// [`Counters::stanza_errors`]).
+    pub messages_without_gcm: u64,
     /// Downstream ids still pending when their connection ended.
     pub never_answered: u64,
     /// Upstream messages sent (redeliveries included).
     pub upstream_sent: u64,
     /// Upstream messages acked by the client.
     pub upstream_acked: u64,
-    /// Upstream messages and receipts sent again after an earlier connection ended before
-    /// the client acked them.
+    /// Upstream messages (not receipts: [`Counters::receipts_redelivered`]) sent again after
+    /// an earlier connection ended before the client acked them.
     pub redelivered: u64,
+    /// Delivery receipts sent again after an earlier connection ended before the client
+    /// acked them.
+    pub receipts_redelivered: u64,
     /// Delivery receipts sent (redeliveries included).
     pub receipts_sent: u64,
     /// Delivery receipts acked by the client.
     pub receipts_acked: u64,
-    /// Client acks of ids the server never sent (or that were acked already), answered
-    /// with a `BAD_ACK` nack.
+    /// Client acks of ids the server never sent (or that were acked already, or whose `to`
+    /// is not the device that sent the message while [`EmulatorConfig::strict_acks`] is
+    /// on), answered with a `BAD_ACK` nack.
+    ///
+    /// [`EmulatorConfig::strict_acks`]: crate::EmulatorConfig::strict_acks
     pub bad_acks: u64,
     /// Downstream messages that arrived while the window was full.
     pub window_violations: u64,
@@ -87,10 +99,12 @@ impl Counters {
             *self.nacked.entry(code.clone()).or_default() += n;
         }
         self.stanza_errors += o.stanza_errors;
+        self.messages_without_gcm += o.messages_without_gcm;
         self.never_answered += o.never_answered;
         self.upstream_sent += o.upstream_sent;
         self.upstream_acked += o.upstream_acked;
         self.redelivered += o.redelivered;
+        self.receipts_redelivered += o.receipts_redelivered;
         self.receipts_sent += o.receipts_sent;
         self.receipts_acked += o.receipts_acked;
         self.bad_acks += o.bad_acks;
@@ -230,12 +244,39 @@ pub enum Answer {
 #[serde(default)]
 #[non_exhaustive]
 pub struct IdRecord {
+    /// The `to` of the latest copy received (`None` without one: a `condition` message, or
+    /// a payload that was not valid).
+    pub to: Option<String>,
     /// Times received, over all connections.
     pub received: u32,
     /// Times answered, over all connections.
     pub answers: u32,
     /// The latest answer; `None` if none was ever given.
     pub answer: Option<Answer>,
+}
+
+/// What the ledger knows about one upstream message or delivery receipt the emulator sent
+/// (recorded when `track_ids` is on).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct UpstreamRecord {
+    /// Its `message_id` (a receipt's has the `dr2:` prefix).
+    pub message_id: String,
+    /// Its `from`: the device token, or `gcm.googleapis.com` for a receipt.
+    pub from: String,
+    /// Whether it is a delivery receipt.
+    pub receipt: bool,
+    /// Times sent, over all connections (redeliveries included).
+    pub sent: u32,
+    /// Of those, times sent again after a connection ended before the client acked it.
+    pub redelivered: u32,
+    /// The connections it was sent on, in order.
+    pub sent_on: Vec<u64>,
+    /// Times the client acked it (more than 1 never happens: a second ack is a `BAD_ACK`).
+    pub acks: u32,
+    /// The connection whose client acked it; `None` while not acked.
+    pub acked_on: Option<u64>,
 }
 
 /// A snapshot of everything the emulator counted. Get one from
@@ -259,6 +300,10 @@ pub struct Ledger {
     pub connections: Vec<ConnectionLedger>,
     /// Every downstream `message_id` received (empty when `track_ids` is off), sorted.
     pub ids: BTreeMap<String, IdRecord>,
+    /// Every upstream message and receipt sent, in the order first sent (empty when
+    /// `track_ids` is off). Device-chosen ids may repeat across devices: a record is one
+    /// `(from, message_id)`.
+    pub upstream: Vec<UpstreamRecord>,
 }
 
 impl Ledger {
@@ -277,6 +322,22 @@ impl Ledger {
     /// received).
     pub fn answered(&self, message_id: &str) -> Option<Answer> {
         self.ids.get(message_id).and_then(|r| r.answer.clone())
+    }
+
+    /// The record of the upstream message or receipt with this `message_id` (the first one
+    /// sent, should devices have chosen the same id).
+    pub fn upstream_record(&self, message_id: &str) -> Option<&UpstreamRecord> {
+        self.upstream.iter().find(|r| r.message_id == message_id)
+    }
+
+    /// The `message_id`s of upstream messages and receipts sent and never acked, in the
+    /// order first sent. Empty means every one was acked in the end.
+    pub fn unacked_upstream(&self) -> Vec<String> {
+        self.upstream
+            .iter()
+            .filter(|r| r.acked_on.is_none())
+            .map(|r| r.message_id.clone())
+            .collect()
     }
 
     /// The connection with this number.
@@ -307,6 +368,9 @@ pub(crate) struct LiveLedger {
     track_ids: bool,
     connections: Vec<ConnectionLedger>,
     ids: HashMap<String, IdRecord>,
+    upstream: Vec<UpstreamRecord>,
+    /// Index into `upstream` by `(from, message_id)`.
+    upstream_index: HashMap<(String, String), usize>,
 }
 
 impl LiveLedger {
@@ -343,18 +407,20 @@ impl LiveLedger {
         &mut self.connections[index]
     }
 
-    /// A downstream message with this id arrived on connection `conn`.
-    pub(crate) fn received(&mut self, conn: u64, id: &str) {
+    /// A downstream message with this id (and this `to`) arrived on connection `conn`.
+    pub(crate) fn received(&mut self, conn: u64, id: &str, to: Option<&str>) {
         let seen = if self.track_ids {
             match self.ids.get_mut(id) {
                 Some(r) => {
                     r.received = r.received.saturating_add(1);
+                    r.to = to.map(str::to_owned);
                     true
                 }
                 None => {
                     self.ids.insert(
                         id.to_owned(),
                         IdRecord {
+                            to: to.map(str::to_owned),
                             received: 1,
                             ..IdRecord::default()
                         },
@@ -374,10 +440,72 @@ impl LiveLedger {
         }
     }
 
-    /// A downstream id arrived again while still pending on connection `conn`.
-    pub(crate) fn duplicate_pending(&mut self, conn: u64, id: &str) {
-        self.received(conn, id);
+    /// A downstream id arrived again while still pending on connection `conn` (its own
+    /// [`Self::received`] follows, when the copy's event is answered).
+    pub(crate) fn duplicate_pending(&mut self, conn: u64) {
         self.conn(conn).counters.duplicates_pending += 1;
+    }
+
+    /// An upstream message or receipt went out on connection `conn`; `deliveries_before`
+    /// is how many times it was sent before.
+    pub(crate) fn upstream_sent(
+        &mut self,
+        conn: u64,
+        from: &str,
+        id: &str,
+        receipt: bool,
+        deliveries_before: u32,
+    ) {
+        let c = &mut self.conn(conn).counters;
+        match (receipt, deliveries_before > 0) {
+            (true, again) => {
+                c.receipts_sent += 1;
+                c.receipts_redelivered += u64::from(again);
+            }
+            (false, again) => {
+                c.upstream_sent += 1;
+                c.redelivered += u64::from(again);
+            }
+        }
+        if !self.track_ids {
+            return;
+        }
+        let key = (from.to_owned(), id.to_owned());
+        let index = *self.upstream_index.entry(key).or_insert_with(|| {
+            self.upstream.push(UpstreamRecord {
+                message_id: id.to_owned(),
+                from: from.to_owned(),
+                receipt,
+                ..UpstreamRecord::default()
+            });
+            self.upstream.len() - 1
+        });
+        let r = &mut self.upstream[index];
+        r.sent = r.sent.saturating_add(1);
+        if deliveries_before > 0 {
+            r.redelivered = r.redelivered.saturating_add(1);
+        }
+        r.sent_on.push(conn);
+    }
+
+    /// The client on connection `conn` acked the upstream message or receipt
+    /// `(from, message_id)`.
+    pub(crate) fn upstream_acked(&mut self, conn: u64, from: &str, id: &str, receipt: bool) {
+        let c = &mut self.conn(conn).counters;
+        if receipt {
+            c.receipts_acked += 1;
+        } else {
+            c.upstream_acked += 1;
+        }
+        let key = (from.to_owned(), id.to_owned());
+        if let Some(r) = self
+            .upstream_index
+            .get(&key)
+            .and_then(|&i| self.upstream.get_mut(i))
+        {
+            r.acks = r.acks.saturating_add(1);
+            r.acked_on = Some(conn);
+        }
     }
 
     /// Connection `conn` answered `id` (or, for a stanza error without an id, answered a
@@ -436,6 +564,7 @@ impl LiveLedger {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            upstream: self.upstream.clone(),
         }
     }
 }
@@ -448,8 +577,8 @@ mod tests {
     fn resends_and_answers_are_counted() {
         let mut l = LiveLedger::new(true);
         let a = l.open(Some("peer".into()));
-        l.received(a, "m1");
-        l.received(a, "m2");
+        l.received(a, "m1", Some("t"));
+        l.received(a, "m2", None);
         l.answered(
             a,
             Some("m1"),
@@ -459,8 +588,9 @@ mod tests {
         );
         l.closed(a, ConnectionEnd::Eof, vec!["m2".into()]);
         let b = l.open(None);
-        l.received(b, "m2");
-        l.duplicate_pending(b, "m2");
+        l.received(b, "m2", None);
+        l.duplicate_pending(b);
+        l.received(b, "m2", None);
         l.answered(
             b,
             Some("m2"),
@@ -488,7 +618,7 @@ mod tests {
     fn json_round_trip() {
         let mut l = LiveLedger::new(true);
         let a = l.open(None);
-        l.received(a, "x");
+        l.received(a, "x", None);
         l.closed(
             a,
             ConnectionEnd::StreamError {
@@ -497,7 +627,14 @@ mod tests {
             },
             vec!["x".into()],
         );
+        l.upstream_sent(a, "dev", "u1", false, 0);
+        l.upstream_sent(a, "gcm.googleapis.com", "dr2:x", true, 1);
+        l.upstream_acked(a, "dev", "u1", false);
         let snap = l.snapshot(3);
+        assert_eq!(snap.total.redelivered, 0);
+        assert_eq!(snap.total.receipts_redelivered, 1);
+        assert_eq!(snap.unacked_upstream(), vec!["dr2:x".to_owned()]);
+        assert_eq!(snap.upstream_record("u1").unwrap().acked_on, Some(a));
         let back = Ledger::from_json(&snap.to_json_pretty()).unwrap();
         assert_eq!(back, snap);
         assert_eq!(back.unanswered_ids(), vec!["x".to_owned()]);
@@ -507,8 +644,8 @@ mod tests {
     fn untracked_ids_still_count() {
         let mut l = LiveLedger::new(false);
         let a = l.open(None);
-        l.received(a, "x");
-        l.received(a, "x");
+        l.received(a, "x", None);
+        l.received(a, "x", None);
         let snap = l.snapshot(0);
         assert_eq!(snap.total.unique_ids, 2);
         assert!(snap.ids.is_empty());

@@ -10,7 +10,31 @@
 //! `BAD_ACK`, `CONNECTION_DRAINING`), answers a payload without `message_id` with a stanza
 //! error, sends delivery receipts, delivers injected or generated upstream messages and
 //! redelivers the un-acked ones on the next connection, drains connections on demand, and
-//! injects faults from a seed. A [`Ledger`] records everything, per connection and in total.
+//! injects faults from a seed. A [`Ledger`] records everything, per connection and in total:
+//! every downstream `message_id` with its `to` and answer, every upstream message and receipt
+//! with where it was sent, redelivered and acked.
+//!
+//! # How it answers the cases the documents leave open
+//!
+//! - **A copy of a pending `message_id`** (sent again on the same connection before its
+//!   answer): answered like any other message, so the id gets one answer per copy. PROTOCOL.md
+//!   §7.1 says every downstream message gets exactly one ACK or NACK, and §9 item 13 leaves
+//!   de-duplication undocumented; a nack would need a code CCS never documented for this and
+//!   would fail the original under the same id. Counted in
+//!   [`Counters::duplicates_pending`].
+//! - **A `<message>` without `<gcm xmlns="google:mobile:data">`**: a `bad-request` stanza
+//!   error, as for a payload without `message_id` (§3.8); counted in
+//!   [`Counters::messages_without_gcm`].
+//! - **`to` of `""`**: nacked `BAD_REGISTRATION`, as CCS nacked invalid tokens (§3.5).
+//! - **An ack whose `to` is not the device that sent the message**: `BAD_ACK`, and the
+//!   message stays un-acked and is redelivered on the next connection
+//!   ([`EmulatorConfig::strict_acks`], on by default; off accepts it by `message_id`).
+//! - **Ill-formed XML** (a raw `&`): the stream error `invalid-xml`, which clients of the
+//!   real server matched on (§8), not RFC 6120's `not-well-formed`.
+//! - **`from`** is in every ack and nack (§6.1): the message's `to`, else its `condition`,
+//!   else `""`; for `BAD_ACK`, the ack's `to`.
+//! - **Payload limits**: `data` up to 4096 bytes for a token, 2048 for a topic or a condition
+//!   (§4 "Size limits"; [`MAX_DATA_BYTES`], [`MAX_TOPIC_DATA_BYTES`]).
 //!
 //! Each connection is a thin tokio loop around [`ccs_proto::server::ServerConnection`], the
 //! sans-IO server side of one stream: every protocol decision lives there; what to answer
@@ -58,10 +82,12 @@ mod shared;
 mod tls;
 
 pub use config::{
-    DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, EmulatorConfig, Faults, MAX_DATA_BYTES, TlsSource,
-    UpstreamGenerator,
+    DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, EmulatorConfig, Faults, MAX_DATA_BYTES,
+    MAX_TOPIC_DATA_BYTES, TlsSource, UpstreamGenerator,
 };
 pub use emulator::{Emulator, EmulatorHandle};
 pub use error::EmulatorError;
-pub use ledger::{Answer, ConnectionEnd, ConnectionLedger, Counters, IdRecord, Ledger};
+pub use ledger::{
+    Answer, ConnectionEnd, ConnectionLedger, Counters, IdRecord, Ledger, UpstreamRecord,
+};
 pub use tls::GENERATED_NAMES;

@@ -53,16 +53,24 @@ pub(crate) fn judge(msg: &Downstream, config: &EmulatorConfig) -> Verdict {
             ));
         }
         let size = data_size(data);
-        if size > config.max_data_bytes {
+        // PROTOCOL.md §4 "Size limits": 4096 bytes, 2048 for topic messages.
+        let to_topic = msg.condition().is_some() || to.is_some_and(|t| t.starts_with("/topics/"));
+        let (limit, kind) = if to_topic {
+            (config.max_topic_data_bytes, " for a topic message")
+        } else {
+            (config.max_data_bytes, "")
+        };
+        if size > limit {
             return invalid(format!(
                 "InvalidJson: MESSAGE_TOO_BIG : Message too big: data is {size} bytes (keys \
-                 and values), the limit is {}",
-                config.max_data_bytes
+                 and values), the limit{kind} is {limit}"
             ));
         }
     }
     if let Some(to) = to {
-        if config.bad_registrations.contains(to) {
+        // An empty token is not a token: nacked as CCS nacked invalid ones (PROTOCOL.md
+        // §3.5, 2014 form: BAD_REGISTRATION, "Invalid token on 'to' field: ...").
+        if to.is_empty() || config.bad_registrations.contains(to) {
             return Verdict::Nack {
                 code: NackCode::BadRegistration,
                 description: format!("Invalid token on 'to' field: {to}"),
@@ -120,6 +128,17 @@ pub(crate) fn judge_invalid(json: &str, error: &JsonError, has_id: bool) -> Inva
     InvalidVerdict::Nack {
         code: NackCode::InvalidJson,
         description,
+    }
+}
+
+/// The string `field` of a JSON object text, if it is one and has it.
+pub(crate) fn string_field(json: &str, field: &str) -> Option<String> {
+    match serde_json::from_str::<Value>(json) {
+        Ok(Value::Object(mut obj)) => match obj.remove(field) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

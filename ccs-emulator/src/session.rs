@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
-use ccs_proto::message::{Control, Incoming, MessageId};
+use ccs_proto::message::{AppAck, Control, Incoming};
 use ccs_proto::server::{ServerConfig, ServerConnection, ServerState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -102,7 +102,8 @@ struct Session {
     /// [`State::drain_epoch`] when accepted: a later `drain_all` drains this connection.
     drain_epoch: u64,
     downstream_seen: u64,
-    sent_up: HashMap<MessageId, SentUp>,
+    /// By the ack each expects, `(from, message_id)`.
+    sent_up: HashMap<AppAck, SentUp>,
     /// Whether this turn queued a delivery receipt.
     queued_receipt: bool,
     out: Vec<u8>,
@@ -129,6 +130,7 @@ impl Session {
         sc.max_pending = c.window.saturating_mul(10);
         sc.max_unacked_upstream = c.max_unacked_upstream;
         sc.setup_timeout = Some(c.setup_timeout);
+        sc.strict_ack_to = c.strict_acks;
         sc.close_timeout = c.close_timeout;
         // The core's seed is the first draw; every fault draws after it, from the plan.
         sc.seed = rng.next();
@@ -332,19 +334,17 @@ impl Session {
                 st.upstream.push_front(q);
                 break;
             }
-            let c = &mut st.ledger.conn(self.conn).counters;
-            if receipt {
-                c.receipts_sent += 1;
-            } else {
-                c.upstream_sent += 1;
-            }
-            if q.deliveries > 0 {
-                c.redelivered += 1;
-            }
-            if let Some(id) = q.message.message_id() {
+            if let Some(key) = q.message.ack_for() {
+                st.ledger.upstream_sent(
+                    self.conn,
+                    &key.to,
+                    key.message_id.as_str(),
+                    receipt,
+                    q.deliveries,
+                );
                 let deliveries = q.deliveries.saturating_add(1);
                 self.sent_up.insert(
-                    id.clone(),
+                    key,
                     SentUp {
                         deliveries,
                         receipt,
@@ -429,8 +429,8 @@ impl Session {
         let requeued = !unacked.is_empty();
         for message in unacked.into_iter().rev() {
             let deliveries = message
-                .message_id()
-                .and_then(|id| self.sent_up.get(id))
+                .ack_for()
+                .and_then(|key| self.sent_up.get(&key))
                 .map_or(1, |s| s.deliveries);
             st.upstream.push_front(Queued {
                 message,

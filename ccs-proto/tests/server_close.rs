@@ -180,22 +180,24 @@ fn client_stream_error_is_answered_with_the_end_tag() {
 /// Malformed input, each with the stream error condition it must draw.
 fn malformed_cases() -> Vec<(Vec<u8>, &'static str)> {
     vec![
-        (
-            b"<message><gcm></message></gcm>".to_vec(),
-            "not-well-formed",
-        ),
-        (b"<message id='a' id='b'/>".to_vec(), "not-well-formed"),
+        (b"<message><gcm></message></gcm>".to_vec(), "invalid-xml"),
+        (b"<message id='a' id='b'/>".to_vec(), "invalid-xml"),
         (
             b"<message><gcm xmlns='google:mobile:data'>a < b</gcm></message>".to_vec(),
-            "not-well-formed",
+            "invalid-xml",
         ),
-        (b"</wrong>".to_vec(), "not-well-formed"),
+        (b"</wrong>".to_vec(), "invalid-xml"),
+        // A raw `&` in the JSON (PROTOCOL.md §3.1, §8: CCS sent `invalid-xml`).
+        (
+            br#"<message><gcm xmlns='google:mobile:data'>{"a":"b & c"}</gcm></message>"#.to_vec(),
+            "invalid-xml",
+        ),
         (b"<!-- a comment -->".to_vec(), "restricted-xml"),
         (b"<!DOCTYPE x>".to_vec(), "restricted-xml"),
         (b"<?pi data?>".to_vec(), "restricted-xml"),
         (
             b"<message><body>&ent;</body></message>".to_vec(),
-            "restricted-xml",
+            "invalid-xml",
         ),
         (
             b"<message><body>\xff\xfe</body></message>".to_vec(),

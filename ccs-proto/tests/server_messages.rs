@@ -344,29 +344,6 @@ fn invalid_json_with_a_message_id_is_pending() {
 }
 
 #[test]
-fn duplicate_pending_is_counted_once() {
-    run(|h| {
-        h.handshake();
-        send_down(h, "m1");
-        let step = h.send(&downstream(&simple_downstream("m1")));
-        assert_eq!(
-            step.event(),
-            ServerEvent::DuplicatePending {
-                message_id: MessageId::new("m1").unwrap()
-            }
-        );
-        // Also when the second copy is not valid JSON.
-        let step = h.send(&gcm(None, "{\"message_id\":\"m1\",\"time_to_live\":\"x\"}"));
-        assert!(matches!(step.event(), ServerEvent::DuplicatePending { .. }));
-        assert_eq!(h.conn.pending(), 1);
-        h.cmd(|c| c.ack("m1", None)).0.unwrap();
-        assert_eq!(h.conn.pending(), 0);
-        // Once answered, the same id may come again (a resend).
-        send_down(h, "m1");
-    });
-}
-
-#[test]
 fn window_violations_are_counted_and_the_message_accepted() {
     let mut config = config();
     config.window = 2;

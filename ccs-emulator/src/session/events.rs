@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ccs_proto::message::{Incoming, MessageId, NackCode, Receipt};
 use ccs_proto::server::{ServerCloseReason, ServerEvent};
+use ccs_proto::stanza::Stanza;
 use tokio::time::Instant;
 
 use super::Session;
@@ -33,7 +34,8 @@ impl Session {
             }
             ServerEvent::Downstream { message, .. } => {
                 let id = message.message_id().clone();
-                st.ledger.received(conn, id.as_str());
+                let to = message.to().map(|t| t.as_str());
+                st.ledger.received(conn, id.as_str(), to);
                 self.downstream_seen += 1;
                 if self.schedule.draining() {
                     let verdict = Verdict::Nack {
@@ -55,9 +57,10 @@ impl Session {
                     self.start_drain(st, now);
                 }
             }
-            ServerEvent::DuplicatePending { message_id } => {
-                st.ledger.duplicate_pending(conn, message_id.as_str());
-            }
+            // A copy of a pending id is a message of its own: its Downstream or
+            // InvalidPayload event follows, and it is answered like any other (see
+            // `Counters::duplicates_pending`).
+            ServerEvent::DuplicatePending { .. } => st.ledger.duplicate_pending(conn),
             ServerEvent::WindowViolation { pending, window } => {
                 st.ledger.conn(conn).counters.window_violations += 1;
                 if self.shared.config.strict_window {
@@ -74,13 +77,14 @@ impl Session {
                 error,
             } => {
                 let verdict = policy::judge_invalid(&json, &error, message_id.is_some());
+                let to = policy::string_field(&json, "to");
                 match (message_id, verdict) {
                     (Some(id), InvalidVerdict::Nack { code, description }) => {
-                        st.ledger.received(conn, &id);
+                        st.ledger.received(conn, &id, to.as_deref());
                         self.nack(st, &id, code, description);
                     }
                     (Some(id), InvalidVerdict::StanzaError { text }) => {
-                        st.ledger.received(conn, &id);
+                        st.ledger.received(conn, &id, to.as_deref());
                         let ok = self
                             .core
                             .stanza_error(&id, STANZA_ERROR_CONDITION, Some(&text))
@@ -113,15 +117,28 @@ impl Session {
                 }
             }
             ServerEvent::AppAck(ack) => {
-                if let Some(sent) = self.sent_up.remove(&ack.message_id) {
-                    let c = &mut st.ledger.conn(conn).counters;
-                    if sent.receipt {
-                        c.receipts_acked += 1;
-                    } else {
-                        c.upstream_acked += 1;
+                // Strict acks name the message's own key; a lenient one may name another
+                // `to` (the core accepted it because its id named one message).
+                let key = if self.sent_up.contains_key(&ack) {
+                    Some(ack)
+                } else {
+                    let mut same_id = self
+                        .sent_up
+                        .keys()
+                        .filter(|k| k.message_id == ack.message_id);
+                    match (same_id.next(), same_id.next()) {
+                        (Some(k), None) => Some(k.clone()),
+                        _ => None,
                     }
+                };
+                if let Some(key) = key
+                    && let Some(sent) = self.sent_up.remove(&key)
+                {
+                    st.ledger
+                        .upstream_acked(conn, &key.to, key.message_id.as_str(), sent.receipt);
                 }
             }
+            ServerEvent::UnexpectedStanza(stanza) => self.on_unexpected(st, *stanza),
             ServerEvent::UnknownAck(ack) => {
                 let text = format!(
                     "Invalid ack: no unacked message with message_id {}",
@@ -136,8 +153,34 @@ impl Session {
                     self.end = Some(end_of(reason));
                 }
             }
-            // Authenticated, UnexpectedStanza, Pong: nothing to decide.
+            // Authenticated, Pong: nothing to decide.
             other => tracing::trace!(conn, ?other, "event"),
+        }
+    }
+
+    /// A `<message>` without `<gcm xmlns="google:mobile:data">` (none, or one in another
+    /// namespace) gets a `bad-request` stanza error, as a payload without `message_id` does
+    /// (PROTOCOL.md §3.8: CCS answered what it could not take at all with a stanza error).
+    /// A client's own `type="error"` stanza is never answered (RFC 6120 §8.3.1); anything
+    /// else that is not a message is ignored.
+    fn on_unexpected(&mut self, st: &mut State, stanza: Stanza) {
+        let Stanza::Message(m) = stanza else {
+            return;
+        };
+        if m.kind.as_deref() == Some("error") || m.gcm.is_some() {
+            return;
+        }
+        let text = "InvalidJson: JSON_PARSING_ERROR : Missing Required Field: gcm element in \
+                    namespace google:mobile:data";
+        let ok = self
+            .core
+            .send_stanza_error_raw(m.id.as_deref(), None, STANZA_ERROR_CONDITION, Some(text))
+            .is_ok();
+        if ok {
+            let c = &mut st.ledger.conn(self.conn).counters;
+            c.messages_without_gcm += 1;
+            st.ledger
+                .answered(self.conn, None, stanza_answer(text.to_owned()));
         }
     }
 

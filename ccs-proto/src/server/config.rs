@@ -47,6 +47,16 @@ pub struct ServerConfig {
     pub close_timeout: Duration,
     /// Limits of the XML framer (stanza size, depth, header size).
     pub framer: FramerConfig,
+    /// Whether a client ack must name the device that sent the message: an ack counts only
+    /// when its `to` is the `from` of the upstream message (or receipt) with its
+    /// `message_id` (PROTOCOL.md §3.3: "`to` = registration ID that sent the upstream
+    /// message", D14R Table 9). Otherwise it is reported as [`ServerEvent::UnknownAck`] (the
+    /// owner answers `BAD_ACK`) and the message stays unacked, to be redelivered on the next
+    /// connection. `false` (lenient): an ack whose `message_id` names exactly one unacked
+    /// message is accepted whatever its `to`. Default `true`.
+    ///
+    /// [`ServerEvent::UnknownAck`]: super::ServerEvent::UnknownAck
+    pub strict_ack_to: bool,
     /// Seed of the generator for stream ids (16 upper-case hex digits) and bind resources.
     /// Give each connection its own seed (for example a connection counter) to get distinct
     /// ids. Default 0.
@@ -73,6 +83,7 @@ impl ServerConfig {
             setup_timeout: None,
             close_timeout: Duration::from_secs(5),
             framer: FramerConfig::default(),
+            strict_ack_to: true,
             seed: 0,
         }
     }

@@ -46,7 +46,7 @@ pub enum ServerCloseReason {
     /// The bytes ended (TCP/TLS EOF) before the stream was closed.
     Eof,
     /// The client's bytes were not an acceptable XMPP stream; the server sent the matching
-    /// stream error (`not-well-formed`, `restricted-xml`, `policy-violation`, ...).
+    /// stream error (`invalid-xml`, `restricted-xml`, `policy-violation`, ...).
     ProtocolError(XmlError),
     /// The client sent a `<stream:error>`.
     ClientStreamError(StreamError),
@@ -97,9 +97,12 @@ pub enum ServerEvent {
         /// The `id` attribute of its `<message>` stanza, as received.
         stanza_id: Option<String>,
     },
-    /// A message arrived with a `message_id` that is already pending. It is not accepted a
-    /// second time (still one pending slot, still one answer) and nothing else is reported
-    /// for it.
+    /// A message arrived with a `message_id` that is already pending. It is a message of its
+    /// own (PROTOCOL.md §7.1: every downstream message gets exactly one ACK or NACK): it
+    /// takes a pending slot of its own, and its [`ServerEvent::Downstream`] or
+    /// [`ServerEvent::InvalidPayload`] follows this event. Answer it like any message; the
+    /// answers to the copies go out under the one `message_id`, each naming the first
+    /// copy's `to` as `from`, and the id stays pending until every copy is answered.
     DuplicatePending {
         /// The id.
         message_id: MessageId,

@@ -241,8 +241,13 @@ impl ServerConnection {
         json: String,
     ) {
         self.stats.downstream_received += 1;
-        let to = message.to().map(|t| t.as_str().to_owned());
-        if !self.admit(message.message_id(), to, stanza_id.clone(), json) {
+        let from = message
+            .to()
+            .map(|t| t.as_str())
+            .or(message.condition())
+            .unwrap_or_default()
+            .to_owned();
+        if !self.admit(message.message_id(), from, stanza_id.clone(), json) {
             return;
         }
         self.events.push_back(ServerEvent::Downstream {
@@ -253,9 +258,9 @@ impl ServerConnection {
 
     pub(super) fn on_invalid(&mut self, stanza_id: Option<String>, json: String, error: JsonError) {
         self.stats.invalid_payloads += 1;
-        let (message_id, to) = probe_invalid(&json);
+        let (message_id, from) = probe_invalid(&json);
         if let Some(id) = &message_id {
-            if !self.admit(id, to, stanza_id.clone(), json.clone()) {
+            if !self.admit(id, from, stanza_id.clone(), json.clone()) {
                 return;
             }
         } else if let Some(sid) = stanza_id.as_deref().filter(|s| !s.is_empty()) {
@@ -273,22 +278,18 @@ impl ServerConnection {
         });
     }
 
-    /// Makes a message pending. Returns whether the caller should report it: `false` for a
-    /// duplicate (reported here) and when the connection was closed for `max_pending`.
+    /// Makes a message pending, or adds a copy to the pending message with its id (reported
+    /// here as [`ServerEvent::DuplicatePending`], before the copy's own event). Returns
+    /// whether the caller should report it: `false` when the connection was closed for
+    /// `max_pending`.
     pub(super) fn admit(
         &mut self,
         id: &MessageId,
-        to: Option<String>,
+        from: String,
         stanza_id: Option<String>,
         json: String,
     ) -> bool {
-        if self.pending.contains_key(id) {
-            self.events.push_back(ServerEvent::DuplicatePending {
-                message_id: id.clone(),
-            });
-            return false;
-        }
-        let pending = self.pending.len();
+        let pending = self.owed;
         if pending >= self.config.max_pending {
             self.fail(
                 "policy-violation",
@@ -303,11 +304,23 @@ impl ServerConnection {
                 window: self.config.window,
             });
         }
+        self.owed += 1;
+        if let Some(p) = self.pending.get_mut(id) {
+            // PROTOCOL.md §7.1: every downstream message gets an answer, a copy too. The
+            // answers go out under the one `message_id`; the first copy's `from`, stanza id
+            // and JSON are kept for all of them.
+            p.copies = p.copies.saturating_add(1);
+            self.events.push_back(ServerEvent::DuplicatePending {
+                message_id: id.clone(),
+            });
+            return true;
+        }
         self.pending_seq += 1;
         self.pending.insert(
             id.clone(),
             Pending {
-                to,
+                from,
+                copies: 1,
                 stanza_id,
                 json,
                 seq: self.pending_seq,
@@ -318,13 +331,29 @@ impl ServerConnection {
 
     pub(super) fn on_app_ack(&mut self, ack: AppAck) {
         self.stats.app_acks_received += 1;
-        match self.unacked_by_id.remove(&ack) {
+        let key = if self.config.strict_ack_to || self.unacked_by_id.contains_key(&ack) {
+            Some(ack.clone())
+        } else {
+            self.lenient_key(&ack)
+        };
+        match key.and_then(|k| self.unacked_by_id.remove(&k)) {
             Some(seq) => {
                 self.unacked.remove(&seq);
                 self.events.push_back(ServerEvent::AppAck(ack));
             }
             None => self.events.push_back(ServerEvent::UnknownAck(ack)),
         }
+    }
+
+    /// Lenient mode ([`super::ServerConfig::strict_ack_to`] off): the key of the one unacked
+    /// message with the ack's `message_id`, whatever its `from`; `None` if none or several.
+    fn lenient_key(&self, ack: &AppAck) -> Option<AppAck> {
+        let mut found = self
+            .unacked_by_id
+            .keys()
+            .filter(|k| k.message_id == ack.message_id);
+        let key = found.next()?;
+        found.next().is_none().then(|| key.clone())
     }
 
     pub(super) fn unexpected(&mut self, stanza: Stanza) {
@@ -348,11 +377,12 @@ impl ServerConnection {
     }
 }
 
-/// The `message_id` and `to` of a payload that is not a valid app-server message, if it is a
-/// JSON object with those as strings.
-fn probe_invalid(json: &str) -> (Option<MessageId>, Option<String>) {
+/// The `message_id` of a payload that is not a valid app-server message, if it is a JSON
+/// object with a string one, and the `from` its answer names: its `to`, else its
+/// `condition`, else `""`.
+fn probe_invalid(json: &str) -> (Option<MessageId>, String) {
     let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(json) else {
-        return (None, None);
+        return (None, String::new());
     };
     let id = obj
         .get("message_id")
@@ -365,20 +395,33 @@ fn probe_invalid(json: &str) -> (Option<MessageId>, Option<String>) {
             )
             .ok()
         });
-    let to = obj.get("to").and_then(Value::as_str).map(str::to_owned);
-    (id, to)
+    let from = ["to", "condition"]
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(Value::as_str))
+        .unwrap_or_default()
+        .to_owned();
+    (id, from)
 }
 
-/// The stream error condition for an XML problem (RFC 6120 §4.9.3).
+/// The stream error condition for an XML problem (RFC 6120 §4.9.3), as CCS sent it.
+///
+/// Ill-formed XML (a raw `&` or an undefined entity, a bad character reference, a broken
+/// tag) draws `invalid-xml`, not RFC 6120's `not-well-formed`: PROTOCOL.md §8 and §3.1, the
+/// clients of the real server (FCMS, BAU `isXMLStreamError`) match exactly
+/// `<stream:error><invalid-xml xmlns="urn:ietf:params:xml:ns:xmpp-streams"/></stream:error>`,
+/// "FCM Server is failed to parse the XML payload". Well-formed XML that XMPP forbids (DTD,
+/// comment, processing instruction) keeps `restricted-xml`.
 fn stream_error_condition(kind: &XmlErrorKind) -> &'static str {
     match kind {
         XmlErrorKind::StanzaTooLarge { .. }
         | XmlErrorKind::HeaderTooLarge { .. }
         | XmlErrorKind::TooDeep { .. } => "policy-violation",
-        XmlErrorKind::Dtd
-        | XmlErrorKind::Comment
-        | XmlErrorKind::ProcessingInstruction
-        | XmlErrorKind::UndefinedEntity { .. } => "restricted-xml",
+        XmlErrorKind::Dtd | XmlErrorKind::Comment | XmlErrorKind::ProcessingInstruction => {
+            "restricted-xml"
+        }
+        XmlErrorKind::UndefinedEntity { .. }
+        | XmlErrorKind::InvalidCharRef { .. }
+        | XmlErrorKind::Malformed { .. } => "invalid-xml",
         XmlErrorKind::InvalidUtf8 | XmlErrorKind::TextOutsideStanza => "bad-format",
         XmlErrorKind::NotAStreamHeader { found } => {
             let local = found.rsplit(':').next().unwrap_or(found);
@@ -388,9 +431,7 @@ fn stream_error_condition(kind: &XmlErrorKind) -> &'static str {
                 "not-well-formed"
             }
         }
-        XmlErrorKind::InvalidCharRef { .. }
-        | XmlErrorKind::DataAfterEnd
-        | XmlErrorKind::Malformed { .. } => "not-well-formed",
+        XmlErrorKind::DataAfterEnd => "not-well-formed",
     }
 }
 
@@ -409,14 +450,14 @@ mod tests {
             (XmlErrorKind::Dtd, "restricted-xml"),
             (
                 XmlErrorKind::UndefinedEntity { name: "x".into() },
-                "restricted-xml",
+                "invalid-xml",
             ),
             (XmlErrorKind::InvalidUtf8, "bad-format"),
             (
                 XmlErrorKind::Malformed {
                     detail: String::new(),
                 },
-                "not-well-formed",
+                "invalid-xml",
             ),
             (
                 XmlErrorKind::NotAStreamHeader {
@@ -438,9 +479,12 @@ mod tests {
 
     #[test]
     fn probe_finds_string_ids_only() {
-        let (id, to) = probe_invalid(r#"{"message_id":"m1","to":"t","time_to_live":"x"}"#);
+        let (id, from) = probe_invalid(r#"{"message_id":"m1","to":"t","time_to_live":"x"}"#);
         assert_eq!(id.map(MessageId::into_string).as_deref(), Some("m1"));
-        assert_eq!(to.as_deref(), Some("t"));
+        assert_eq!(from, "t");
+        let (_, from) = probe_invalid(r#"{"message_id":"m1","condition":"'a' in topics","x":1}"#);
+        assert_eq!(from, "'a' in topics");
+        assert_eq!(probe_invalid(r#"{"message_id":"m1"}"#).1, "");
         assert_eq!(probe_invalid(r#"{"message_id":1}"#).0, None);
         assert_eq!(probe_invalid("not json").0, None);
         assert_eq!(probe_invalid(r#"["message_id"]"#).0, None);

@@ -11,7 +11,10 @@
 //! It decides nothing about the messages themselves: each downstream message is reported as
 //! a [`ServerEvent`] and stays *pending* until the owner answers it with exactly one
 //! [`ServerConnection::ack`], [`ServerConnection::nack`] or
-//! [`ServerConnection::stanza_error`]. Upstream messages and receipts the owner sends stay
+//! [`ServerConnection::stanza_error`]. A copy that arrives with the `message_id` of a
+//! pending message is a message of its own and is owed its own answer (PROTOCOL.md §7.1:
+//! every downstream message gets exactly one ACK or NACK): see
+//! [`ServerEvent::DuplicatePending`]. Every ack and nack names a `from` (§6.1). Upstream messages and receipts the owner sends stay
 //! *unacked* until the client acks them ([`ServerConnection::unacked_upstream`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -125,6 +128,8 @@ pub struct ServerConnection {
     jid: Option<String>,
     /// Pending downstream messages by `message_id`.
     pending: HashMap<MessageId, Pending>,
+    /// Answers owed: every pending message with its copies.
+    owed: usize,
     pending_seq: u64,
     window_violations: u64,
     /// Invalid payloads without a `message_id` but with a stanza id, newest last, so that
@@ -144,11 +149,15 @@ pub struct ServerConnection {
     stats: ServerStats,
 }
 
-/// A downstream message waiting for its answer.
+/// A downstream message waiting for its answer (with the copies that arrived under its id
+/// while it was pending).
 #[derive(Debug)]
 struct Pending {
-    /// The message's `to` (an ack or nack names it as `from`).
-    to: Option<String>,
+    /// What an ack or nack names as `from`: the message's `to`, else its `condition`, else
+    /// `""` (PROTOCOL.md §6.1: `from` is in both; the doc examples always show it).
+    from: String,
+    /// Answers owed under this id: 1, plus one per copy that arrived while it was pending.
+    copies: u32,
     /// The `id` attribute of its stanza.
     stanza_id: Option<String>,
     /// The JSON text as received (a stanza error echoes it).
@@ -185,6 +194,7 @@ impl ServerConnection {
             authenticated: false,
             jid: None,
             pending: HashMap::new(),
+            owed: 0,
             pending_seq: 0,
             window_violations: 0,
             recent_invalid: VecDeque::new(),
@@ -212,9 +222,9 @@ impl ServerConnection {
     }
 
     /// Downstream messages received and not yet answered (with an invalid payload that had a
-    /// `message_id`).
+    /// `message_id`), copies under a pending id included: the answers owed.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.owed
     }
 
     /// Whether a message with this id is pending.
@@ -222,7 +232,7 @@ impl ServerConnection {
         self.pending.contains_key(message_id)
     }
 
-    /// The ids of the pending messages, in arrival order.
+    /// The ids of the pending messages, in arrival order (an id with pending copies once).
     pub fn pending_ids(&self) -> Vec<&MessageId> {
         let mut ids: Vec<(&MessageId, u64)> =
             self.pending.iter().map(|(id, p)| (id, p.seq)).collect();
@@ -353,36 +363,26 @@ impl ServerConnection {
 
     /// Acks a pending downstream message: `{"message_type":"ack","from":<its to>,
     /// "message_id":..[,"registration_id":<canonical_registration_id>]}`, stanza without
-    /// `type`. The message is no longer pending.
+    /// `type`. The message is no longer pending (or one copy fewer is owed an answer).
     pub fn ack(
         &mut self,
         message_id: &str,
         canonical_registration_id: Option<&str>,
     ) -> Result<(), ServerError> {
         self.ready()?;
-        self.pending_entry(message_id)?;
-        let (id, pending) = self
-            .pending
-            .remove_entry(message_id)
-            .expect("pending_entry just found it");
-        let mut ack = Ack::new(id);
-        ack.from = pending.to;
+        let (id, pending) = self.pending_entry(message_id)?;
+        let mut ack = Ack::new(id.clone());
+        ack.from = Some(pending.from.clone());
         ack.registration_id = canonical_registration_id.map(str::to_owned);
-        if let Err(e) = self.write_gcm(None, &ack) {
-            let pending = Pending {
-                to: ack.from,
-                ..pending
-            };
-            self.pending.insert(ack.message_id, pending);
-            return Err(e);
-        }
+        self.write_gcm(None, &ack)?;
+        self.answered_one(message_id);
         self.stats.acks_sent += 1;
         Ok(())
     }
 
     /// Nacks a pending downstream message: `{"message_type":"nack","from":<its to>,
     /// "message_id":..,"error":<code>[,"error_description":..]}`, stanza without `type`.
-    /// The message is no longer pending.
+    /// The message is no longer pending (or one copy fewer is owed an answer).
     pub fn nack(
         &mut self,
         message_id: &str,
@@ -392,16 +392,17 @@ impl ServerConnection {
         self.ready()?;
         let (id, pending) = self.pending_entry(message_id)?;
         let mut nack = Nack::new(id.clone(), code);
-        nack.from = pending.to.clone();
+        nack.from = Some(pending.from.clone());
         nack.error_description = description.map(str::to_owned);
         self.write_gcm(None, &nack)?;
-        self.pending.remove(message_id);
+        self.answered_one(message_id);
         self.stats.nacks_sent += 1;
         Ok(())
     }
 
     /// Nacks a client ack with `BAD_ACK` (as CCS answered a malformed ack; the nack's
-    /// `message_id` is the ack's). Touches neither pending nor unacked messages.
+    /// `message_id` is the ack's, its `from` the ack's `to`, PROTOCOL.md §6.1). Touches
+    /// neither pending nor unacked messages.
     pub fn nack_bad_ack(
         &mut self,
         ack: &AppAck,
@@ -409,6 +410,7 @@ impl ServerConnection {
     ) -> Result<(), ServerError> {
         self.ready()?;
         let mut nack = Nack::new(ack.message_id.clone(), NackCode::BadAck);
+        nack.from = Some(ack.to.clone());
         nack.error_description = description.map(str::to_owned);
         self.write_gcm(None, &nack)?;
         self.stats.nacks_sent += 1;
@@ -423,7 +425,7 @@ impl ServerConnection {
     /// `id` is looked up as a pending `message_id` first, then as the stanza id of a pending
     /// message, then as the stanza id of one of the last 32 invalid payloads that had no
     /// `message_id` (as CCS answered a missing `message_id`). A pending message is then no
-    /// longer pending.
+    /// longer pending (or one copy fewer is owed an answer).
     pub fn stanza_error(
         &mut self,
         id: &str,
@@ -464,12 +466,8 @@ impl ServerConnection {
         };
         self.write_stanza_error(stanza_id.as_deref(), Some(&json), condition, text);
         match found {
-            Found::Pending(None) => {
-                self.pending.remove(id);
-            }
-            Found::Pending(Some(mid)) => {
-                self.pending.remove(&mid);
-            }
+            Found::Pending(None) => self.answered_one(id),
+            Found::Pending(Some(mid)) => self.answered_one(mid.as_str()),
             Found::Invalid(i) => {
                 self.recent_invalid.remove(i);
             }

@@ -36,6 +36,19 @@ impl ServerConnection {
             })
     }
 
+    /// One answer to the pending message `message_id` went out: one copy fewer is owed; the
+    /// entry goes when none is.
+    pub(super) fn answered_one(&mut self, message_id: &str) {
+        let Some(p) = self.pending.get_mut(message_id) else {
+            return;
+        };
+        p.copies = p.copies.saturating_sub(1);
+        if p.copies == 0 {
+            self.pending.remove(message_id);
+        }
+        self.owed = self.owed.saturating_sub(1);
+    }
+
     pub(super) fn check_unacked(&self, key: &AppAck) -> Result<(), ServerError> {
         let limit = self.config.max_unacked_upstream;
         if self.unacked.len() >= limit && !self.unacked_by_id.contains_key(key) {
