@@ -218,6 +218,11 @@ impl Source {
         meta.is_file().then_some(meta.len())
     }
 
+    /// Whether the lines are typed on a terminal.
+    fn is_terminal(&self) -> bool {
+        matches!(self, Source::Stdin) && std::io::IsTerminal::is_terminal(&std::io::stdin())
+    }
+
     /// Reads lines on a thread of its own into a bounded channel: the thread waits while
     /// [`READ_AHEAD`] lines are unread, so memory does not grow with the input. A plain
     /// thread, not `spawn_blocking`: a read of a terminal or of a pipe that stays open cannot
@@ -320,7 +325,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, String> {
         out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
         dirty: false,
         all_acked: true,
-        progress: Progress::new(source.size()),
+        progress: Progress::new(source.size(), source.is_terminal()),
     };
     let mut input = source.spawn_reader()?;
     let mut interrupted = interrupt();

@@ -29,9 +29,10 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    /// `size`: the input's size in bytes, when it is a regular file.
-    pub(super) fn new(size: Option<u64>) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
+    /// `size`: the input's size in bytes, when it is a regular file. `typed`: whether the
+    /// input is typed on a terminal (no bar then: it would draw over the typing).
+    pub(super) fn new(size: Option<u64>, typed: bool) -> Self {
+        let bar = (std::io::stderr().is_terminal() && !typed).then(|| {
             let template = match size {
                 Some(_) => "{spinner} {elapsed_precise} [{bar:24}] {percent:>3}% {wide_msg}",
                 None => "{spinner} {elapsed_precise} {wide_msg}",
