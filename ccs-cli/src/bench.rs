@@ -212,29 +212,17 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
             );
         }
     } else {
-        for r in &runs {
-            println!("runtime               {}", r.runtime.name());
-            println!("sent                  {}", args.count);
-            println!("acked                 {}", r.acked);
-            println!("nacked                {}", r.nacked);
-            println!("other outcomes        {}", r.other);
-            println!("elapsed               {:.3} s", r.elapsed.as_secs_f64());
-            println!("messages per second   {:.0}", rate(r));
-            if let Some(c) = ceiling {
-                println!(
-                    "ceiling (bare TLS)    {c:.0} ({:.0} % reached)",
-                    100.0 * rate(r) / c
-                );
-            }
-            match cpu_us(r) {
-                Some(c) => println!("client CPU per msg    {c:.2} µs"),
-                None => println!("client CPU per msg    (unknown)"),
-            }
-            println!();
+        print!("{}", table(&runs, args.count, ceiling));
+        match ceiling {
+            Some(c) => println!(
+                "ceiling: {c:.0} msgs/s (a bare TLS pipe, one connection, window {})",
+                args.window
+            ),
+            None => println!("ceiling: not measured (--ceiling)"),
         }
         match rss {
-            Some(r) => println!("client peak RSS       {r} KiB (the whole process, every run)"),
-            None => println!("client peak RSS       (unknown)"),
+            Some(r) => println!("client peak RSS: {r} KiB (the whole process, every run)"),
+            None => println!("client peak RSS: (unknown)"),
         }
     }
     Ok(if runs.iter().all(|r| r.acked == args.count) {
@@ -242,6 +230,50 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The table of the runs: one row per adapter.
+fn table(runs: &[RunFigures], count: usize, ceiling: Option<f64>) -> String {
+    use std::fmt::Write;
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "{:<10} {:>9} {:>9} {:>7} {:>7} {:>10} {:>10} {:>12} {:>11}",
+        "runtime",
+        "sent",
+        "acked",
+        "nacked",
+        "other",
+        "elapsed s",
+        "msgs/s",
+        "% of ceiling",
+        "CPU µs/msg"
+    );
+    for r in runs {
+        let rate = count as f64 / r.elapsed.as_secs_f64();
+        let of_ceiling = match ceiling {
+            Some(c) => format!("{:.0} %", 100.0 * rate / c),
+            None => "-".to_owned(),
+        };
+        let cpu = match r.cpu {
+            Some(c) => format!("{:.2}", c.as_secs_f64() * 1e6 / count as f64),
+            None => "?".to_owned(),
+        };
+        let _ = writeln!(
+            t,
+            "{:<10} {:>9} {:>9} {:>7} {:>7} {:>10.3} {:>10.0} {:>12} {:>11}",
+            r.runtime.name(),
+            count,
+            r.acked,
+            r.nacked,
+            r.other,
+            r.elapsed.as_secs_f64(),
+            rate,
+            of_ceiling,
+            cpu
+        );
+    }
+    t
 }
 
 /// Sends `count` messages through one adapter, keeping the queue full, and counts outcomes.

@@ -1,6 +1,10 @@
-//! `ccs send`: downstream messages as JSON lines in, one outcome per input line out.
+//! `ccs send`: downstream messages as JSON lines in, one outcome per input line out, as a
+//! stream: lines are read as room in the client's queue allows, and each outcome is printed
+//! as soon as it is known, so memory is bounded by the queue and the windows, not the input.
 
-use std::io::{BufRead, Write};
+mod progress;
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,26 +14,47 @@ use ccs_proto::client::{Outcome, SendErrorKind};
 use ccs_proto::message::Downstream;
 use clap::Args;
 use serde_json::{Map, Value, json};
+use tokio::task::JoinSet;
 
+use self::progress::Progress;
 use crate::common::ConnArgs;
 
 /// Flags of `ccs send`.
 #[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
 pub(crate) struct SendArgs {
     #[command(flatten)]
     conn: ConnArgs,
     /// The file of JSON lines (one downstream message per line); standard input if absent.
     file: Option<PathBuf>,
-    /// Print each outcome as a JSON object: {"line","id","result","code","canonical_id",...}.
+    /// Print each outcome as a JSON object:
+    /// {"line","id","result","code","canonical_id","error"}.
     #[arg(long)]
     json: bool,
-    /// Seconds to wait for the answers still missing at the end.
+    /// Seconds to wait, once the input has ended, for the answers still missing; the
+    /// messages still unanswered then are reported as unsent.
     #[arg(long, default_value_t = 30)]
     close_timeout: u64,
     /// The adapter that carries the client's IO.
     #[arg(long, value_enum, default_value = "tokio")]
     runtime: Runtime,
 }
+
+const AFTER_HELP: &str = "\
+Streaming: lines are read as room in the client's queue allows (a pipe that stays open, such \
+as `tail -f queue.jsonl | ccs send`, works), and each outcome is printed as soon as it is \
+known, in completion order, not input order: every outcome carries its input line number \
+(`line N:`, or the \"line\" field with --json). Memory is bounded by the queue and the \
+windows (at most max(1000, 4 x window x connections) messages are queued), not by the \
+input's length. Blank lines are skipped (their numbers are kept); a line \
+that is not a downstream message is reported as invalid. At the end of the input (or at \
+Ctrl-C) the answers still missing are awaited up to --close-timeout, the rest reported as \
+unsent. On a terminal, a progress bar is drawn on standard error for runs longer than a \
+second; nothing is drawn when standard error is not a terminal.
+
+Results: acked, nacked, rejected, failed, expired, unsent, invalid. Exit status: 0 when every \
+message was acked, 1 otherwise, 2 when the command could not run (or reading the input \
+failed).";
 
 /// One input line's fate.
 #[derive(Debug)]
@@ -159,80 +184,277 @@ fn parse_line(
         .map_err(|e| (id, format!("not a downstream message: {e}")))
 }
 
-/// Sends every line and prints the outcomes in input order.
-pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, String> {
-    let lines: Vec<String> = match &args.file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-            .lines()
-            .map(str::to_owned)
-            .collect(),
-        None => std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("cannot read standard input: {e}"))?,
+/// Lines read ahead of the queue: the reader thread waits while this many are unread.
+const READ_AHEAD: usize = 256;
+
+/// What the reader thread hands over.
+enum Input {
+    /// Line `number` (from 1), its bytes with the newline.
+    Line { number: usize, text: Vec<u8> },
+    /// Reading failed: the input ends here.
+    Failed(String),
+}
+
+/// Where the lines come from.
+enum Source {
+    Stdin,
+    File(std::fs::File),
+}
+
+impl Source {
+    /// The input's size in bytes when it is a regular file (for the progress bar).
+    fn size(&self) -> Option<u64> {
+        let meta = match self {
+            Source::File(f) => f.metadata().ok()?,
+            #[cfg(unix)]
+            Source::Stdin => {
+                use std::os::fd::AsFd;
+                let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+                std::fs::File::from(fd).metadata().ok()?
+            }
+            #[cfg(not(unix))]
+            Source::Stdin => return None,
+        };
+        meta.is_file().then_some(meta.len())
+    }
+
+    /// Whether the lines are typed on a terminal.
+    fn is_terminal(&self) -> bool {
+        matches!(self, Source::Stdin) && std::io::IsTerminal::is_terminal(&std::io::stdin())
+    }
+
+    /// Reads lines on a thread of its own into a bounded channel: the thread waits while
+    /// [`READ_AHEAD`] lines are unread, so memory does not grow with the input. A plain
+    /// thread, not `spawn_blocking`: a read of a terminal or of a pipe that stays open cannot
+    /// be cancelled, and the runtime's shutdown would wait for it; the process exit ends it.
+    fn spawn_reader(self) -> Result<tokio::sync::mpsc::Receiver<Input>, String> {
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        std::thread::Builder::new()
+            .name("ccs-send-input".into())
+            .spawn(move || match self {
+                Source::Stdin => read_lines(std::io::stdin().lock(), &tx, "standard input"),
+                Source::File(f) => read_lines(BufReader::new(f), &tx, "the input file"),
+            })
+            .map_err(|e| format!("cannot start the input thread: {e}"))?;
+        Ok(rx)
+    }
+}
+
+fn read_lines(mut input: impl BufRead, tx: &tokio::sync::mpsc::Sender<Input>, what: &str) {
+    let mut number = 0;
+    loop {
+        let mut text = Vec::new();
+        let item = match input.read_until(b'\n', &mut text) {
+            Ok(0) => return,
+            Ok(_) => {
+                number += 1;
+                Input::Line { number, text }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => Input::Failed(format!("cannot read {what} after line {number}: {e}")),
+        };
+        let failed = matches!(item, Input::Failed(_));
+        if tx.blocking_send(item).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Standard output (buffered, flushed whenever the loop is about to wait) and the progress.
+struct Output {
+    json: bool,
+    out: BufWriter<std::io::Stdout>,
+    dirty: bool,
+    all_acked: bool,
+    progress: Progress,
+}
+
+impl Output {
+    /// Prints one outcome; `queued`: whether its message had gone into the queue.
+    fn line(&mut self, line: Line, queued: bool) -> Result<(), String> {
+        let acked = line.result == "acked";
+        self.all_acked &= acked;
+        self.progress.outcome(acked, queued);
+        line.print(self.json, &mut self.out)
+            .map_err(|e| format!("cannot write the outcomes: {e}"))?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        self.progress.update();
+        if std::mem::take(&mut self.dirty) {
+            let out = &mut self.out;
+            self.progress
+                .around(|| out.flush())
+                .map_err(|e| format!("cannot write the outcomes: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The line for a message the client gave back instead of an outcome.
+fn refused_line(number: usize, id: String, e: &ccs_net::SendError) -> Line {
+    let mut line = Line::invalid(number, Some(id), e.to_string());
+    line.result = match e.kind {
+        SendErrorKind::DuplicateId => "invalid",
+        _ => "unsent",
     };
-    let config = args.conn.config()?;
+    line
+}
+
+/// Sends the lines as they are read, as fast as the client's queue takes them, and prints
+/// each outcome as soon as it is known (completion order, each with its line number).
+pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, String> {
+    let source = match &args.file {
+        Some(path) => Source::File(
+            std::fs::File::open(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        ),
+        None => Source::Stdin,
+    };
+    let mut config = args.conn.config()?;
+    // The reader is always ready with the next line: a queue of a few windows keeps the
+    // connections busy, and a deeper one would only hold more memory (and leave more
+    // messages unsent when the input ends while the server is slow).
+    config.client.max_queue = send_queue(args.conn.window, args.conn.connections);
     let client = args.runtime.connect(config).await?;
     let prefix = format!("ccs-send-{}-{}", std::process::id(), unix_millis());
-    let mut tasks = Vec::new();
-    for (i, text) in lines.iter().enumerate() {
-        let number = i + 1;
-        if text.trim().is_empty() {
-            continue;
+    let mut output = Output {
+        json: args.json,
+        out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+        dirty: false,
+        all_acked: true,
+        progress: Progress::new(source.size(), source.is_terminal()),
+    };
+    let mut input = source.spawn_reader()?;
+    let mut interrupted = interrupt();
+    // Each queued message's outcome, awaited on a task of its own: at most the queue and
+    // the windows of the connections are in flight, whatever the input's length.
+    let mut in_flight: JoinSet<Line> = JoinSet::new();
+    // A parsed message that waits for room in the queue (no line is read meanwhile).
+    let mut waiting: Option<(usize, String, Downstream)> = None;
+    let mut reading = true;
+    let mut closing = None;
+    let mut problem = None;
+    loop {
+        if !reading && waiting.is_none() && closing.is_none() {
+            // The input ended: the client sends what it holds and waits for the answers
+            // still missing until the deadline; what stays unanswered comes out as unsent.
+            output.progress.closing();
+            let client = client.clone();
+            let deadline = Duration::from_secs(args.close_timeout);
+            closing = Some(tokio::spawn(async move { client.close(deadline).await }));
         }
-        match parse_line(text, number, &prefix) {
-            Err((id, error)) => tasks.push(Task::Done(Line::invalid(number, id, error))),
-            Ok(message) => {
-                let id = message.message_id().as_str().to_owned();
-                let client = client.clone();
-                tasks.push(Task::Sending(
-                    number,
-                    id,
-                    tokio::spawn(async move { client.send(message).await }),
-                ));
-            }
-        }
-    }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut all_acked = true;
-    for task in tasks {
-        let line = match task {
-            Task::Done(line) => line,
-            Task::Sending(number, id, handle) => match handle.await {
-                Ok(Ok(outcome)) => Line::from_outcome(number, id, outcome),
-                Ok(Err(e)) => {
-                    let mut l = Line::invalid(number, Some(id), e.to_string());
-                    l.result = match e.kind {
-                        SendErrorKind::DuplicateId => "invalid",
-                        _ => "unsent",
-                    };
-                    l
+        output.flush()?;
+        tokio::select! {
+            biased;
+            Some(done) = in_flight.join_next() => {
+                let mut done = Some(done);
+                while let Some(joined) = done {
+                    let line = joined.map_err(|e| format!("internal error: {e}"))?;
+                    output.line(line, true)?;
+                    done = in_flight.try_join_next();
                 }
-                Err(e) => Line::invalid(number, Some(id), format!("internal error: {e}")),
+            }
+            place = client.reserve(), if waiting.is_some() => {
+                let Some((number, id, message)) = waiting.take() else { continue };
+                let Some(place) = place else {
+                    let mut line = Line::invalid(number, Some(id), "the client stopped".into());
+                    line.result = "unsent";
+                    output.line(line, false)?;
+                    problem = Some(format!("the client stopped before the input ended (at line {number})"));
+                    reading = false;
+                    continue;
+                };
+                match place.send(message, false) {
+                    Ok(pending) => {
+                        output.progress.queued();
+                        in_flight.spawn(async move {
+                            match pending.await {
+                                Ok(outcome) => Line::from_outcome(number, id, outcome),
+                                Err(e) => refused_line(number, id, &e),
+                            }
+                        });
+                    }
+                    Err(e) => output.line(refused_line(number, id, &e), false)?,
+                }
+            }
+            item = input.recv(), if reading && waiting.is_none() => match item {
+                None => reading = false,
+                Some(Input::Failed(e)) => {
+                    problem = Some(e);
+                    reading = false;
+                }
+                Some(Input::Line { number, text }) => {
+                    output.progress.read(text.len());
+                    let Ok(text) = std::str::from_utf8(&text) else {
+                        output.line(Line::invalid(number, None, "not valid UTF-8".into()), false)?;
+                        continue;
+                    };
+                    if text.trim().is_empty() {
+                        continue;
+                    }
+                    match parse_line(text, number, &prefix) {
+                        Err((id, error)) => output.line(Line::invalid(number, id, error), false)?,
+                        Ok(message) => {
+                            let id = message.message_id().as_str().to_owned();
+                            waiting = Some((number, id, message));
+                        }
+                    }
+                }
             },
-        };
-        all_acked &= line.result == "acked";
-        line.print(args.json, &mut out).map_err(|e| e.to_string())?;
+            _ = &mut interrupted, if reading => {
+                eprintln!(
+                    "ccs send: interrupted: no more input is read; waiting up to {} s for the \
+                     answers still missing (interrupt again to quit at once)",
+                    args.close_timeout
+                );
+                reading = false;
+            }
+            else => break,
+        }
     }
-    drop(out);
-    client.close(Duration::from_secs(args.close_timeout)).await;
-    Ok(if all_acked {
+    if let Some(closing) = closing {
+        let _report = closing.await;
+    }
+    output.flush()?;
+    output.progress.finish();
+    if let Some(problem) = problem {
+        return Err(problem);
+    }
+    Ok(if output.all_acked {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
 }
 
-enum Task {
-    Done(Line),
-    Sending(
-        usize,
-        String,
-        tokio::task::JoinHandle<Result<Outcome, ccs_net::SendError>>,
-    ),
+/// The queue limit of `ccs send`: four windows of every connection, at least 1000 messages
+/// (as `ccs bench`).
+fn send_queue(window: usize, connections: usize) -> usize {
+    window
+        .saturating_mul(connections)
+        .saturating_mul(4)
+        .max(1000)
+}
+
+/// Resolves at the first Ctrl-C; the second one ends the process at once.
+fn interrupt() -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No handler: the default (the process ends) stays in force. Keep the sender,
+            // so the interrupt branch never fires.
+            std::future::pending::<()>().await;
+        }
+        let _ = tx.send(());
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("ccs send: interrupted twice: quitting; outcomes not printed are lost");
+            std::process::exit(130);
+        }
+    });
+    rx
 }
 
 fn unix_millis() -> u128 {

@@ -213,3 +213,34 @@ fn an_unreachable_server_is_retried_until_the_connect_timeout_then_reported() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "clap refuses a zero timeout");
 }
+
+#[test]
+fn bench_prints_one_table_row_per_adapter_with_the_ceiling_ratio() {
+    let out = Command::new(BIN)
+        .args(["bench", "--count", "1000", "--runtime", "all", "--ceiling"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header[0], "runtime");
+    let header = header.join(" ");
+    for column in ["msgs/s", "% of ceiling", "CPU µs/msg"] {
+        assert!(header.contains(column), "{header}");
+    }
+    for runtime in ["tokio", "smol", "async-std", "blocking"] {
+        let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(row[0], runtime, "{text}");
+        assert_eq!(row[1..5], ["1000", "1000", "0", "0"], "{text}");
+        assert!(row[6].parse::<f64>().unwrap() > 0.0, "msgs/s: {text}");
+        assert!(row[7].parse::<f64>().unwrap() > 0.0, "% of ceiling: {text}");
+        assert_eq!(row[8], "%");
+        assert!(row[9].parse::<f64>().unwrap() >= 0.0, "CPU: {text}");
+    }
+    assert!(lines.next().unwrap().starts_with("ceiling: "), "{text}");
+}
