@@ -1,17 +1,88 @@
 //! `ccs emulate`: run the emulator until SIGTERM or Ctrl-C, then write its ledger.
+//!
+//! While it runs:
+//!
+//! - SIGUSR1 writes the ledger to `--ledger PATH` now (through a temporary file renamed into
+//!   place, so a reader never sees half a ledger) and says so on stderr.
+//! - With `--control stdin`, each line of stdin is one command, a JSON object with one key,
+//!   answered by exactly one JSON line on stdout (after the startup lines), in order. Every
+//!   answer carries `"line"`, the number of the input line (from 1; blank lines count and get
+//!   no answer). A bad line gets `{"error": "...", "line": N}`; the emulator keeps going.
+//!   - `{"upstream": {"from": TOKEN, "data": {...}, "message_id": ID, "category": CAT}}`:
+//!     queue an upstream message as if device TOKEN had sent it. Only `from` is required;
+//!     `data` defaults to `{}`, `category` to the emulator's (`com.example.app`),
+//!     `message_id` to a fresh `ctl-up-N` (N counts from 1 in this run).
+//!     Answer `{"ok": "upstream", "message_id": ID}`. It goes to the next bound connection
+//!     with room, or waits in the queue while no client is connected, and is redelivered
+//!     until a client acks it.
+//!   - `{"drain": true}`: send `CONNECTION_DRAINING` on every open connection. Answer
+//!     `{"ok": "drain", "connections": N}` (the live connections).
+//!   - `{"ledger": "/path.json"}`: write the ledger there now; answer
+//!     `{"ok": "ledger", "path": "/path.json"}`. `{"ledger": null}`: answer
+//!     `{"ok": "ledger", "ledger": {...}}`, the ledger itself on that one line.
+//!   - `{"pause_reading": true}` / `{"resume_reading": true}`: stop / resume reading from
+//!     every connection (a server that stalls). Answer `{"ok": "pause_reading"}` /
+//!     `{"ok": "resume_reading"}`.
+//!
+//!   End of stdin ends the control channel, not the emulator. Stdin is read only with
+//!   `--control stdin`, so a background run with stdin on /dev/null is unaffected.
 
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ccs_emulator::{Emulator, EmulatorConfig, UpstreamGenerator};
+use ccs_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Ledger, UpstreamGenerator};
+use ccs_proto::message::{MessageId, Upstream};
 use clap::Args;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
 
 use crate::common::CredArgs;
 
+/// The end of `ccs emulate --help`: what it does while it runs, and the control protocol.
+/// (Not `long_about`: the subcommand's doc comment in main.rs sets that, after these
+/// attributes.)
+const RUNNING_HELP: &str = r#"While it runs:
+
+SIGUSR1 writes the ledger to --ledger PATH now (and says so on stderr).
+
+Upstream messages, generated (--upstream-rate) or injected (--control), wait in a queue
+while no client is connected, and go to the next client that binds; the emulator redelivers
+each one until a client acks it. Generated ones stop being added at 100000 queued.
+
+--control stdin: each line of stdin is one command, a JSON object with one key, answered by
+exactly one JSON line on stdout (after the startup lines), in order. Each answer carries
+"line", the input line's number (blank lines count and get no answer). A bad line gets
+{"error": "...", "line": N} and the emulator keeps going. End of stdin ends the
+control channel, not the emulator. Without --control, stdin is never read.
+
+  {"upstream": {"from": "device-1", "data": {"k": "v"}}}
+      Queue an upstream message from device token "device-1". Optional: "message_id"
+      (default: a fresh ctl-up-N), "category" (default: com.example.app); "data"
+      defaults to {}. Answer {"ok": "upstream", "message_id": ID, "line": N}.
+  {"drain": true}
+      Send CONNECTION_DRAINING on every open connection.
+      Answer {"ok": "drain", "connections": LIVE, "line": N}.
+  {"ledger": "/path.json"}
+      Write the ledger there now. Answer {"ok": "ledger", "path": PATH, "line": N}.
+  {"ledger": null}
+      Answer {"ok": "ledger", "ledger": {...}, "line": N}: the ledger on that line.
+  {"pause_reading": true}   {"resume_reading": true}
+      Stop / resume reading from every connection (a server that stalls).
+      Answer {"ok": "pause_reading", ...} / {"ok": "resume_reading", ...}."#;
+
+/// Where `ccs emulate` takes control commands from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ControlSource {
+    /// JSON lines on stdin, answers as JSON lines on stdout.
+    Stdin,
+}
+
 /// Flags of `ccs emulate`.
 #[derive(Debug, Args)]
+#[command(after_long_help = RUNNING_HELP)]
 pub(crate) struct EmulateArgs {
     /// Address to listen on (port 0: any free port, reported at start).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -26,9 +97,13 @@ pub(crate) struct EmulateArgs {
     /// {"listening":"127.0.0.1:PORT","cert":"PATH"}.
     #[arg(long)]
     json: bool,
-    /// Write the ledger (JSON) here on SIGTERM or Ctrl-C.
+    /// Write the ledger (JSON) here on SIGTERM or Ctrl-C, and on SIGUSR1 while running.
     #[arg(long)]
     ledger: Option<PathBuf>,
+    /// Take commands (inject upstream, drain, ledger, pause/resume reading) as JSON lines
+    /// from here, answering each with a JSON line on stdout (protocol: see --help).
+    #[arg(long, value_enum)]
+    control: Option<ControlSource>,
     /// Pending downstream messages allowed per connection before a violation is counted.
     #[arg(long, default_value_t = 100)]
     window: usize,
@@ -41,7 +116,9 @@ pub(crate) struct EmulateArgs {
     /// Send CONNECTION_DRAINING on a connection after this many downstream messages.
     #[arg(long)]
     drain_after: Option<u64>,
-    /// Generate upstream messages at this rate (per second), from device `emulated-device`.
+    /// Generate upstream messages at this rate (per second), from device `emulated-device`,
+    /// ids `gen-N`. While no client is connected they queue (up to 100000) and go to the next
+    /// client that connects.
     #[arg(long)]
     upstream_rate: Option<f64>,
     /// Answer messages to TOKEN with canonical id CANONICAL (TOKEN=CANONICAL). Repeatable.
@@ -101,7 +178,8 @@ fn parse_range_ms(s: &str) -> Result<(Duration, Duration), String> {
     Ok((a, b))
 }
 
-/// Runs the emulator until a signal, then writes the ledger.
+/// Runs the emulator until a signal, then writes the ledger. SIGUSR1 and control commands
+/// are handled meanwhile.
 pub(crate) async fn run(args: EmulateArgs) -> Result<ExitCode, String> {
     let (sender, key) = args.creds.load()?;
     let mut config = EmulatorConfig::new(sender, key);
@@ -125,6 +203,8 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<ExitCode, String> {
     config.faults.missing_ack_probability = args.missing_ack_probability;
     config.faults.tiny_writes = args.tiny_writes;
 
+    // Before the startup line: a signal sent as soon as it is printed must not be lost.
+    let mut signals = Signals::listen()?;
     let handle = Emulator::start(config)
         .await
         .map_err(|e| format!("cannot start the emulator: {e}"))?;
@@ -144,12 +224,33 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<ExitCode, String> {
         println!("listening on {addr}");
         println!("certificate: {}", cert.display());
     }
-    wait_for_signal().await;
+    let mut control = match args.control {
+        Some(ControlSource::Stdin) => Some(read_stdin_lines()?),
+        None => None,
+    };
+    let mut session = ControlSession::default();
+    loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                SignalEvent::Stop => break,
+                SignalEvent::WriteLedger => write_ledger_on_signal(&handle, args.ledger.as_deref()),
+            },
+            line = next_line(&mut control) => match line {
+                Some(line) => {
+                    if let Some(answer) = session.answer(&handle, line) {
+                        print_line(&answer);
+                    }
+                }
+                None => {
+                    tracing::info!("end of stdin: no more control commands");
+                    control = None;
+                }
+            },
+        }
+    }
     let ledger = handle.shutdown().await;
     if let Some(path) = &args.ledger {
-        ledger
-            .write_json(path)
-            .map_err(|e| format!("cannot write the ledger to {}: {e}", path.display()))?;
+        write_ledger(&ledger, path)?;
     }
     let t = &ledger.total;
     eprintln!(
@@ -164,24 +265,273 @@ pub(crate) async fn run(args: EmulateArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+/// Writes the ledger to a temporary file next to `path`, then renames it into place, so that
+/// a reader (of a ledger written on SIGUSR1, say) never sees half of one.
+fn write_ledger(ledger: &Ledger, path: &Path) -> Result<(), String> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    ledger
+        .write_json(&tmp)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot write the ledger to {}: {e}", path.display())
+        })
+}
+
+fn write_ledger_on_signal(handle: &EmulatorHandle, path: Option<&Path>) {
+    match path {
+        Some(path) => match write_ledger(&handle.ledger(), path) {
+            Ok(()) => eprintln!(
+                "ccs emulate: ledger written to {} (SIGUSR1)",
+                path.display()
+            ),
+            Err(e) => eprintln!("ccs emulate: {e} (SIGUSR1)"),
+        },
+        None => eprintln!("ccs emulate: SIGUSR1 ignored: no --ledger PATH to write to"),
+    }
+}
+
+/// One JSON line on stdout. A closed stdout (the controller went away) is not an error of
+/// the emulator's: the answer is dropped.
+fn print_line(value: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}").and_then(|()| out.flush());
+}
+
+/// A line of stdin: its text, or why it has none (not UTF-8, a read error).
+type InputLine = Result<String, String>;
+
+/// Reads stdin on a thread of its own (the runtime has no async stdin here), line by line,
+/// into a small channel: a controller that writes faster than commands are handled blocks.
+fn read_stdin_lines() -> Result<mpsc::Receiver<InputLine>, String> {
+    let (tx, rx) = mpsc::channel(16);
+    std::thread::Builder::new()
+        .name("ccs-emulate-stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                let line = match stdin.read_until(b'\n', &mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {
+                        if buf.last() == Some(&b'\n') {
+                            buf.pop();
+                        }
+                        if buf.last() == Some(&b'\r') {
+                            buf.pop();
+                        }
+                        String::from_utf8(std::mem::take(&mut buf))
+                            .map_err(|_| "the line is not UTF-8".to_owned())
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(format!("cannot read stdin: {e}")));
+                        return;
+                    }
+                };
+                if tx.blocking_send(line).is_err() {
+                    return;
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        })
+        .map_err(|e| format!("cannot start the thread that reads stdin: {e}"))?;
+    Ok(rx)
+}
+
+/// The next control line; `None` at the end of stdin; never, without a control channel.
+async fn next_line(control: &mut Option<mpsc::Receiver<InputLine>>) -> Option<InputLine> {
+    match control {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The state of the control channel: line numbers and generated message ids.
+#[derive(Debug, Default)]
+struct ControlSession {
+    /// Lines read so far.
+    lines: u64,
+    /// `ctl-up-N` ids handed out so far.
+    upstream_ids: u64,
+}
+
+impl ControlSession {
+    /// Runs one input line and returns its answer, tagged with the line number; `None` for a
+    /// blank line.
+    fn answer(&mut self, handle: &EmulatorHandle, line: InputLine) -> Option<Value> {
+        self.lines += 1;
+        let result = match line {
+            Ok(text) if text.trim().is_empty() => return None,
+            Ok(text) => self.run(handle, &text),
+            Err(e) => Err(e),
+        };
+        let mut answer = match result {
+            Ok(Value::Object(ok)) => ok,
+            Ok(other) => Map::from_iter([("ok".to_owned(), other)]),
+            Err(e) => Map::from_iter([("error".to_owned(), Value::String(e))]),
+        };
+        answer.insert("line".to_owned(), self.lines.into());
+        Some(Value::Object(answer))
+    }
+
+    /// Parses and runs one command; `Ok` holds the answer object (without `line`).
+    fn run(&mut self, handle: &EmulatorHandle, text: &str) -> Result<Value, String> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| format!("the line is not JSON: {e}"))?;
+        let Value::Object(command) = value else {
+            return Err(format!("a command is a JSON object; {COMMANDS}"));
+        };
+        if command.len() != 1 {
+            return Err(format!(
+                "a command is an object with exactly one key; {COMMANDS}"
+            ));
+        }
+        let Some((name, arg)) = command.into_iter().next() else {
+            return Err(format!("a command is an object with one key; {COMMANDS}"));
+        };
+        match name.as_str() {
+            "upstream" => {
+                let id = self.inject(handle, arg)?;
+                Ok(json!({"ok": "upstream", "message_id": id}))
             }
+            "drain" => {
+                expect_true(&name, &arg)?;
+                handle.drain_all();
+                Ok(json!({"ok": "drain", "connections": handle.live_connections()}))
+            }
+            "ledger" => match arg {
+                Value::Null => Ok(json!({"ok": "ledger", "ledger": handle.ledger()})),
+                Value::String(path) if !path.is_empty() => {
+                    write_ledger(&handle.ledger(), Path::new(&path))?;
+                    Ok(json!({"ok": "ledger", "path": path}))
+                }
+                _ => Err("\"ledger\" takes a file path, or null for the ledger on stdout".into()),
+            },
+            "pause_reading" => {
+                expect_true(&name, &arg)?;
+                handle.pause_reading();
+                Ok(json!({"ok": "pause_reading"}))
+            }
+            "resume_reading" => {
+                expect_true(&name, &arg)?;
+                handle.resume_reading();
+                Ok(json!({"ok": "resume_reading"}))
+            }
+            other => Err(format!("unknown command `{other}`; {COMMANDS}")),
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Queues the upstream message `arg` describes and returns its `message_id`.
+    fn inject(&mut self, handle: &EmulatorHandle, arg: Value) -> Result<String, String> {
+        const USAGE: &str = "\"upstream\" takes {\"from\": TOKEN, \"data\": {...}, \"message_id\": ID, \"category\": CATEGORY} (only \"from\" is required)";
+        let Value::Object(fields) = arg else {
+            return Err(USAGE.into());
+        };
+        let mut from = None;
+        let mut data = Map::new();
+        let mut message_id = None;
+        let mut category = None;
+        for (key, value) in fields {
+            match (key.as_str(), value) {
+                ("from", Value::String(s)) if !s.is_empty() => from = Some(s),
+                ("data", Value::Object(m)) => data = m,
+                ("message_id", Value::String(s)) => message_id = Some(s),
+                ("category", Value::String(s)) if !s.is_empty() => category = Some(s),
+                ("from" | "data" | "message_id" | "category", _) => {
+                    return Err(format!("bad \"{key}\": {USAGE}"));
+                }
+                _ => return Err(format!("unknown field \"{key}\": {USAGE}")),
+            }
+        }
+        let from = from.ok_or_else(|| format!("missing \"from\": {USAGE}"))?;
+        let message_id = match message_id {
+            Some(id) => MessageId::new(id).map_err(|e| format!("bad \"message_id\": {e}"))?,
+            None => {
+                self.upstream_ids += 1;
+                MessageId::new(format!("ctl-up-{}", self.upstream_ids))
+                    .expect("a short ASCII id is a valid message id")
+            }
+        };
+        let id = message_id.to_string();
+        handle.inject_upstream(Upstream {
+            from,
+            category: Some(category.unwrap_or_else(|| handle.config().category.clone())),
+            message_id,
+            data,
+            time_to_live: None,
+            extra: Map::new(),
+        });
+        Ok(id)
+    }
+}
+
+/// The commands, for error messages.
+const COMMANDS: &str = "one of {\"upstream\": {...}}, {\"drain\": true}, {\"ledger\": PATH or null}, {\"pause_reading\": true}, {\"resume_reading\": true}";
+
+fn expect_true(name: &str, arg: &Value) -> Result<(), String> {
+    if *arg == Value::Bool(true) {
+        Ok(())
+    } else {
+        Err(format!("\"{name}\" takes true: {{\"{name}\": true}}"))
+    }
+}
+
+/// A signal the main loop acts on.
+enum SignalEvent {
+    /// SIGTERM or Ctrl-C: shut down.
+    Stop,
+    /// SIGUSR1: write the ledger now.
+    WriteLedger,
+}
+
+/// The signals `ccs emulate` listens for, installed once (so none sent after the startup
+/// line is lost, and SIGUSR1 never takes the default action of ending the process).
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> Result<Self, String> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let install = |kind: SignalKind, name: &str| {
+                signal(kind).map_err(|e| format!("cannot listen for {name}: {e}"))
+            };
+            Ok(Self {
+                term: install(SignalKind::terminate(), "SIGTERM")?,
+                interrupt: install(SignalKind::interrupt(), "SIGINT")?,
+                usr1: install(SignalKind::user_defined1(), "SIGUSR1")?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
+        }
+    }
+
+    /// The next signal. Cancel-safe.
+    async fn next(&mut self) -> SignalEvent {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => SignalEvent::Stop,
+                _ = self.interrupt.recv() => SignalEvent::Stop,
+                _ = self.usr1.recv() => SignalEvent::WriteLedger,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            SignalEvent::Stop
+        }
     }
 }
