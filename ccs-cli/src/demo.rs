@@ -12,7 +12,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ccs_emulator::{Answer, DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, Emulator, EmulatorConfig, Ledger};
+use ccs_emulator::{
+    Answer, DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, Emulator, EmulatorConfig, Ledger,
+};
 use ccs_proto::credentials::{SenderId, ServerKey};
 use ccs_proto::message::MessageId;
 use clap::Args;
@@ -56,6 +58,9 @@ pub(crate) struct DemoArgs {
     /// Print the summary as one JSON object (and no progress).
     #[arg(long)]
     json: bool,
+    /// Write the emulator's final ledger (JSON) here, to see what the server saw.
+    #[arg(long, value_name = "PATH")]
+    ledger: Option<std::path::PathBuf>,
 }
 
 /// Runs the demo.
@@ -71,7 +76,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, String> {
     config.upstream_after_bind = Duration::ZERO;
     config.faults.drop_probability = args.fault_rate;
     let emu = Emulator::start(config).await.map_err(|e| e.to_string())?;
-    let client = args.runtime.connect(emu.client_config().manual_acks()).await?;
+    let client = args
+        .runtime
+        .connect(emu.client_config().manual_acks())
+        .await?;
     let upstream = client.upstream().ok_or("the upstream stream was taken")?;
     let stats = Arc::new(EchoStats::default());
     let server = tokio::spawn(echo::serve(client.clone(), upstream, Arc::clone(&stats)));
@@ -79,21 +87,28 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, String> {
 
     // The fleet: devices send upstream messages, at most `in_flight` un-acked at once.
     let start = Instant::now();
-    let stop_at = args.duration.map(|d| start + Duration::from_secs_f64(d.max(0.0)));
+    let stop_at = args
+        .duration
+        .map(|d| start + Duration::from_secs_f64(d.max(0.0)));
     let mut sent: Vec<MessageId> = Vec::new();
     let mut drains = 0u64;
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
     while (sent.len() as u64) < args.count && stop_at.is_none_or(|t| Instant::now() < t) {
         // Acked copies, redelivered ones included: at worst a few more in the air.
         let done = EchoStats::get(&stats.acked_messages);
-        let room = args.in_flight.saturating_sub((sent.len() as u64).saturating_sub(done));
+        let room = args
+            .in_flight
+            .saturating_sub((sent.len() as u64).saturating_sub(done));
         let batch = room.min(args.count - sent.len() as u64);
         for _ in 0..batch {
             let n = sent.len() as u64;
             let mut data = Map::new();
             data.insert("seq".into(), json!(n.to_string()));
             sent.push(emu.inject_upstream_data(format!("device-{}", n % args.devices), data));
-            if args.drain_every.is_some_and(|every| every > 0 && (n + 1) % every == 0) {
+            if args
+                .drain_every
+                .is_some_and(|every| every > 0 && (n + 1).is_multiple_of(every))
+            {
                 emu.drain_all();
                 drains += 1;
             }
@@ -122,6 +137,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, String> {
     let report = client.close(Duration::from_secs(5)).await;
     let _ = server.await;
     let ledger = emu.shutdown().await;
+    if let Some(path) = &args.ledger {
+        ledger
+            .write_json(path)
+            .map_err(|e| format!("cannot write the ledger to {}: {e}", path.display()))?;
+    }
 
     let check = Check::new(&ledger, n, &echo_ids, settled, &report);
     let get = EchoStats::get;
@@ -215,7 +235,9 @@ impl Check {
             ));
         }
         if echoes_distinct != n {
-            problems.push(format!("{echoes_distinct} distinct echoes for {n} messages"));
+            problems.push(format!(
+                "{echoes_distinct} distinct echoes for {n} messages"
+            ));
         }
         if echoes_acked != n {
             problems.push(format!("{echoes_acked} echoes acked of {n}"));

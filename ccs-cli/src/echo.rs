@@ -171,9 +171,7 @@ pub(crate) async fn run(args: EchoArgs) -> Result<ExitCode, String> {
     let server = tokio::spawn(serve(client.clone(), upstream, Arc::clone(&stats)));
     crate::common::interrupted().await?;
     eprintln!("ccs echo: closing");
-    let report = client
-        .close(Duration::from_secs(args.close_timeout))
-        .await;
+    let report = client.close(Duration::from_secs(args.close_timeout)).await;
     let _ = server.await;
     let get = EchoStats::get;
     eprintln!(

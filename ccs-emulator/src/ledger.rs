@@ -508,6 +508,13 @@ impl LiveLedger {
         }
     }
 
+    /// Whether `id` was acked before (known only with `track_ids`).
+    pub(crate) fn was_acked(&self, id: &str) -> bool {
+        self.ids
+            .get(id)
+            .is_some_and(|r| matches!(r.answer, Some(Answer::Acked { .. })))
+    }
+
     /// Connection `conn` answered `id` (or, for a stanza error without an id, answered a
     /// message that had none).
     pub(crate) fn answered(&mut self, conn: u64, id: Option<&str>, answer: Answer) {

@@ -68,6 +68,37 @@ async fn every_copy_of_a_pending_id_is_answered() {
 }
 
 #[tokio::test]
+async fn copies_of_one_message_get_one_delivery_receipt() {
+    within(async {
+        let mut config = EmulatorConfig::default();
+        config.upstream_after_bind = std::time::Duration::ZERO;
+        let emu = Emulator::start(config).await.unwrap();
+        let mut client = Client::connect(&emu).await;
+        let one =
+            gcm_stanza(r#"{"to":"dev","message_id":"r-dup","delivery_receipt_requested":true}"#);
+        client.send_raw(&[one.clone(), one].concat()).await;
+        for _ in 0..2 {
+            assert_eq!(raw_ack(&mut client).await.message_id.as_str(), "r-dup");
+        }
+        // A later message with a receipt: receipts go out in order, so once its receipt was
+        // sent, so was every receipt for r-dup.
+        client
+            .send_raw(&gcm_stanza(
+                r#"{"to":"dev","message_id":"r-next","delivery_receipt_requested":true}"#,
+            ))
+            .await;
+        let ledger = emu
+            .wait_until(|l| l.upstream_record("dr2:r-next").is_some())
+            .await;
+        assert_eq!(
+            ledger.total.receipts_sent, 2,
+            "one receipt for the two copies of r-dup, one for r-next"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn message_without_gcm_gets_a_stanza_error() {
     within(async {
         let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();

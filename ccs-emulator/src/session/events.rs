@@ -217,9 +217,14 @@ impl Session {
                     // Not pending any more, or the stream is closing: nothing was sent.
                     return;
                 }
+                // The device gets a message once, whatever copies of it the app server sent:
+                // one delivery receipt per message id (known with `track_ids`; without it,
+                // every acked copy gets one).
+                let first_ack = !st.ledger.was_acked(id.as_str());
                 st.ledger
                     .answered(conn, Some(id.as_str()), Answer::Acked { registration_id });
                 if let Some(device) = receipt_to
+                    && first_ack
                     && st.upstream.len() < self.shared.config.max_queued_upstream
                 {
                     let mut receipt = Receipt::sent_to_device(id, device, unix_millis());
