@@ -93,7 +93,14 @@ fn next(rx: &mpsc::Receiver<String>, what: &str) -> String {
 #[test]
 fn echo_answers_injected_upstream_and_ends_cleanly_on_sigterm() {
     let mut emu = Command::new(BIN)
-        .args(["emulate", "--json", "--sender-id", "42", "--control", "stdin"])
+        .args([
+            "emulate",
+            "--json",
+            "--sender-id",
+            "42",
+            "--control",
+            "stdin",
+        ])
         .env("CCS_API_KEY", "test-key")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -147,7 +154,10 @@ fn echo_answers_injected_upstream_and_ends_cleanly_on_sigterm() {
             break answer;
         }
     };
-    assert_eq!(ledger["ledger"]["ids"]["echo-up-device-1"]["to"], "device-1");
+    assert_eq!(
+        ledger["ledger"]["ids"]["echo-up-device-1"]["to"],
+        "device-1"
+    );
     let status = Command::new("kill")
         .args(["-TERM", &echo.id().to_string()])
         .status()
@@ -156,7 +166,8 @@ fn echo_answers_injected_upstream_and_ends_cleanly_on_sigterm() {
     assert!(echo.wait().unwrap().success());
     let rest: Vec<String> = echo_err.try_iter().collect();
     assert!(
-        rest.iter().any(|l| l.contains("2 upstream messages, 2 echoed")),
+        rest.iter()
+            .any(|l| l.contains("2 upstream messages, 2 echoed")),
         "{rest:?}"
     );
     drop(control);

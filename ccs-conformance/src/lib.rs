@@ -66,3 +66,8 @@ macro_rules! for_every_runtime {
         }
     };
 }
+
+/// The README's Rust examples, compiled (and the runnable one run) as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
