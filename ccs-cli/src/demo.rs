@@ -10,6 +10,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ccs_emulator::{
@@ -82,8 +83,12 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, String> {
         .await?;
     let upstream = client.upstream().ok_or("the upstream stream was taken")?;
     let stats = Arc::new(EchoStats::default());
+    // The first connection came up before the events were watched.
+    let links = Arc::new(Links::default());
+    links.up.store(1, Ordering::Relaxed);
+    tokio::spawn(watch(client.events(), Arc::clone(&links)));
     let server = tokio::spawn(echo::serve(client.clone(), upstream, Arc::clone(&stats)));
-    let progress = Progress::new(!args.json, args.count);
+    let progress = Progress::new(!args.json, args.count, Arc::clone(&links));
 
     // The fleet: devices send upstream messages, at most `in_flight` un-acked at once.
     let start = Instant::now();
@@ -307,16 +312,51 @@ fn print_summary(s: &serde_json::Value, check: &Check) {
     }
 }
 
+/// What the client's events say about its connections, for the progress line.
+#[derive(Debug, Default)]
+struct Links {
+    up: AtomicU64,
+    downs: AtomicU64,
+    drains: AtomicU64,
+}
+
+/// Counts connections coming up and going down, and drains, until the client closes.
+async fn watch(mut events: ccs_net::EventReceiver, links: Arc<Links>) {
+    use ccs_net::Event;
+    loop {
+        match events.recv().await {
+            Ok(Event::ConnectionUp { .. }) => {
+                links.up.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Event::ConnectionDown { .. }) => {
+                links.downs.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Event::Core(ev))
+                if matches!(
+                    *ev,
+                    ccs_proto::client::ClientEvent::ConnectionDraining { .. }
+                ) =>
+            {
+                links.drains.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) | Err(async_broadcast::RecvError::Overflowed(_)) => {}
+            Err(async_broadcast::RecvError::Closed) => break,
+        }
+    }
+}
+
 /// Live progress: a bar on a terminal, a plain line a second otherwise, nothing with
 /// `--json`.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     plain: bool,
     last: std::sync::Mutex<Instant>,
+    start: Instant,
+    links: Arc<Links>,
 }
 
 impl Progress {
-    fn new(enabled: bool, total: u64) -> Self {
+    fn new(enabled: bool, total: u64, links: Arc<Links>) -> Self {
         let terminal = std::io::stderr().is_terminal();
         let bar = (enabled && terminal).then(|| {
             let bar = indicatif::ProgressBar::new(total);
@@ -332,17 +372,25 @@ impl Progress {
             bar,
             plain: enabled && !terminal,
             last: std::sync::Mutex::new(Instant::now()),
+            start: Instant::now(),
+            links,
         }
     }
 
     fn show(&self, sent: u64, stats: &EchoStats) {
         let get = EchoStats::get;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (ups, downs) = (load(&self.links.up), load(&self.links.downs));
+        let rate = get(&stats.echoed) as f64 / self.start.elapsed().as_secs_f64().max(1e-3);
         let msg = format!(
-            "{} echoed, {} receipts, {} acks, {} left for redelivery",
+            "{} echoed down, {} receipts, {} acks, {} for redelivery, {rate:.0}/s, {} connections up, {} drains, {} connections ended",
             get(&stats.echoed),
             get(&stats.receipts),
             get(&stats.acked),
-            get(&stats.echo_deferred)
+            get(&stats.echo_deferred),
+            ups.saturating_sub(downs),
+            load(&self.links.drains),
+            downs,
         );
         if let Some(bar) = &self.bar {
             bar.set_position(sent);
