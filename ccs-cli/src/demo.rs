@@ -83,7 +83,6 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, String> {
         .await?;
     let upstream = client.upstream().ok_or("the upstream stream was taken")?;
     let stats = Arc::new(EchoStats::default());
-    // The first connection came up before the events were watched.
     let links = Arc::new(Links::default());
     links.up.store(1, Ordering::Relaxed);
     tokio::spawn(watch(client.events(), Arc::clone(&links)));
@@ -315,7 +314,9 @@ fn print_summary(s: &serde_json::Value, check: &Check) {
 /// What the client's events say about its connections, for the progress line.
 #[derive(Debug, Default)]
 struct Links {
+    /// Connections up now.
     up: AtomicU64,
+    /// Connections (and attempts) that ended.
     downs: AtomicU64,
     drains: AtomicU64,
 }
@@ -323,13 +324,21 @@ struct Links {
 /// Counts connections coming up and going down, and drains, until the client closes.
 async fn watch(mut events: ccs_net::EventReceiver, links: Arc<Links>) {
     use ccs_net::Event;
+    // Connections up: the first came up before the events were watched (its id unknown).
+    let mut up = std::collections::HashSet::new();
+    let mut first_unseen = true;
     loop {
         match events.recv().await {
-            Ok(Event::ConnectionUp { .. }) => {
-                links.up.fetch_add(1, Ordering::Relaxed);
+            Ok(Event::ConnectionUp { id, .. }) => {
+                up.insert(id);
             }
-            Ok(Event::ConnectionDown { .. }) => {
+            Ok(Event::ConnectionDown { id, .. }) => {
                 links.downs.fetch_add(1, Ordering::Relaxed);
+                if !up.remove(&id) && first_unseen && links.up.load(Ordering::Relaxed) > 0 {
+                    // Maybe the first connection; attempts that never came up look the same,
+                    // so this guess is only for the display.
+                    first_unseen = false;
+                }
             }
             Ok(Event::Core(ev))
                 if matches!(
@@ -342,6 +351,9 @@ async fn watch(mut events: ccs_net::EventReceiver, links: Arc<Links>) {
             Ok(_) | Err(async_broadcast::RecvError::Overflowed(_)) => {}
             Err(async_broadcast::RecvError::Closed) => break,
         }
+        links
+            .up
+            .store(up.len() as u64 + u64::from(first_unseen), Ordering::Relaxed);
     }
 }
 
@@ -380,7 +392,7 @@ impl Progress {
     fn show(&self, sent: u64, stats: &EchoStats) {
         let get = EchoStats::get;
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let (ups, downs) = (load(&self.links.up), load(&self.links.downs));
+        let downs = load(&self.links.downs);
         let rate = get(&stats.echoed) as f64 / self.start.elapsed().as_secs_f64().max(1e-3);
         let msg = format!(
             "{} echoed down, {} receipts, {} acks, {} for redelivery, {rate:.0}/s, {} connections up, {} drains, {} connections ended",
@@ -388,7 +400,7 @@ impl Progress {
             get(&stats.receipts),
             get(&stats.acked),
             get(&stats.echo_deferred),
-            ups.saturating_sub(downs),
+            load(&self.links.up),
             load(&self.links.drains),
             downs,
         );
