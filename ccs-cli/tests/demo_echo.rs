@@ -63,6 +63,15 @@ fn demo_holds_through_drains_and_connections_killed_mid_stanza() {
 }
 
 #[test]
+fn demo_stops_sending_at_its_duration_and_checks_what_was_sent() {
+    let (code, s) = demo(&["--count", "100000000", "--duration", "0.3"]);
+    assert_eq!(code, 0, "{s}");
+    let sent = s["upstream_sent"].as_u64().unwrap();
+    assert!(sent > 0 && sent < 100_000_000, "{s}");
+    assert_eq!(s["echoes_acked"].as_u64().unwrap(), sent, "{s}");
+}
+
+#[test]
 fn demo_refuses_a_fault_rate_out_of_range() {
     let out = Command::new(BIN)
         .args(["demo", "--fault-rate", "1.5"])

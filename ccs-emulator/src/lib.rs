@@ -66,6 +66,68 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! ```
+//!
+//! # Testing your app server
+//!
+//! Start the emulator in your test (`#[tokio::test]`; it listens on an ephemeral port of
+//! 127.0.0.1 by default), point any adapter at it with
+//! [`EmulatorHandle::client_config`] (its address, credentials and certificate, and the quick
+//! reconnects a fault test wants), inject upstream messages, and assert on the [`Ledger`].
+//! Drains ([`EmulatorHandle::drain_all`]), nacks ([`EmulatorConfig::unregistered`],
+//! [`EmulatorConfig::bad_registrations`]) and faults ([`Faults`]) make the hard cases happen
+//! on demand. In manual-ack mode a message can come again after a reconnect (the server
+//! redelivers what was not acked on a connection that ended): an app server must be
+//! idempotent per `(from, message_id)`.
+//!
+//! A manual-ack echo server and its test:
+//!
+//! ```
+//! use ccs_emulator::{Answer, Emulator, EmulatorConfig};
+//! use ccs_tokio::prelude::*;
+//! use std::time::Duration;
+//!
+//! /// The app server under test: echoes each upstream message, acks it once the echo is
+//! /// accepted (an echo not acked leaves the message for the server to redeliver).
+//! async fn echo_server(client: Client) {
+//!     let mut upstream = client.upstream().expect("taken once");
+//!     while let Some(item) = upstream.recv().await {
+//!         let (item, ack) = item.into_ack();
+//!         if let UpstreamItem::Message { message, .. } = item {
+//!             let id = format!("echo-{}", message.message_id);
+//!             let echo = Downstream::builder(message.from.clone(), id)
+//!                 .unwrap()
+//!                 .data_object(message.data.clone())
+//!                 .build();
+//!             if !client.send_priority(echo).await.is_ok_and(|o| o.is_acked()) {
+//!                 continue;
+//!             }
+//!         }
+//!         ack.ack().await.ok();
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! // #[tokio::test] async fn echoes_every_upstream_message() {
+//! let mut config = EmulatorConfig::default();
+//! config.upstream_after_bind = Duration::ZERO;
+//! let emu = Emulator::start(config).await.unwrap();
+//! let client = Client::connect(emu.client_config().manual_acks()).await.unwrap();
+//! tokio::spawn(echo_server(client.clone()));
+//!
+//! let id = emu.inject_upstream_data("device-1", Default::default());
+//! let echo = format!("echo-{id}");
+//! let ledger = emu
+//!     .wait_until(|l| {
+//!         matches!(l.answered(&echo), Some(Answer::Acked { .. })) && l.total.upstream_acked == 1
+//!     })
+//!     .await;
+//! assert_eq!(ledger.ids[&echo].to.as_deref(), Some("device-1"));
+//! assert!(ledger.unacked_upstream().is_empty());
+//! client.close(Duration::from_secs(5)).await;
+//! emu.shutdown().await;
+//! // }
+//! # });
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
