@@ -2,12 +2,12 @@
 //! drains and faults), and the echo app server against `ccs emulate --control stdin` with
 //! upstream injected, ended by SIGTERM.
 
-use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ccs");
+mod support;
+use support::{BIN, Emu, WAIT, lines_of};
 
 /// Runs `ccs demo ARGS --json`: (exit code, summary).
 fn demo(args: &[&str]) -> (i32, serde_json::Value) {
@@ -81,46 +81,15 @@ fn demo_refuses_a_fault_rate_out_of_range() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--fault-rate"));
 }
 
-/// Reads lines from a child's pipe on a thread, so that a test can wait with a timeout.
-fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 fn next(rx: &mpsc::Receiver<String>, what: &str) -> String {
-    rx.recv_timeout(Duration::from_secs(60))
+    rx.recv_timeout(WAIT)
         .unwrap_or_else(|e| panic!("no {what}: {e}"))
 }
 
 #[test]
 fn echo_answers_injected_upstream_and_ends_cleanly_on_sigterm() {
-    let mut emu = Command::new(BIN)
-        .args([
-            "emulate",
-            "--json",
-            "--sender-id",
-            "42",
-            "--control",
-            "stdin",
-        ])
-        .env("CCS_API_KEY", "test-key")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let emu_out = lines(emu.stdout.take().unwrap());
-    let first: serde_json::Value = serde_json::from_str(&next(&emu_out, "startup line")).unwrap();
-    let (addr, cert) = (
-        first["listening"].as_str().unwrap().to_owned(),
-        first["cert"].as_str().unwrap().to_owned(),
-    );
+    let mut emu = Emu::start(&[]);
+    let (addr, cert) = (emu.addr.clone(), emu.cert.clone());
     let mut echo = Command::new(BIN)
         .args(["echo", "--sender-id", "42", "--server-name", "localhost"])
         .args(["--endpoint", &addr, "--ca-file", &cert])
@@ -130,29 +99,20 @@ fn echo_answers_injected_upstream_and_ends_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let echo_err = lines(echo.stderr.take().unwrap());
+    let echo_err = lines_of(echo.stderr.take().unwrap());
     assert!(next(&echo_err, "echo's start line").contains("connected"));
-    let mut control = emu.stdin.take().unwrap();
     for device in ["device-1", "device-2"] {
-        writeln!(
-            control,
+        let answer = emu.command(&format!(
             r#"{{"upstream": {{"from": "{device}", "message_id": "up-{device}", "data": {{"k": "v"}}}}}}"#
-        )
-        .unwrap();
+        ));
+        assert_eq!(answer["ok"], "upstream", "{answer}");
     }
     // Ask for the ledger until both echoes and their receipts are acked (the control channel
     // has no "wait"; each question is answered at once, and the exchange takes milliseconds).
     let give_up = std::time::Instant::now() + Duration::from_secs(60);
     let ledger = loop {
         assert!(std::time::Instant::now() < give_up, "the echoes never came");
-        writeln!(control, r#"{{"ledger": null}}"#).unwrap();
-        let answer = loop {
-            let line = next(&emu_out, "an answer");
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            if v["ok"] == "ledger" {
-                break v;
-            }
-        };
+        let answer = emu.command(r#"{"ledger": null}"#);
         let l = &answer["ledger"];
         let acked = |id: &str| l["ids"][id]["answer"]["kind"] == "acked";
         if acked("echo-up-device-1")
@@ -179,7 +139,5 @@ fn echo_answers_injected_upstream_and_ends_cleanly_on_sigterm() {
             .any(|l| l.contains("2 upstream messages, 2 echoed")),
         "{rest:?}"
     );
-    drop(control);
-    let _ = emu.kill();
-    let _ = emu.wait();
+    emu.stop();
 }
