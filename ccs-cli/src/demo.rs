@@ -258,6 +258,23 @@ impl Check {
                 l.upstream_queued
             ));
         }
+        // Per message, from the server's records: each upstream message and each receipt
+        // acked exactly once.
+        let once = |receipt: bool| {
+            l.upstream
+                .iter()
+                .filter(|r| r.receipt == receipt && r.acks != 1)
+                .count()
+        };
+        let (messages_off, receipts_off) = (once(false), once(true));
+        if messages_off != 0 {
+            problems.push(format!(
+                "{messages_off} upstream messages not acked exactly once"
+            ));
+        }
+        if receipts_off != 0 {
+            problems.push(format!("{receipts_off} receipts not acked exactly once"));
+        }
         if l.total.bad_acks != 0 {
             problems.push(format!("{} acks the server refused", l.total.bad_acks));
         }

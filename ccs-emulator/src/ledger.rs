@@ -251,6 +251,9 @@ pub struct IdRecord {
     pub received: u32,
     /// Times answered, over all connections.
     pub answers: u32,
+    /// Times acked, over all connections (a copy can be nacked `CONNECTION_DRAINING` after
+    /// another was acked: the latest answer alone does not say whether it ever was).
+    pub acks: u32,
     /// The latest answer; `None` if none was ever given.
     pub answer: Option<Answer>,
 }
@@ -510,9 +513,7 @@ impl LiveLedger {
 
     /// Whether `id` was acked before (known only with `track_ids`).
     pub(crate) fn was_acked(&self, id: &str) -> bool {
-        self.ids
-            .get(id)
-            .is_some_and(|r| matches!(r.answer, Some(Answer::Acked { .. })))
+        self.ids.get(id).is_some_and(|r| r.acks > 0)
     }
 
     /// Connection `conn` answered `id` (or, for a stanza error without an id, answered a
@@ -533,6 +534,9 @@ impl LiveLedger {
             && let Some(r) = self.ids.get_mut(id)
         {
             r.answers = r.answers.saturating_add(1);
+            if matches!(answer, Answer::Acked { .. }) {
+                r.acks = r.acks.saturating_add(1);
+            }
             r.answer = Some(answer);
         }
     }

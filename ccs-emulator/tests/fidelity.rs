@@ -99,6 +99,46 @@ async fn copies_of_one_message_get_one_delivery_receipt() {
 }
 
 #[tokio::test]
+async fn a_copy_acked_after_a_draining_nack_draws_no_second_receipt() {
+    within(async {
+        let mut config = EmulatorConfig::default();
+        config.upstream_after_bind = std::time::Duration::ZERO;
+        let emu = Emulator::start(config).await.unwrap();
+        let copy =
+            gcm_stanza(r#"{"to":"dev","message_id":"r-dup","delivery_receipt_requested":true}"#);
+        let mut first = Client::connect(&emu).await;
+        first.send_raw(&copy).await;
+        assert_eq!(raw_ack(&mut first).await.message_id.as_str(), "r-dup");
+        // Draining: the next copy is nacked CONNECTION_DRAINING (the id's latest answer).
+        emu.drain_all();
+        emu.wait_until(|l| l.connections.first().is_some_and(|c| c.drained))
+            .await;
+        first.send_raw(&copy).await;
+        emu.wait_until(|l| l.ids["r-dup"].answers == 2).await;
+        // A third copy on a new connection is acked: the device had the message already.
+        let mut second = Client::connect(&emu).await;
+        second.send_raw(&copy).await;
+        assert_eq!(raw_ack(&mut second).await.message_id.as_str(), "r-dup");
+        second
+            .send_raw(&gcm_stanza(
+                r#"{"to":"dev","message_id":"r-next","delivery_receipt_requested":true}"#,
+            ))
+            .await;
+        let ledger = emu
+            .wait_until(|l| l.upstream_record("dr2:r-next").is_some())
+            .await;
+        let r = ledger.upstream_record("dr2:r-dup").unwrap();
+        assert_eq!(
+            r.sent - r.redelivered,
+            1,
+            "one receipt made for r-dup: {r:?}"
+        );
+        assert_eq!(ledger.ids["r-dup"].acks, 2);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn message_without_gcm_gets_a_stanza_error() {
     within(async {
         let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
