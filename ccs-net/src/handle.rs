@@ -157,6 +157,17 @@ impl Handle {
     /// so a caller that stops waiting (at a deadline of its own) still has its message.
     pub async fn reserve(&self) -> Option<QueuePlace> {
         let shared = &self.inner.shared;
+        let place = || QueuePlace {
+            handle: self.clone(),
+            held: true,
+        };
+        // The common case first, without a listener.
+        if shared.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        if shared.reserve(self.inner.max_queue) {
+            return Some(place());
+        }
         loop {
             // Listening before looking: room made between the look and the wait is not missed.
             let listener = shared.room.listen();
@@ -164,10 +175,7 @@ impl Handle {
                 return None;
             }
             if shared.reserve(self.inner.max_queue) {
-                return Some(QueuePlace {
-                    handle: self.clone(),
-                    held: true,
-                });
+                return Some(place());
             }
             listener.await;
         }
