@@ -366,6 +366,8 @@ fn hostile_input_catalogue() {
     names.dedup();
     assert_eq!(names.len(), cases.len(), "case names are unique");
 
+    // HOSTILE_DUMP=1 prints what each case produced (events, state, last bytes written).
+    let dump = std::env::var_os("HOSTILE_DUMP").is_some();
     let bound = memory_bound(&FramerConfig::default()) as isize;
     let mut failures = Vec::new();
     for case in &cases {
@@ -394,6 +396,9 @@ fn hostile_input_catalogue() {
             peak,
             run.events_total
         );
+        if dump {
+            println!("    {run:?}");
+        }
         if !(case.check)(&run) {
             failures.push(format!(
                 "{}: expected {}; got {run:?} (wrote {:?})",
