@@ -16,6 +16,24 @@ pub(super) fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
+/// Rejects raw characters that XML 1.0 does not allow and UTF-8 validation lets through: the
+/// C0 controls other than tab, LF and CR (a NUL byte, for instance) and U+FFFE, U+FFFF.
+/// (Character references to them are refused where they are resolved.)
+pub(super) fn check_raw_chars(bytes: &[u8]) -> Result<(), XmlErrorKind> {
+    let bad = bytes.iter().enumerate().find(|&(i, &b)| match b {
+        b'\t' | b'\n' | b'\r' => false,
+        0..0x20 => true,
+        0xEF => matches!(bytes.get(i + 1..i + 3), Some([0xBF, 0xBE | 0xBF])),
+        _ => false,
+    });
+    match bad {
+        None => Ok(()),
+        Some((i, b)) => Err(XmlErrorKind::Malformed {
+            detail: format!("character not allowed in XML (byte 0x{b:02X} at {i} in the element)"),
+        }),
+    }
+}
+
 /// An attribute's value with references resolved and whitespace normalized.
 pub(super) fn attr_value<'a>(a: &Attribute<'a>) -> Result<Cow<'a, str>, XmlErrorKind> {
     a.normalized_value(XmlVersion::Implicit1_0)

@@ -10,6 +10,7 @@ use crate::stanza::{StreamHeader, ns};
 /// Parses the stream header's start tag (`<stream:stream ...>` or self-closed).
 pub(super) fn parse_header(bytes: &[u8]) -> Result<StreamHeader, XmlErrorKind> {
     let text = std::str::from_utf8(bytes).map_err(|_| XmlErrorKind::InvalidUtf8)?;
+    super::chars::check_raw_chars(bytes)?;
     let inner = text
         .strip_prefix('<')
         .and_then(|t| t.strip_suffix('>'))

@@ -47,7 +47,9 @@ pub(crate) fn decode_with(
     header: Option<&StreamHeader>,
     scratch: &mut Scratch,
 ) -> Result<Stanza, XmlErrorKind> {
-    // quick-xml checks the UTF-8 of every event it reads: no separate pass here.
+    // quick-xml checks the UTF-8 of every event it reads; the characters UTF-8 allows and
+    // XML does not (a NUL byte) are checked here.
+    super::chars::check_raw_chars(stanza)?;
     let mut d = Decoder::new(stanza, header, scratch);
     let (root, empty) = d.root()?;
     let root_ns = d.namespace(&root);
