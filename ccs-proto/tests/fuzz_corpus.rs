@@ -77,3 +77,51 @@ fn server_input_corpus() {
 fn client_ops_corpus() {
     replay("client_ops", |d| fuzzing::client_ops(d, epoch()));
 }
+
+// ---- regressions: crashes the fuzzer found, each with its minimized input ----
+
+fn regression(target: &str, name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+        .join(name);
+    std::fs::read(path).unwrap()
+}
+
+/// The framer found by fuzzing: a stream header under `max_header_bytes` after a long XML
+/// declaration was accepted, though the limit covers the declaration and whitespace before
+/// the header too (FramerConfig docs): the prolog was limited on its own, item by item.
+#[test]
+fn regression_prolog_counts_toward_the_header_limit() {
+    fuzzing::framer(&regression(
+        "framer",
+        "regression-prolog-counts-toward-header-limit",
+    ));
+    use ccs_proto::error::XmlErrorKind;
+    use ccs_proto::xml::{Framer, FramerConfig};
+    let config = FramerConfig {
+        max_header_bytes: 256,
+        ..FramerConfig::default()
+    };
+    let header = b"<stream:stream from='gcm.googleapis.com' id='A1' version='1.0' \
+        xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>";
+    let decl = format!("<?xml version='1.0' {}?>", " ".repeat(100));
+    let mut f = Framer::new(config.clone());
+    f.push(decl.as_bytes());
+    f.push(b"  ");
+    f.push(header);
+    let e = f.next_frame().unwrap_err();
+    assert!(
+        matches!(e.kind, XmlErrorKind::HeaderTooLarge { limit: 256 }),
+        "{e:?}"
+    );
+    // Whitespace alone before the header counts too, in pieces.
+    let mut f = Framer::new(config);
+    for _ in 0..300 {
+        f.push(b" ");
+        if f.next_frame().is_err() {
+            return;
+        }
+    }
+    panic!("300 bytes of whitespace before the header were accepted");
+}
