@@ -55,6 +55,8 @@ pub mod client;
 pub mod connection;
 pub mod credentials;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod message;
 pub mod rng;
 pub mod sasl;

@@ -71,6 +71,9 @@ pub struct Framer {
     header: Option<StreamHeader>,
     stream_qname: String,
     consumed: u64,
+    /// Prolog bytes (XML declaration, whitespace) skipped before the header being waited
+    /// for: they count toward `max_header_bytes`.
+    prolog: usize,
     error: Option<XmlError>,
     pending_end: bool,
 }
@@ -85,6 +88,7 @@ impl Framer {
             header: None,
             stream_qname: String::new(),
             consumed: 0,
+            prolog: 0,
             error: None,
             pending_end: false,
         }
@@ -128,6 +132,7 @@ impl Framer {
         self.header = None;
         self.stream_qname.clear();
         self.pending_end = false;
+        self.prolog = 0;
     }
 
     /// The header of the current stream, once received.
@@ -168,6 +173,14 @@ impl Framer {
                 }
                 Step::Skip(n) => {
                     self.take(n);
+                    if self.header.is_none() {
+                        self.prolog += n;
+                        if self.prolog > self.config.max_header_bytes {
+                            return Err(XmlErrorKind::HeaderTooLarge {
+                                limit: self.config.max_header_bytes,
+                            });
+                        }
+                    }
                 }
                 Step::Whitespace(n) => {
                     self.take(n);
@@ -175,9 +188,12 @@ impl Framer {
                 }
                 Step::Header { len, self_closing } => {
                     if len > limit {
-                        return Err(XmlErrorKind::HeaderTooLarge { limit });
+                        return Err(XmlErrorKind::HeaderTooLarge {
+                            limit: self.config.max_header_bytes,
+                        });
                     }
                     let bytes = self.take(len);
+                    self.prolog = 0;
                     let header = parse_header(&bytes)?;
                     self.stream_qname = match &header.prefix {
                         Some(p) => format!("{p}:stream"),
@@ -228,7 +244,10 @@ impl Framer {
 
     /// The size limit of the frame being scanned.
     fn limit(&self) -> usize {
-        if self.scan.depth == 0 {
+        if self.scan.depth == 0 && self.header.is_none() {
+            // The prolog skipped so far counts toward the header's limit.
+            self.config.max_header_bytes.saturating_sub(self.prolog)
+        } else if self.scan.depth == 0 {
             self.config.max_header_bytes
         } else {
             self.config.max_stanza_bytes

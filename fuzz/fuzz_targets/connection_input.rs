@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    ccs_proto::fuzzing::connection_input(data, std::time::Instant::now())
+});
