@@ -121,7 +121,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<ExitCode, String> {
         // Paced by the echo server's progress, and at least ten times a second for the display.
         tokio::select! {
             () = stats.changed.notified() => {}
-            _ = ticker.tick() => {}
+            _ = ticker.tick() => {
+                if let Some(st) = client.stats().await {
+                    links.up.store(st.sockets as u64, Ordering::Relaxed);
+                }
+            }
         }
     }
     let fleet_done = start.elapsed();
@@ -331,7 +335,7 @@ fn print_summary(s: &serde_json::Value, check: &Check) {
 /// What the client's events say about its connections, for the progress line.
 #[derive(Debug, Default)]
 struct Links {
-    /// Connections up now.
+    /// Sockets open (dialling, up or closing), from the client's counters.
     up: AtomicU64,
     /// Connections (and attempts) that ended.
     downs: AtomicU64,
@@ -341,21 +345,10 @@ struct Links {
 /// Counts connections coming up and going down, and drains, until the client closes.
 async fn watch(mut events: ccs_net::EventReceiver, links: Arc<Links>) {
     use ccs_net::Event;
-    // Connections up: the first came up before the events were watched (its id unknown).
-    let mut up = std::collections::HashSet::new();
-    let mut first_unseen = true;
     loop {
         match events.recv().await {
-            Ok(Event::ConnectionUp { id, .. }) => {
-                up.insert(id);
-            }
-            Ok(Event::ConnectionDown { id, .. }) => {
+            Ok(Event::ConnectionDown { .. }) => {
                 links.downs.fetch_add(1, Ordering::Relaxed);
-                if !up.remove(&id) && first_unseen && links.up.load(Ordering::Relaxed) > 0 {
-                    // Maybe the first connection; attempts that never came up look the same,
-                    // so this guess is only for the display.
-                    first_unseen = false;
-                }
             }
             Ok(Event::Core(ev))
                 if matches!(
@@ -368,9 +361,6 @@ async fn watch(mut events: ccs_net::EventReceiver, links: Arc<Links>) {
             Ok(_) | Err(async_broadcast::RecvError::Overflowed(_)) => {}
             Err(async_broadcast::RecvError::Closed) => break,
         }
-        links
-            .up
-            .store(up.len() as u64 + u64::from(first_unseen), Ordering::Relaxed);
     }
 }
 
@@ -412,7 +402,7 @@ impl Progress {
         let downs = load(&self.links.downs);
         let rate = get(&stats.echoed) as f64 / self.start.elapsed().as_secs_f64().max(1e-3);
         let msg = format!(
-            "{} echoed down, {} receipts, {} acks, {} for redelivery, {rate:.0}/s, {} connections up, {} drains, {} connections ended",
+            "{} echoed down, {} receipts, {} acks, {} for redelivery, {rate:.0}/s, {} sockets open, {} drains, {} connections ended",
             get(&stats.echoed),
             get(&stats.receipts),
             get(&stats.acked),

@@ -128,17 +128,11 @@ impl Engine {
         let Some(handle) = handle else {
             // Acked by the core already: only in its auto mode, which the engine never asks
             // for. Handed over as it is, if it can be.
-            let outstanding = &self.upstream.shared.outstanding;
-            if self.reader_present() && outstanding.load(Ordering::Acquire) < self.upstream.capacity
-            {
-                outstanding.fetch_add(1, Ordering::AcqRel);
-                let delivery = Delivery {
+            if self.reader_present() && self.stream_has_room() {
+                self.deliver(Delivery {
                     item: item(AckToken::auto(id)),
                     auto_ack: None,
-                };
-                if self.upstream.tx.try_send(delivery).is_err() {
-                    outstanding.fetch_sub(1, Ordering::AcqRel);
-                }
+                });
             }
             return;
         };
@@ -159,14 +153,12 @@ impl Engine {
             }
             return;
         }
-        let outstanding = &self.upstream.shared.outstanding;
-        if outstanding.load(Ordering::Acquire) >= self.upstream.capacity {
+        if !self.stream_has_room() {
             self.stats.upstream_deferred += 1;
             debug!(message_id = %handle.message_id(), "upstream stream full: left un-acked for redelivery");
             self.core.release(now, &handle);
             return;
         }
-        outstanding.fetch_add(1, Ordering::AcqRel);
         let guard = self.upstream.tokens.issue(&handle);
         let delivery = if self.upstream.auto {
             Delivery {
@@ -180,12 +172,28 @@ impl Engine {
                 auto_ack: None,
             }
         };
-        // Never full: fewer than its capacity are outstanding. Closed if the stream was
-        // dropped just now: the item goes with it, un-acked (the server redelivers it).
-        if self.upstream.tx.try_send(delivery).is_err() {
-            outstanding.fetch_sub(1, Ordering::AcqRel);
+        if !self.deliver(delivery) {
             self.stats.upstream_deferred += 1;
         }
+    }
+
+    /// Fewer items than the stream's capacity are outstanding (in it, or taken in auto-ack
+    /// mode and not yet acked).
+    fn stream_has_room(&self) -> bool {
+        self.upstream.shared.outstanding.load(Ordering::Acquire) < self.upstream.capacity
+    }
+
+    /// Puts an item in the stream (checked for room first). Never full: fewer than its
+    /// capacity are outstanding. `false` if the stream was dropped just now: the item goes
+    /// with it, un-acked (its token comes back unused and the server redelivers it).
+    fn deliver(&mut self, delivery: Delivery) -> bool {
+        let outstanding = &self.upstream.shared.outstanding;
+        outstanding.fetch_add(1, Ordering::AcqRel);
+        if self.upstream.tx.try_send(delivery).is_err() {
+            outstanding.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// Whether someone may read the stream: it was taken and is not dropped.
