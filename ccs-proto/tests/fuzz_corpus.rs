@@ -1,6 +1,9 @@
 //! Replays the fuzz corpora (`fuzz/corpus/<target>/`, and `fuzz/artifacts/<target>/` when
 //! present) through the target bodies of `ccs_proto::fuzzing`, on stable: every input the
 //! fuzzer kept, and every crash it found (copied into the corpus), stays a test.
+//!
+//! `CCS_FUZZ_CORPUS=/some/dir` also replays `/some/dir/<target>/`: a corpus grown by a local
+//! fuzzing run, checked against the bodies as they are now.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -9,9 +12,11 @@ use ccs_proto::fuzzing;
 
 fn inputs(target: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut dirs = vec![root.join("corpus"), root.join("artifacts")];
+    dirs.extend(std::env::var_os("CCS_FUZZ_CORPUS").map(PathBuf::from));
     let mut files = Vec::new();
-    for dir in ["corpus", "artifacts"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir.join(target)) else {
             continue;
         };
         for e in entries {

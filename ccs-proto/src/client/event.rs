@@ -483,6 +483,8 @@ pub struct ConnectionInfo {
     pub in_flight: usize,
     /// Its window.
     pub window: usize,
+    /// Bytes received on it and not yet decoded (at most one open stanza).
+    pub buffered_in: usize,
 }
 
 impl fmt::Debug for Output {

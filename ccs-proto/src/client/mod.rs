@@ -333,6 +333,7 @@ impl Client {
             },
             in_flight: e.conn.as_ref().map_or(0, Connection::in_flight),
             window: self.config.connection.window,
+            buffered_in: e.conn.as_ref().map_or(0, Connection::buffered_input),
         })
     }
 

@@ -195,6 +195,13 @@ impl Connection {
         &self.config
     }
 
+    /// Bytes received and not yet decoded: after [`handle_input`](Self::handle_input)
+    /// returns, at most one open stanza (or stream header), so never more than the larger of
+    /// the framer's `max_stanza_bytes` and `max_header_bytes`.
+    pub fn buffered_input(&self) -> usize {
+        self.reader.framer().buffered()
+    }
+
     // ---- outputs ----
 
     /// Bytes to write to the transport, if any (all that was queued, as one buffer).

@@ -77,8 +77,11 @@ fn pick(net: &Net, i: u8) -> Option<ConnId> {
 /// Counts the outcomes per ticket among the events not looked at yet, and checks the rules
 /// that hold after every step: at most one outcome per accepted message (and none for a
 /// message never accepted), no connection over its window, no rule broken that the harness
-/// itself watches.
-fn check(net: &mut Net, outcomes: &mut BTreeMap<u64, u32>, accepted: u64) {
+/// itself watches, and memory within the configured limits: no more messages held (accepted
+/// and not answered) than `max_queue` plus a window per connection, no more undecoded input
+/// on any connection (client or server side) than one open stanza. (`queued()` alone may pass
+/// `max_queue`: messages coming back from an ended connection are always taken back.)
+fn check(net: &mut Net, outcomes: &mut BTreeMap<u64, u32>, accepted: u64, conns: &mut usize) {
     for e in net.take_events() {
         if let ClientEvent::Outcome { ticket, .. } = e {
             assert!(ticket.get() < accepted, "an outcome for ticket {ticket:?}");
@@ -87,8 +90,22 @@ fn check(net: &mut Net, outcomes: &mut BTreeMap<u64, u32>, accepted: u64) {
             assert_eq!(*n, 1, "a second outcome for ticket {ticket:?}");
         }
     }
+    let config = net.client.config();
+    *conns = (*conns).max(net.client.connections().count());
+    let held = accepted - outcomes.len() as u64;
+    let bound = config.max_queue + config.connection.window * *conns;
+    assert!(held as usize <= bound, "{held} messages held, bound {bound}");
+    // In flight counts expired messages (answered already) until their connection ends.
+    let kept = net.client.queued() + net.client.in_flight();
+    assert!(kept <= bound, "{kept} messages queued or in flight, bound {bound}");
+    let limit = super::stream::input_limit(&config.connection.framer);
     for c in net.client.connections() {
         assert!(c.in_flight <= c.window, "{c:?}");
+        assert!(c.buffered_in <= limit, "{c:?}");
+    }
+    let limit = super::stream::input_limit(&Pair::server_config().framer);
+    for s in net.servers.values() {
+        assert!(s.buffered_input() <= limit);
     }
     assert!(net.violations.is_empty(), "{:?}", net.violations);
 }
@@ -114,7 +131,8 @@ pub fn client_ops(data: &[u8], now: Instant) {
     let mut accepted = 0u64;
     let mut next_id = 0u64;
     let mut outcomes = BTreeMap::new();
-    check(&mut net, &mut outcomes, accepted);
+    let mut conns = 0;
+    check(&mut net, &mut outcomes, accepted, &mut conns);
     for op in decode(rest) {
         let now = net.now;
         match op {
@@ -172,13 +190,13 @@ pub fn client_ops(data: &[u8], now: Instant) {
                 net.drive();
             }
         }
-        check(&mut net, &mut outcomes, accepted);
+        check(&mut net, &mut outcomes, accepted, &mut conns);
     }
     let now = net.now;
     net.client.close(now, now + Duration::from_secs(30));
     let closed = net.run_until(1_000_000, |n| n.client.is_closed());
     assert!(closed, "the client did not close");
-    check(&mut net, &mut outcomes, accepted);
+    check(&mut net, &mut outcomes, accepted, &mut conns);
     for t in 0..accepted {
         assert_eq!(outcomes.get(&t), Some(&1), "ticket {t}: no outcome");
     }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::ConnectionEvent;
 use crate::connection::State;
 use crate::message::Downstream;
+use crate::xml::FramerConfig;
 use crate::server::{ServerConnection, ServerEvent, ServerState};
 use crate::testing::{Direction, Pair};
 
@@ -32,9 +33,11 @@ pub fn connection_input(data: &[u8], now: Instant) {
         let m = Downstream::builder("t", format!("m-{i}")).unwrap().build();
         pair.client.send(now, m).unwrap();
     }
+    let limit = input_limit(&Pair::client_config().framer);
     for piece in pieces {
         pair.client.handle_input(now, piece);
         assert!(pair.client.in_flight() <= sends.min(window));
+        assert!(pair.client.buffered_input() <= limit);
         while pair.client.poll_transmit().is_some() {}
     }
     pair.client.handle_eof(now + Duration::from_secs(1));
@@ -59,6 +62,11 @@ pub fn connection_input(data: &[u8], now: Instant) {
     assert_eq!(answered, sends, "{events:?}");
 }
 
+/// The most input a connection may hold undecoded between calls: one open stanza or header.
+pub(super) fn input_limit(framer: &FramerConfig) -> usize {
+    framer.max_stanza_bytes.max(framer.max_header_bytes)
+}
+
 /// The server role (what the emulator runs) fed `data` from its first byte: `data[0]` picks
 /// a piece size, the rest arrives in pieces of that size, its output drained after each,
 /// `now` the clock's start. It reports at most one `Closed`; the pending messages never
@@ -66,6 +74,7 @@ pub fn connection_input(data: &[u8], now: Instant) {
 /// has reported exactly one `Closed`.
 pub fn server_input(data: &[u8], now: Instant) {
     let (_, pieces) = super::pieces(data);
+    let limit = input_limit(&Pair::server_config().framer);
     let mut s = ServerConnection::new(Pair::server_config(), now);
     let mut closed = 0;
     let mut messages = 0;
@@ -82,6 +91,7 @@ pub fn server_input(data: &[u8], now: Instant) {
         }
         assert!(closed <= 1);
         assert!(s.pending() <= messages);
+        assert!(s.buffered_input() <= limit);
     };
     for piece in pieces {
         s.handle_input(now, piece);

@@ -221,6 +221,13 @@ impl ServerConnection {
         &self.config
     }
 
+    /// Bytes received and not yet decoded: after [`handle_input`](Self::handle_input)
+    /// returns, at most one open stanza (or stream header), so never more than the larger of
+    /// the framer's `max_stanza_bytes` and `max_header_bytes`.
+    pub fn buffered_input(&self) -> usize {
+        self.reader.framer().buffered()
+    }
+
     /// Downstream messages received and not yet answered (with an invalid payload that had a
     /// `message_id`), copies under a pending id included: the answers owed.
     pub fn pending(&self) -> usize {
