@@ -74,6 +74,59 @@ fn round_trips(pair: &mut Pair, batch: Vec<Downstream>) {
     }
 }
 
+/// Allocations made by the client's side alone over a batch, the harness bypassed: the
+/// client's `send`, `transmit_into`, `handle_input` and `poll_event` are each counted, the
+/// server's work and the moving of bytes between them are not. Building the messages is
+/// excluded; freeing them (the `Acked` events dropped) allocates nothing.
+/// Returns (allocations, bytes) for sending and for receiving the answers.
+fn client_allocations(pair: &mut Pair, batch: Vec<Downstream>) -> [(u64, u64); 2] {
+    let n = batch.len();
+    let mut sums = [(0u64, 0u64); 2];
+    let mut count = |side: usize, r: Region<'_, System>| {
+        let c = r.change();
+        sums[side].0 += c.allocations as u64 + c.reallocations as u64;
+        sums[side].1 += c.bytes_allocated as u64;
+    };
+    let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
+    let mut queue = batch.into_iter();
+    let mut next = queue.next();
+    let mut acked = 0;
+    let now = pair.now;
+    while acked < n {
+        let r = Region::new(GLOBAL);
+        while let Some(m) = next.take() {
+            match pair.client.send(now, m) {
+                Ok(()) => next = queue.next(),
+                Err(e) => {
+                    next = Some(*e.message);
+                    break;
+                }
+            }
+        }
+        to_server.clear();
+        pair.client.transmit_into(&mut to_server);
+        count(0, r);
+        pair.server.handle_input(now, &to_server);
+        while let Some(ev) = pair.server.poll_event() {
+            if let ccs_proto::server::ServerEvent::Downstream { message, .. } = &ev {
+                let _ = pair.server.ack(message.message_id().as_str(), None);
+            }
+        }
+        to_client.clear();
+        pair.server.transmit_into(&mut to_client);
+        let r = Region::new(GLOBAL);
+        pair.client.handle_input(now, &to_client);
+        while let Some(e) = pair.client.poll_event() {
+            if let ConnectionEvent::Acked { message, .. } = e {
+                black_box(message);
+                acked += 1;
+            }
+        }
+        count(1, r);
+    }
+    sums
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("pair_round_trip");
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -108,6 +161,16 @@ fn bench(c: &mut Criterion) {
              (client + server + harness, building the message excluded)",
             stats.allocations as f64 / BATCH as f64,
             stats.bytes_allocated as f64 / BATCH as f64,
+        );
+        let [send, answer] = client_allocations(&mut pair, messages(BATCH, 2 * BATCH));
+        let per = |n: u64| n as f64 / BATCH as f64;
+        println!(
+            "pair_round_trip/window_{window}: client side alone {:.2} allocations per message \
+             (reallocations included; {:.2} sending, {:.2} taking the answer) and {:.0} bytes",
+            per(send.0 + answer.0),
+            per(send.0),
+            per(answer.0),
+            per(send.1 + answer.1),
         );
     }
 }

@@ -2,6 +2,7 @@
 
 mod xml_tree;
 
+use ccs_proto::message::Downstream;
 use ccs_proto::stanza::ns;
 use ccs_proto::xml::write::{self, MessageAttrs};
 use proptest::prelude::*;
@@ -90,6 +91,25 @@ proptest! {
             write::gcm_message(&mut pre, &attrs, &serde_json::to_string(&value).unwrap());
             prop_assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(pre).unwrap());
         }
+    }
+
+    /// The size measured while writing (what `max_payload_bytes` limits) and the one counted
+    /// without writing are both serde_json's own length, whatever the escapes add.
+    #[test]
+    fn measured_json_size_is_serde_jsons(s in awkward_string(), id in "[a-z0-9-]{1,12}") {
+        let message = Downstream::builder("tok", id)
+            .unwrap()
+            .data(json_of(&s))
+            .unwrap()
+            .build();
+        let want = serde_json::to_vec(&message).unwrap().len();
+        let mut out = b"<r/>".to_vec();
+        let measured = write::downstream_measured(&mut out, &message).unwrap();
+        prop_assert_eq!(measured, want);
+        prop_assert_eq!(write::json_len(&message).unwrap(), want);
+        let mut plain = b"<r/>".to_vec();
+        write::downstream(&mut plain, &message).unwrap();
+        prop_assert_eq!(out, plain);
     }
 
     #[test]

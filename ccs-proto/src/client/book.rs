@@ -110,7 +110,8 @@ impl Client {
                 // Only the id: on expiry the connection hands the message over itself.
                 (later(now, t), message.message_id().clone())
             });
-            match conn.send(now, message) {
+            // Its size was checked when it was accepted.
+            match conn.send_sized(now, message, None) {
                 Ok(()) => {
                     meta.state = MsgState::InFlight(id);
                     meta.sends = meta.sends.saturating_add(1);

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use crate::connection::later;
 use crate::message::Downstream;
+use crate::xml::write;
 
 use super::book::{Meta, MsgState};
 use super::{Client, Lifecycle, MessageTicket, SendError, SendErrorKind};
@@ -118,7 +119,8 @@ impl Client {
             return refuse(SendErrorKind::DuplicateId, message);
         }
         if let Some(limit) = self.config.connection.max_payload_bytes {
-            let bytes = serde_json::to_vec(&message).map_or(usize::MAX, |v| v.len());
+            // Counted without a copy; the connection writes it once, unchecked.
+            let bytes = write::json_len(&message).unwrap_or(usize::MAX);
             if bytes > limit {
                 return refuse(SendErrorKind::TooLarge { bytes, limit }, message);
             }

@@ -363,6 +363,17 @@ impl Connection {
     /// draining or closing, for a `message_id` already in flight, and over the optional
     /// payload limit.
     pub fn send(&mut self, now: Instant, message: Downstream) -> Result<(), ConnectionSendError> {
+        self.send_sized(now, message, self.config.max_payload_bytes)
+    }
+
+    /// [`send`](Self::send) with the payload limit to check while writing: the client passes
+    /// `None` for a message whose size it checked when it was accepted.
+    pub(crate) fn send_sized(
+        &mut self,
+        now: Instant,
+        message: Downstream,
+        max_payload_bytes: Option<usize>,
+    ) -> Result<(), ConnectionSendError> {
         let refuse = |kind, message| {
             Err(ConnectionSendError {
                 kind,
@@ -384,16 +395,21 @@ impl Connection {
         if self.in_flight.contains(message.message_id().as_str()) {
             return refuse(ConnectionSendErrorKind::DuplicateId, message);
         }
-        if let Some(limit) = self.config.max_payload_bytes {
-            let bytes = serde_json::to_vec(&message).map_or(usize::MAX, |v| v.len());
-            if bytes > limit {
-                return refuse(ConnectionSendErrorKind::TooLarge { bytes, limit }, message);
-            }
-        }
         let start = self.out.len();
-        if let Err(e) = write::downstream(&mut self.out, &message) {
+        // One serialization: the stanza is written and its JSON measured at once; a message
+        // over the limit is taken back out of the buffer.
+        match write::downstream_measured(&mut self.out, &message) {
+            Ok(bytes) => match max_payload_bytes {
+                Some(limit) if bytes > limit => {
+                    self.out.truncate(start);
+                    return refuse(ConnectionSendErrorKind::TooLarge { bytes, limit }, message);
+                }
+                _ => {}
+            },
             // A built Downstream always serializes; should it not, say so rather than drop it.
-            return refuse(ConnectionSendErrorKind::Unencodable(e.to_string()), message);
+            Err(e) => {
+                return refuse(ConnectionSendErrorKind::Unencodable(e.to_string()), message);
+            }
         }
         self.stats.bytes_out += (self.out.len() - start) as u64;
         self.stats.sent += 1;

@@ -106,7 +106,7 @@ impl<'de> Visitor<'de> for ClientVisitor {
         let mut message_type = None;
         let mut message_id = None;
         // The id is filled in below; an empty placeholder costs no allocation.
-        let mut msg = Downstream::empty(None, None, MessageId(String::new()));
+        let mut msg = Downstream::empty(None, None, MessageId(Default::default()));
         while let Some(key) = map.next_key::<Key<DKey>>()? {
             let key = match key {
                 Key::Known(k) => k,
@@ -161,7 +161,8 @@ impl ClientFields {
         let mut msg = self.msg;
         msg.message_id = MessageId(
             self.message_id
-                .ok_or_else(|| E::missing_field("message_id"))?,
+                .ok_or_else(|| E::missing_field("message_id"))?
+                .into(),
         );
         Ok(msg)
     }
@@ -174,7 +175,8 @@ impl ClientFields {
             to: self.msg.to.ok_or_else(|| E::missing_field("to"))?.0,
             message_id: MessageId(
                 self.message_id
-                    .ok_or_else(|| E::missing_field("message_id"))?,
+                    .ok_or_else(|| E::missing_field("message_id"))?
+                    .into(),
             ),
         })
     }

@@ -3,6 +3,7 @@
 
 use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{DeserializeSeed, Deserializer};
 use serde::ser::Serializer;
@@ -21,7 +22,7 @@ macro_rules! string_newtype {
 
             /// The id as an owned `String`.
             pub fn into_string(self) -> String {
-                self.0
+                self.0.into_owned_string()
             }
         }
 
@@ -47,19 +48,19 @@ macro_rules! string_newtype {
 
         impl PartialEq<str> for $name {
             fn eq(&self, other: &str) -> bool {
-                self.0 == other
+                *self.0 == *other
             }
         }
 
         impl PartialEq<&str> for $name {
             fn eq(&self, other: &&str) -> bool {
-                self.0 == *other
+                *self.0 == **other
             }
         }
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.into_owned_string()
             }
         }
 
@@ -87,7 +88,7 @@ macro_rules! string_newtype {
         /// kept exactly as received.
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                StrSeed($what).deserialize(d).map(Self)
+                StrSeed($what).deserialize(d).map(|s| Self(s.into()))
             }
         }
     };
@@ -103,8 +104,11 @@ macro_rules! string_newtype {
 ///
 /// `Hash` and `Eq` are those of the string, and the type is `Borrow<str>`, so a
 /// `HashMap<MessageId, _>` can be searched with a `&str`.
+///
+/// The string is shared (`Arc<str>`): a clone costs no allocation, which is what the client's
+/// tables (queue, in flight, timers) do with every message's id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageId(pub(super) String);
+pub struct MessageId(pub(super) Arc<str>);
 
 impl MessageId {
     /// The longest id [`MessageId::new`] accepts, in bytes of UTF-8. CCS documents no limit;
@@ -128,7 +132,7 @@ impl MessageId {
         if let Some(reason) = xml_problem(&id) {
             return Err(UsageError::InvalidMessageId { reason });
         }
-        Ok(Self(id))
+        Ok(Self(id.into()))
     }
 }
 
@@ -161,6 +165,23 @@ impl RegistrationId {
 }
 
 string_newtype!(RegistrationId, "to");
+
+/// The string of an id, moved out when it is owned, copied when it is shared.
+trait IntoOwnedString {
+    fn into_owned_string(self) -> String;
+}
+
+impl IntoOwnedString for String {
+    fn into_owned_string(self) -> String {
+        self
+    }
+}
+
+impl IntoOwnedString for Arc<str> {
+    fn into_owned_string(self) -> String {
+        String::from(&*self)
+    }
+}
 
 /// Why `s` cannot be carried in XML 1.0 (as an attribute value or text), if it cannot.
 fn xml_problem(s: &str) -> Option<&'static str> {

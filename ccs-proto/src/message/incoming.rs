@@ -581,7 +581,7 @@ impl IncomingFields {
         };
         let Some(message_type) = message_type else {
             let from = self.required_str(IKey::From)?;
-            let message_id = MessageId(self.required_str(IKey::MessageId)?);
+            let message_id = MessageId(self.required_str(IKey::MessageId)?.into());
             return Ok(Incoming::Upstream(Upstream {
                 from,
                 category: self.lenient_str(IKey::Category),
@@ -593,7 +593,7 @@ impl IncomingFields {
         };
         Ok(match message_type {
             Kind::Ack => {
-                let message_id = MessageId(self.required_str(IKey::MessageId)?);
+                let message_id = MessageId(self.required_str(IKey::MessageId)?.into());
                 Incoming::Ack(Ack {
                     from: self.lenient_str(IKey::From),
                     message_id,
@@ -602,7 +602,7 @@ impl IncomingFields {
                 })
             }
             Kind::Nack => {
-                let message_id = MessageId(self.required_str(IKey::MessageId)?);
+                let message_id = MessageId(self.required_str(IKey::MessageId)?.into());
                 let raw_error = self.lenient_str(IKey::Error).unwrap_or_default();
                 Incoming::Nack(Nack {
                     from: self.lenient_str(IKey::From),
@@ -615,7 +615,7 @@ impl IncomingFields {
             }
             Kind::Receipt => {
                 let from = self.required_str(IKey::From)?;
-                let message_id = MessageId(self.required_str(IKey::MessageId)?);
+                let message_id = MessageId(self.required_str(IKey::MessageId)?.into());
                 let data = self.lenient_object(IKey::Data);
                 Incoming::Receipt(Receipt::received(
                     from,

@@ -81,7 +81,7 @@ impl Receipt {
         );
         Self {
             from: "gcm.googleapis.com".to_owned(),
-            message_id: MessageId(format!("dr2:{}", original_message_id.as_str())),
+            message_id: MessageId(format!("dr2:{}", original_message_id.as_str()).into()),
             category: None,
             status,
             original_message_id: Some(original_message_id.clone()),
@@ -115,7 +115,7 @@ impl Receipt {
             category,
             status: receipt_status_of(data.get("message_status")),
             original_message_id: data_str_of(data.get("original_message_id"))
-                .map(|s| MessageId(s.to_owned())),
+                .map(|s| MessageId(s.into())),
             device_registration_id: data_str_of(data.get("device_registration_id"))
                 .map(str::to_owned),
             sent_timestamp: data.get("message_sent_timestamp").and_then(timestamp_of),

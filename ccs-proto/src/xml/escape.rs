@@ -252,9 +252,14 @@ fn is_name_char(c: char) -> bool {
 /// U+FFFE and U+FFFF as JSON escapes (XML 1.0 cannot carry them raw). Everything else
 /// serde_json writes (punctuation, numbers, literals, its own `\n`-style escapes of control
 /// characters) is ASCII that needs no escaping, so it goes to the writer untouched.
-pub(super) struct XmlJson;
+///
+/// `added` counts the bytes its escapes add to what serde_json's compact format would write,
+/// so the JSON's own length is the bytes written minus `added`.
+pub(super) struct XmlJson<'a> {
+    pub(super) added: &'a mut usize,
+}
 
-impl serde_json::ser::Formatter for XmlJson {
+impl serde_json::ser::Formatter for XmlJson<'_> {
     #[inline]
     fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()>
     where
@@ -281,17 +286,28 @@ impl serde_json::ser::Formatter for XmlJson {
             };
             rest = after;
             match b {
-                b'&' => writer.write_all(b"&amp;")?,
-                b'<' => writer.write_all(b"&lt;")?,
-                b'>' => writer.write_all(b"&gt;")?,
+                b'&' => {
+                    writer.write_all(b"&amp;")?;
+                    *self.added += 4;
+                }
+                b'<' => {
+                    writer.write_all(b"&lt;")?;
+                    *self.added += 3;
+                }
+                b'>' => {
+                    writer.write_all(b"&gt;")?;
+                    *self.added += 3;
+                }
                 _ => match after {
-                    // 0xEF: U+FFFE is EF BF BE, U+FFFF is EF BF BF.
+                    // 0xEF: U+FFFE is EF BF BE, U+FFFF is EF BF BF; the escape is 6 bytes.
                     [0xBF, 0xBE, r @ ..] => {
                         writer.write_all(b"\\ufffe")?;
+                        *self.added += 3;
                         rest = r;
                     }
                     [0xBF, 0xBF, r @ ..] => {
                         writer.write_all(b"\\uffff")?;
+                        *self.added += 3;
                         rest = r;
                     }
                     // Another character: its continuation bytes go with the next run.

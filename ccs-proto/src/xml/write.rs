@@ -336,18 +336,31 @@ pub fn gcm_message_serialize<T: Serialize + ?Sized>(
     attrs: &MessageAttrs<'_>,
     value: &T,
 ) -> Result<(), serde_json::Error> {
+    gcm_message_measured(out, attrs, value).map(|_| ())
+}
+
+/// [`gcm_message_serialize`], also giving the length of the JSON as `serde_json::to_vec` would
+/// write it (the XML escapes left out), measured while writing.
+fn gcm_message_measured<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    attrs: &MessageAttrs<'_>,
+    value: &T,
+) -> Result<usize, serde_json::Error> {
     let start = out.len();
     out.reserve(GCM_OVERHEAD + attrs_len(attrs) + SERIALIZE_RESERVE);
     message_open(out, attrs);
     out.extend_from_slice(GCM_OPEN);
-    let result = {
-        let mut ser = serde_json::Serializer::with_formatter(&mut *out, XmlJson);
-        value.serialize(&mut ser)
-    };
+    let json_start = out.len();
+    let mut added = 0;
+    let formatter = XmlJson { added: &mut added };
+    let result = value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut *out, formatter,
+    ));
     match result {
         Ok(()) => {
+            let json_len = out.len() - json_start - added;
             out.extend_from_slice(GCM_CLOSE_MESSAGE);
-            Ok(())
+            Ok(json_len)
         }
         Err(e) => {
             out.truncate(start);
@@ -365,11 +378,48 @@ pub fn gcm_message_serialize<T: Serialize + ?Sized>(
 /// Only if serde_json fails, which a [`Downstream`] built by its builder never makes it do;
 /// `out` is then left as it was.
 pub fn downstream(out: &mut Vec<u8>, message: &Downstream) -> Result<(), serde_json::Error> {
+    downstream_measured(out, message).map(|_| ())
+}
+
+/// [`downstream`], also giving the size of the message's JSON in bytes (what
+/// `serde_json::to_vec(message)` would give, and what `max_payload_bytes` limits), measured
+/// while writing: one serialization for the stanza and its size.
+///
+/// # Errors
+///
+/// As [`downstream`]; `out` is then left as it was.
+pub fn downstream_measured(
+    out: &mut Vec<u8>,
+    message: &Downstream,
+) -> Result<usize, serde_json::Error> {
     let attrs = MessageAttrs {
         id: Some(message.message_id().as_str()),
         ..MessageAttrs::default()
     };
-    gcm_message_serialize(out, &attrs, message)
+    gcm_message_measured(out, &attrs, message)
+}
+
+/// The size in bytes of `value` as compact JSON (what `serde_json::to_vec` would give),
+/// counted without allocating.
+///
+/// # Errors
+///
+/// Whatever serde_json reports for `value`.
+pub fn json_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, serde_json::Error> {
+    /// A writer that only counts.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value)?;
+    Ok(count.0)
 }
 
 /// The app server's ack of an upstream message or receipt:
