@@ -130,3 +130,35 @@ fn regression_prolog_counts_toward_the_header_limit() {
     }
     panic!("300 bytes of whitespace before the header were accepted");
 }
+
+/// Found by fuzzing `downstream_json`: a number such as `5e90` was read as the nearest double
+/// but one (serde_json's default float parsing is fast, not exact), so a message decoded,
+/// encoded and decoded again changed its numbers: what the emulator or a client read was not
+/// what the peer wrote. Numbers are now read exactly (serde_json's `float_roundtrip`).
+#[test]
+fn regression_numbers_are_read_exactly() {
+    fuzzing::downstream_json(&regression(
+        "downstream_json",
+        "regression-float-round-trip",
+    ));
+    use ccs_proto::message::{ClientMessage, Incoming};
+    for text in [
+        "5e90",
+        "4.9999999999999995e+90",
+        "0.1",
+        "1.7976931348623157e308",
+        "2.5e-308",
+    ] {
+        let want: f64 = text.parse().unwrap();
+        let json = format!(r#"{{"to":"t","message_id":"m","n":{text}}}"#);
+        let Ok(ClientMessage::Downstream(d)) = ClientMessage::from_json(&json) else {
+            panic!("{json}");
+        };
+        assert_eq!(d.extra()["n"].as_f64(), Some(want), "{json}");
+        let json = format!(r#"{{"from":"t","message_id":"m","message_type":"ack","n":{text}}}"#);
+        let Ok(Incoming::Ack(a)) = Incoming::from_json(&json) else {
+            panic!("{json}");
+        };
+        assert_eq!(a.extra["n"].as_f64(), Some(want), "{json}");
+    }
+}
