@@ -57,6 +57,7 @@ pub mod credentials;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod hash;
 pub mod message;
 pub mod rng;
 pub mod sasl;

@@ -2,7 +2,9 @@
 //! [`Outcome`]. Dispatch to the connections with room, answers, retries after a nack, messages
 //! taken back from a connection, both kinds of expiry, and the close report.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hash::FastMap;
 use std::time::{Duration, Instant};
 
 use crate::connection::{ConnId, ConnectionSendErrorKind, later};
@@ -385,7 +387,7 @@ impl Client {
         if !any {
             return;
         }
-        let marked = |live: &HashMap<MessageId, Meta>, m: &Downstream| {
+        let marked = |live: &FastMap<MessageId, Meta>, m: &Downstream| {
             live.get(m.message_id()).is_some_and(|meta| meta.expire_now)
         };
         let mut expired = self.queue.take_where(|m| marked(&self.live, m));

@@ -164,7 +164,9 @@ mod queue;
 mod slots;
 mod upstream;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::hash::FastMap;
 use std::time::Instant;
 
 use crate::connection::{AckError, AckHandle, ConnId, Connection, ConnectionEvent, State, later};
@@ -226,7 +228,7 @@ pub struct Client {
     /// Messages waiting for their retry.
     delayed: TimerQueue<Downstream>,
     /// Every message accepted and not yet reported (plus expired ones still in flight).
-    live: HashMap<MessageId, Meta>,
+    live: FastMap<MessageId, Meta>,
     ack_deadlines: Deadlines,
     queue_deadlines: Deadlines,
     dedup: Dedup<Held>,
@@ -270,7 +272,7 @@ impl Client {
             connecting: 0,
             queue: Queue::default(),
             delayed: TimerQueue::new(),
-            live: HashMap::new(),
+            live: FastMap::default(),
             ack_deadlines: Deadlines::default(),
             queue_deadlines: Deadlines::default(),
             outputs: VecDeque::new(),

@@ -3,7 +3,7 @@
 //! connection ends: at once after a connection that did its job, after a backoff otherwise.
 //! Also: closing every connection, and giving up on the first connection.
 
-use std::collections::HashSet;
+use crate::hash::FastSet;
 use std::time::{Duration, Instant};
 
 use crate::connection::{CloseReason, ConnId, Connection, later};
@@ -38,7 +38,7 @@ pub(super) struct Entry {
     pub(super) forced: bool,
     /// Messages in flight here already reported expired (their placeholders still take
     /// window room on the connection until answered or the connection ends).
-    pub(super) expired: HashSet<MessageId>,
+    pub(super) expired: FastSet<MessageId>,
     pub(super) dirty: bool,
     pub(super) timer: Option<Instant>,
 }
@@ -322,7 +322,7 @@ impl Client {
                 counted_connecting: true,
                 told_to_close: false,
                 forced: false,
-                expired: HashSet::new(),
+                expired: FastSet::default(),
                 dirty: false,
                 timer: None,
             },

@@ -6,14 +6,14 @@
 //! ([`InFlight::take`]) leaves a placeholder: it still counts toward the window (the server
 //! has not answered it) until its late answer comes or the connection ends.
 
-use std::collections::HashMap;
+use crate::hash::FastMap;
 
 use crate::message::{Downstream, MessageId};
 
 /// Downstream messages in flight on one connection, bounded by the window.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
-    map: HashMap<MessageId, Entry>,
+    map: FastMap<MessageId, Entry>,
     next_seq: u64,
 }
 
@@ -36,7 +36,7 @@ pub(crate) enum Found {
 impl InFlight {
     pub(crate) fn with_capacity(window: usize) -> Self {
         Self {
-            map: HashMap::with_capacity(window),
+            map: FastMap::with_capacity_and_hasher(window, Default::default()),
             next_seq: 0,
         }
     }

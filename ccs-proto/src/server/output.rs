@@ -5,6 +5,17 @@ use crate::message::{AppAck, Incoming, MessageId};
 use crate::stanza::Iq;
 use crate::xml::write::{self, MessageAttrs};
 
+/// An ack as the server writes it: the fields of [`Ack`](crate::message::Ack)'s serialization,
+/// in its order, borrowed.
+#[derive(serde::Serialize)]
+pub(super) struct AckOut<'a> {
+    pub(super) message_type: &'static str,
+    pub(super) from: &'a str,
+    pub(super) message_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) registration_id: Option<&'a str>,
+}
+
 impl ServerConnection {
     /// Commands that write messages need a bound, open stream.
     pub(super) fn ready(&self) -> Result<(), ServerError> {
@@ -220,5 +231,49 @@ fn stanza_error_type(condition: &str) -> (&'static str, Option<&'static str>) {
         "undefined-condition" => ("cancel", Some("500")),
         "unexpected-request" => ("wait", Some("400")),
         _ => ("cancel", None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AckOut;
+    use crate::message::{Ack, MessageId};
+    use crate::xml::write::{self, MessageAttrs};
+
+    /// The borrowed ack writes the same bytes as the owned `Ack` it stands for.
+    #[test]
+    fn ack_out_is_written_as_ack() {
+        let awkward = [
+            "",
+            "tok",
+            "a\"b\\c",
+            "<&>]]>",
+            "é\u{FFFE}\u{FFFF}\u{1F600}",
+            "\t\n\u{1}",
+        ];
+        for from in awkward {
+            for id in ["m-1", "<&\"'>", "\u{FFFF}x"] {
+                for reg in [None, Some("canon<&>")] {
+                    let mut ack = Ack::new(
+                        MessageId::new(id)
+                            .unwrap_or_else(|_| MessageId::try_from("fallback").unwrap()),
+                    );
+                    ack.from = Some(from.to_owned());
+                    ack.registration_id = reg.map(str::to_owned);
+                    let mut want = Vec::new();
+                    write::gcm_message_serialize(&mut want, &MessageAttrs::default(), &ack)
+                        .unwrap();
+                    let out = AckOut {
+                        message_type: "ack",
+                        from,
+                        message_id: ack.message_id.as_str(),
+                        registration_id: reg,
+                    };
+                    let mut got = Vec::new();
+                    write::gcm_message_serialize(&mut got, &MessageAttrs::default(), &out).unwrap();
+                    assert_eq!(String::from_utf8(got), String::from_utf8(want));
+                }
+            }
+        }
     }
 }

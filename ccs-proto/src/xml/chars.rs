@@ -20,6 +20,18 @@ pub(super) fn is_xml_char(c: char) -> bool {
 /// C0 controls other than tab, LF and CR (a NUL byte, for instance) and U+FFFE, U+FFFF.
 /// (Character references to them are refused where they are resolved.)
 pub(super) fn check_raw_chars(bytes: &[u8]) -> Result<(), XmlErrorKind> {
+    // Nearly every stanza has no byte below 0x20 and no 0xEF (the lead byte of U+F000 to
+    // U+FFFF): a branch-free pass over fixed chunks (it vectorizes) clears those at once;
+    // the exact scan below runs only when one is there.
+    let suspect = |chunk: &[u8]| {
+        chunk
+            .iter()
+            .fold(false, |acc, &b| acc | (b < 0x20) | (b == 0xEF))
+    };
+    let mut chunks = bytes.chunks_exact(64);
+    if !chunks.any(suspect) && !suspect(chunks.remainder()) {
+        return Ok(());
+    }
     let bad = bytes.iter().enumerate().find(|&(i, &b)| match b {
         b'\t' | b'\n' | b'\r' => false,
         0..0x20 => true,
@@ -65,6 +77,31 @@ fn entity_error(detail: &str) -> XmlErrorKind {
     } else {
         XmlErrorKind::Malformed {
             detail: detail.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_raw_chars;
+
+    /// The chunked pre-check must never clear what the exact scan refuses, wherever the
+    /// character sits (first chunk, a later one, the remainder).
+    #[test]
+    fn a_bad_character_is_found_anywhere() {
+        for len in [0, 1, 63, 64, 65, 130, 200] {
+            let clean = "a".repeat(len);
+            assert!(check_raw_chars(clean.as_bytes()).is_ok());
+            for at in 0..=len {
+                for bad in ["\0", "\u{1}", "\u{1f}", "\u{fffe}", "\u{ffff}"] {
+                    let s = format!("{}{bad}{}", &clean[..at], &clean[at..]);
+                    assert!(check_raw_chars(s.as_bytes()).is_err(), "{len} {at} {bad:?}");
+                }
+                for good in ["\t", "\n", "\r", "\u{f000}", "\u{fffd}", "\u{efff}", "é"] {
+                    let s = format!("{}{good}{}", &clean[..at], &clean[at..]);
+                    assert!(check_raw_chars(s.as_bytes()).is_ok(), "{len} {at} {good:?}");
+                }
+            }
         }
     }
 }
