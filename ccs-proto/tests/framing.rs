@@ -357,6 +357,18 @@ fn restricted_xml_is_refused() {
         error_of(b"<?xml-stylesheet href='x'?><stream:stream>", &c),
         XmlErrorKind::ProcessingInstruction
     );
+    // The XML declaration's content is not interpreted, but it must be XML text: found by
+    // fuzzing (a declaration holding NUL bytes was skipped silently).
+    for decl in [
+        &b"<?xml version='1.0'\0?><stream:stream>"[..],
+        b"<?xml version='1.0' encoding='\xff'?><stream:stream>",
+        b"<?xml version='1.0' x='\xef\xbf\xbf'?><stream:stream>",
+    ] {
+        assert!(
+            matches!(error_of(decl, &c), XmlErrorKind::Malformed { .. }),
+            "{decl:?}"
+        );
+    }
     assert_eq!(
         error_of(with_header("<message>&lol;</message>").as_bytes(), &c),
         XmlErrorKind::UndefinedEntity { name: "lol".into() }

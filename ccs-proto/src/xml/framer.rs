@@ -593,6 +593,14 @@ impl Scanner {
                         if !is_decl {
                             return Err(XmlErrorKind::ProcessingInstruction);
                         }
+                        // Its content is not interpreted, but it is XML text like the rest:
+                        // invalid UTF-8 or a character XML cannot carry is refused here too.
+                        if std::str::from_utf8(body).is_err() {
+                            return Err(XmlErrorKind::Malformed {
+                                detail: "invalid UTF-8 in the XML declaration".to_owned(),
+                            });
+                        }
+                        super::chars::check_raw_chars(body)?;
                         self.state = State::Prolog;
                         return Ok(Step::Skip(self.pos));
                     }
