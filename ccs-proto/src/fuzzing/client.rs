@@ -94,10 +94,16 @@ fn check(net: &mut Net, outcomes: &mut BTreeMap<u64, u32>, accepted: u64, conns:
     *conns = (*conns).max(net.client.connections().count());
     let held = accepted - outcomes.len() as u64;
     let bound = config.max_queue + config.connection.window * *conns;
-    assert!(held as usize <= bound, "{held} messages held, bound {bound}");
+    assert!(
+        held as usize <= bound,
+        "{held} messages held, bound {bound}"
+    );
     // In flight counts expired messages (answered already) until their connection ends.
     let kept = net.client.queued() + net.client.in_flight();
-    assert!(kept <= bound, "{kept} messages queued or in flight, bound {bound}");
+    assert!(
+        kept <= bound,
+        "{kept} messages queued or in flight, bound {bound}"
+    );
     let limit = super::stream::input_limit(&config.connection.framer);
     for c in net.client.connections() {
         assert!(c.in_flight <= c.window, "{c:?}");

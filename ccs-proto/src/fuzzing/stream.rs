@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use crate::ConnectionEvent;
 use crate::connection::State;
 use crate::message::Downstream;
-use crate::xml::FramerConfig;
 use crate::server::{ServerConnection, ServerEvent, ServerState};
 use crate::testing::{Direction, Pair};
+use crate::xml::FramerConfig;
 
 /// A client connection after a real handshake with the server role ([`Pair::connect`]),
 /// both directions then muted: `data[0] % 5` messages are sent (ids `m-0`, `m-1`, ...),
