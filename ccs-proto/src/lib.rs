@@ -58,6 +58,8 @@ pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod message;
+#[cfg(test)]
+mod mutation;
 pub mod rng;
 pub mod sasl;
 pub mod server;
