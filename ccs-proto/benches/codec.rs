@@ -1,18 +1,19 @@
 //! Core parse and encode rates: a recorded stream of CCS ack stanzas through framer, stanza
-//! decoder and JSON decoder; downstream messages encoded into a transmit buffer.
+//! decoder and JSON decoder (to owned acks, and to borrowed ones as a connection reads them);
+//! downstream messages encoded into a transmit buffer.
 //!
 //! `cargo bench -p ccs-proto --bench codec`
 //!
 //! Instruction counts (steadier than wall-clock on a shared machine): build with
 //! `cargo bench -p ccs-proto --bench codec --no-run`, then run the printed binary under
 //! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measure_*'` with
-//! `CCS_BENCH_ONCE=framer` (or `stanza`, `acks`, `encode`): it runs that scenario once over
+//! `CCS_BENCH_ONCE=framer` (or `stanza`, `acks`, `acks_borrowed`, `encode`): it runs that scenario once over
 //! the 10,000 stanzas (or messages), untimed.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
 
-use ccs_proto::message::{Downstream, Incoming};
+use ccs_proto::message::{Downstream, Incoming, IncomingRef};
 use ccs_proto::stanza::Stanza;
 use ccs_proto::xml::{Event, Frame, Framer, FramerConfig, StreamReader, write};
 use criterion::{Criterion, Throughput};
@@ -111,6 +112,27 @@ fn measure_acks(stream: &[u8]) {
     assert_eq!(n, N);
 }
 
+/// The stream through framer, stanza decoder and `IncomingRef::parse`: borrowed acks, as
+/// `Connection` reads them (no copy of `from` and `message_id`).
+#[inline(never)]
+fn measure_acks_borrowed(stream: &[u8]) {
+    let mut r = StreamReader::new(FramerConfig::default());
+    let mut n = 0;
+    for chunk in stream.chunks(READ) {
+        r.push(chunk);
+        while let Some(ev) = r.next_event().unwrap() {
+            if let Event::Stanza(Stanza::Message(m)) = ev {
+                let json = m.gcm.as_deref().unwrap();
+                let ack = IncomingRef::parse(json).unwrap();
+                assert!(matches!(ack, IncomingRef::Ack(_)));
+                black_box(ack);
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(n, N);
+}
+
 /// The messages encoded, 64 at a time into one transmit buffer.
 #[inline(never)]
 fn measure_encode(messages: &[Downstream], out: &mut Vec<u8>) {
@@ -133,6 +155,9 @@ fn decode(c: &mut Criterion) {
     g.bench_function("acks_framer_stanza_json", |b| {
         b.iter(|| measure_acks(&stream))
     });
+    g.bench_function("acks_framer_stanza_json_borrowed", |b| {
+        b.iter(|| measure_acks_borrowed(&stream))
+    });
     g.finish();
 }
 
@@ -154,6 +179,7 @@ fn main() {
             "framer" => measure_framer(&stream),
             "stanza" => measure_stanza(&stream),
             "acks" => measure_acks(&stream),
+            "acks_borrowed" => measure_acks_borrowed(&stream),
             _ => {
                 let messages = downstream_messages();
                 let mut out = Vec::with_capacity(64 * 1024);
