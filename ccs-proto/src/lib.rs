@@ -59,6 +59,8 @@ pub mod error;
 pub mod fuzzing;
 mod hash;
 pub mod message;
+#[cfg(test)]
+mod mutation;
 pub mod rng;
 pub mod sasl;
 pub mod server;

@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use crate::message::{AppAck, Control, ControlType, Incoming, MessageId, NackCode};
+use crate::message::{
+    Ack, AckRef, AppAck, Control, ControlType, Incoming, IncomingRef, MessageId, NackCode,
+};
 use crate::stanza::{Iq, IqPayload, IqType, Message, Stanza};
 use crate::xml::write;
 
@@ -40,25 +42,18 @@ impl Connection {
         let Some(json) = m.gcm else {
             return self.anomaly(Anomaly::UnexpectedStanza(Box::new(Stanza::Message(m))));
         };
-        let incoming = match Incoming::from_json(&json) {
-            Ok(i) => i,
-            Err(error) => return self.anomaly(Anomaly::InvalidPayload { json, error }),
+        // What CCS sends most, a plain ack, is read without copying its strings; everything
+        // else (a nack read that way too) is handled as an owned `Incoming`.
+        let incoming = match IncomingRef::parse(&json) {
+            Some(IncomingRef::Ack(ack)) => return self.handle_ack(AnyAck::Borrowed(ack)),
+            Some(other) => other.into_owned(),
+            None => match Incoming::from_json_general(&json) {
+                Ok(i) => i,
+                Err(error) => return self.anomaly(Anomaly::InvalidPayload { json, error }),
+            },
         };
         match incoming {
-            Incoming::Ack(ack) => match self.answered(&ack.message_id) {
-                Some(Found::Message(message)) => {
-                    self.stats.acked += 1;
-                    self.emit(ConnectionEvent::Acked {
-                        message,
-                        canonical_registration_id: ack.registration_id,
-                    });
-                }
-                Some(Found::Taken) => {
-                    self.stats.acked += 1;
-                    self.late_answer(ack.message_id);
-                }
-                None => self.anomaly(Anomaly::UnknownAck(ack)),
-            },
+            Incoming::Ack(ack) => self.handle_ack(AnyAck::Owned(ack)),
             // BAD_ACK answers one of our acks of an upstream message, never a downstream
             // message, whatever id it carries.
             Incoming::Nack(nack) if nack.error == NackCode::BadAck => {
@@ -68,7 +63,7 @@ impl Connection {
                     error: None,
                 })
             }
-            Incoming::Nack(nack) => match self.answered(&nack.message_id) {
+            Incoming::Nack(nack) => match self.answered(nack.message_id.as_str()) {
                 Some(found) => {
                     self.stats.nacked += 1;
                     let draining = nack.error == NackCode::ConnectionDraining;
@@ -130,7 +125,7 @@ impl Connection {
             .or(echoed.filter(|id| self.in_flight.contains(id)));
         let found = id.and_then(|id| {
             let mid = MessageId::new(id).ok()?;
-            Some((self.answered(&mid)?, mid))
+            Some((self.answered(mid.as_str())?, mid))
         });
         match found {
             Some((Found::Message(message), _)) => {
@@ -149,9 +144,27 @@ impl Connection {
         }
     }
 
+    /// An ack: the message it answers, a late answer, or an anomaly.
+    fn handle_ack(&mut self, ack: AnyAck<'_>) {
+        match self.answered(ack.message_id()) {
+            Some(Found::Message(message)) => {
+                self.stats.acked += 1;
+                self.emit(ConnectionEvent::Acked {
+                    message,
+                    canonical_registration_id: ack.registration_id(),
+                });
+            }
+            Some(Found::Taken) => {
+                self.stats.acked += 1;
+                self.late_answer(ack.into_owned().message_id);
+            }
+            None => self.anomaly(Anomaly::UnknownAck(ack.into_owned())),
+        }
+    }
+
     /// Removes an answered message from the in-flight table, reporting window room.
-    pub(super) fn answered(&mut self, id: &MessageId) -> Option<Found> {
-        let found = self.in_flight.remove(id.as_str())?;
+    pub(super) fn answered(&mut self, id: &str) -> Option<Found> {
+        let found = self.in_flight.remove(id)?;
         if self.window_was_full && self.in_flight.len() < self.config.window {
             self.window_was_full = false;
             if self.state == State::Connected {
@@ -203,6 +216,35 @@ impl Connection {
         }
         self.drain_deadline = Some(later(now, self.config.drain_timeout));
         self.emit(ConnectionEvent::Draining);
+    }
+}
+
+/// An ack as read: borrowed from the payload (the common case) or owned.
+enum AnyAck<'a> {
+    Borrowed(AckRef<'a>),
+    Owned(Ack),
+}
+
+impl AnyAck<'_> {
+    fn message_id(&self) -> &str {
+        match self {
+            Self::Borrowed(a) => a.message_id,
+            Self::Owned(a) => a.message_id.as_str(),
+        }
+    }
+
+    fn registration_id(self) -> Option<String> {
+        match self {
+            Self::Borrowed(a) => a.registration_id.map(str::to_owned),
+            Self::Owned(a) => a.registration_id,
+        }
+    }
+
+    fn into_owned(self) -> Ack {
+        match self {
+            Self::Borrowed(a) => a.into_owned(),
+            Self::Owned(a) => a,
+        }
     }
 }
 

@@ -1,16 +1,22 @@
 //! Targets over the CCS JSON carried in `<gcm>` elements.
 
-use crate::message::{ClientMessage, Incoming};
+use crate::message::{ClientMessage, Incoming, IncomingRef};
 
 /// What CCS sends: `data` as UTF-8 text (other bytes are skipped) decoded with
-/// [`Incoming::from_json`]. Whatever decodes re-encodes to JSON that decodes to the same
-/// message, and encoding is stable (the second encoding equals the first); `ack_for` is
-/// `Some` exactly for upstream messages and receipts.
+/// [`Incoming::from_json`]. It gives what the general path alone gives (the fast path for
+/// acks and nacks, [`IncomingRef`], declines or agrees). Whatever decodes re-encodes to JSON
+/// that decodes to the same message, and encoding is stable (the second encoding equals the
+/// first); `ack_for` is `Some` exactly for upstream messages and receipts.
 pub fn incoming_json(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(m) = Incoming::from_json(text) else {
+    let decoded = Incoming::from_json(text);
+    assert_eq!(decoded, Incoming::from_json_general(text), "{text}");
+    if let Some(view) = IncomingRef::parse(text) {
+        assert_eq!(Ok(view.into_owned()), decoded, "{text}");
+    }
+    let Ok(m) = decoded else {
         return;
     };
     let again = serde_json::to_string(&m).expect("a decoded message encodes");

@@ -74,7 +74,7 @@ fn frames(input: &[u8], piece: Option<usize>) -> Vec<Result<Frame, ()>> {
 /// size. Every frame is a slice of the input at the position the framer reports (see the
 /// checks of `frames`), the total consumed never exceeds the input, and the frames (but for
 /// whitespace) are the same as when the whole input is pushed at once. Every stanza frame is
-/// then decoded (it must not panic).
+/// then decoded (it must not panic), to what the general path alone gives.
 pub fn framer(data: &[u8]) {
     let (size, _) = super::pieces(data);
     let input = data.get(1..).unwrap_or_default();
@@ -86,7 +86,9 @@ pub fn framer(data: &[u8]) {
         match f {
             Frame::Header(h) => header = Some(h),
             Frame::Stanza(bytes) => {
-                let _ = read::decode(&bytes, header.as_ref());
+                let general =
+                    read::decode_general(&bytes, header.as_ref(), &mut Default::default());
+                assert_eq!(read::decode(&bytes, header.as_ref()), general);
             }
             _ => {}
         }
@@ -95,7 +97,8 @@ pub fn framer(data: &[u8]) {
 
 /// Stanza decoding: `data` as one stanza, decoded without a stream header and after the
 /// client header a server sends (`jabber:client` default namespace, `stream` prefix).
-/// Decoding is deterministic (the same bytes give the same result twice).
+/// Decoding is deterministic (the same bytes give the same result twice), and gives what the
+/// general path alone gives (the fast path for CCS messages declines or agrees).
 pub fn stanza(data: &[u8]) {
     let bytes = Bytes::copy_from_slice(data);
     let a = read::decode(&bytes, None);
@@ -111,4 +114,7 @@ pub fn stanza(data: &[u8]) {
     let c = read::decode(&bytes, header);
     let d = read::decode(&bytes, header);
     assert_eq!(c, d);
+    let general = |h| read::decode_general(&bytes, h, &mut read::Scratch::default());
+    assert_eq!(a, general(None));
+    assert_eq!(c, general(header));
 }

@@ -46,26 +46,6 @@ pub enum Incoming {
 }
 
 impl Incoming {
-    /// Decodes the JSON text of one `<gcm>` element from CCS.
-    ///
-    /// Errors when the text is not one JSON object, when a required field is missing or not a
-    /// string (`message_id` on everything but control and unknown messages, `from` on
-    /// upstream messages and receipts, `control_type` on control messages), or when
-    /// `message_type` is neither a string nor null; the error names the field. An optional
-    /// field of the wrong type is no error: it is kept in `extra` (the rules are in the
-    /// [module documentation](super#leniency-what-ccs-sends)).
-    ///
-    /// The text is decoded in one pass without building a `serde_json::Value`. Only when that
-    /// fails (a field given twice, or an error) is it parsed again as a `Value`, in which each
-    /// name keeps its last value; that second decoding is used if it gives an upstream message
-    /// or a receipt, and otherwise the first error is returned.
-    pub fn from_json(json: &str) -> Result<Self, JsonError> {
-        match serde_json::from_str(json) {
-            Ok(m) => Ok(m),
-            Err(e) => Self::ackable_last_values(json).ok_or_else(|| e.into()),
-        }
-    }
-
     /// The ack to send for this message: for an [`Upstream`] message or a [`Receipt`],
     /// `to` = its `from` and its `message_id` verbatim; `None` for everything else (acks,
     /// nacks, control and unknown messages are never acked).
@@ -641,6 +621,18 @@ impl IncomingFields {
 }
 
 impl Incoming {
+    /// [`Incoming::from_json`] without its fast path: the text is decoded in one pass
+    /// without building a `serde_json::Value`. Only when that fails (a field given twice, or
+    /// an error) is it parsed again as a `Value`, in which each name keeps its last value;
+    /// that second decoding is used if it gives an upstream message or a receipt, and
+    /// otherwise the first error is returned.
+    pub(crate) fn from_json_general(json: &str) -> Result<Self, JsonError> {
+        match serde_json::from_str(json) {
+            Ok(m) => Ok(m),
+            Err(e) => Self::ackable_last_values(json).ok_or_else(|| e.into()),
+        }
+    }
+
     /// The slow path of [`Incoming::from_json`], taken only when the one-pass decoding
     /// failed: the text parsed as a `Value` (each name keeps its last value) and decoded
     /// again, kept only when it is a message that must be acked.

@@ -83,6 +83,9 @@ mod client_message;
 mod downstream;
 mod id;
 mod incoming;
+mod incoming_ref;
+#[cfg(test)]
+mod incoming_ref_tests;
 mod nack;
 mod notification;
 mod receipt;
@@ -91,6 +94,7 @@ pub use client_message::{AppAck, ClientMessage};
 pub use downstream::{Downstream, DownstreamBuilder, Priority, TimeToLive};
 pub use id::{MessageId, RegistrationId};
 pub use incoming::{Ack, Control, ControlType, Incoming, Upstream};
+pub use incoming_ref::{AckRef, IncomingRef, NackRef};
 pub use nack::{Nack, NackCode, RetryClass};
 pub use notification::Notification;
 pub use receipt::{Receipt, ReceiptStatus};

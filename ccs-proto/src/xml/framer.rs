@@ -212,7 +212,7 @@ impl Framer {
                     }
                     let bytes = self.take(len);
                     let local = &bytes[name.0..name.1];
-                    let local = match memchr(b':', local) {
+                    let local = match local.iter().position(|&c| c == b':') {
                         Some(i) => &local[i + 1..],
                         None => local,
                     };
@@ -447,6 +447,11 @@ impl Scanner {
                         }
                         b'<' | b'&' => return Err(malformed("`<` or `&` inside a tag")),
                         _ => {
+                            // Names, `=` and whitespace: the whole run in this one step.
+                            self.pos += buf[self.pos..]
+                                .iter()
+                                .take_while(|&&c| !is_tag_markup(c))
+                                .count();
                             self.state = State::Tag {
                                 quote: 0,
                                 slash: false,
@@ -474,7 +479,8 @@ impl Scanner {
                         self.pos += 1;
                     }
                 },
-                State::EndTag => match memchr(b'>', &buf[self.pos..]) {
+                // End tag names are short: a plain loop beats memchr's set-up.
+                State::EndTag => match buf[self.pos..].iter().position(|&c| c == b'>') {
                     None => self.pos = len,
                     Some(i) => {
                         let name = (self.name_start, self.pos + i);
@@ -499,7 +505,7 @@ impl Scanner {
                         }
                     }
                 },
-                State::Text => match memchr2(b'<', b'&', &buf[self.pos..]) {
+                State::Text => match markup_in_text(&buf[self.pos..]) {
                     None => self.pos = len,
                     Some(i) => {
                         self.pos += i;
@@ -668,6 +674,20 @@ fn malformed(detail: &str) -> XmlErrorKind {
 
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Bytes that change the state inside a start tag (outside attribute values).
+fn is_tag_markup(b: u8) -> bool {
+    matches!(b, b'>' | b'"' | b'\'' | b'/' | b'<' | b'&')
+}
+
+/// The first `<` or `&` in character data; between tags (the most common text of all, the
+/// empty one) without calling memchr.
+fn markup_in_text(s: &[u8]) -> Option<usize> {
+    match s.first() {
+        Some(b'<' | b'&') => Some(0),
+        _ => memchr2(b'<', b'&', s),
+    }
 }
 
 /// Bytes that may appear in a tag name as far as framing cares (quick-xml checks the rest).

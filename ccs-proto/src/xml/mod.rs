@@ -3,6 +3,9 @@
 
 mod chars;
 mod escape;
+mod fast;
+#[cfg(test)]
+mod fast_tests;
 mod framer;
 mod header;
 pub mod read;

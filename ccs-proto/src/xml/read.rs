@@ -41,8 +41,22 @@ pub(crate) struct Scratch {
     name_starts: Vec<usize>,
 }
 
-/// [`decode`] with reused buffers.
+/// [`decode`] with reused buffers: the fast path for the shape CCS writes
+/// ([`super::fast`]), else the general path.
 pub(crate) fn decode_with(
+    stanza: &Bytes,
+    header: Option<&StreamHeader>,
+    scratch: &mut Scratch,
+) -> Result<Stanza, XmlErrorKind> {
+    if let Some(m) = super::fast::message(stanza, header) {
+        return Ok(Stanza::Message(m));
+    }
+    decode_general(stanza, header, scratch)
+}
+
+/// The general path of [`decode_with`]: any stanza, through quick-xml. Kept callable on its
+/// own so that the tests can hold the fast path to it.
+pub(crate) fn decode_general(
     stanza: &Bytes,
     header: Option<&StreamHeader>,
     scratch: &mut Scratch,
