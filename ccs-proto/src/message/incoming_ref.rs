@@ -128,7 +128,7 @@ impl AckRef<'_> {
     pub fn into_owned(self) -> Ack {
         Ack {
             from: self.from.map(str::to_owned),
-            message_id: MessageId(self.message_id.to_owned()),
+            message_id: MessageId(self.message_id.into()),
             registration_id: self.registration_id.map(str::to_owned),
             extra: Map::new(),
         }
@@ -146,7 +146,7 @@ impl NackRef<'_> {
         let raw_error = self.error.unwrap_or_default().to_owned();
         Nack {
             from: self.from.map(str::to_owned),
-            message_id: MessageId(self.message_id.to_owned()),
+            message_id: MessageId(self.message_id.into()),
             error: NackCode::parse(&raw_error),
             raw_error,
             error_description: self.error_description.map(str::to_owned),
