@@ -392,7 +392,7 @@ impl ServerConnection {
             message_id: id.as_str(),
             registration_id: canonical_registration_id,
         };
-        write::gcm_message_serialize(&mut self.out, &write::MessageAttrs::default(), &ack)
+        ack.write(&mut self.out)
             .map_err(|e| ServerError::Encode(e.into()))?;
         self.stats.stanzas_out += 1;
         self.answered_one(message_id);

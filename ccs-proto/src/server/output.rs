@@ -16,6 +16,40 @@ pub(super) struct AckOut<'a> {
     pub(super) registration_id: Option<&'a str>,
 }
 
+impl AckOut<'_> {
+    /// Writes the ack stanza to `out`: what [`write::gcm_message_serialize`] writes for it
+    /// with no stanza attributes. When no string needs a JSON or XML escape (as for every
+    /// token and id CCS issues) the bytes are copied into the known shape; otherwise serde
+    /// writes it.
+    pub(super) fn write(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        /// A string JSON and XML both carry as it is: no control character, no `"` or `\`,
+        /// no `&`, `<`, `>`, and no 0xEF (the lead byte of U+FFFE and U+FFFF).
+        fn plain(s: &str) -> bool {
+            s.bytes()
+                .all(|b| b >= 0x20 && !matches!(b, b'"' | b'\\' | b'&' | b'<' | b'>' | 0xEF))
+        }
+        if self.message_type != "ack"
+            || !plain(self.from)
+            || !plain(self.message_id)
+            || !self.registration_id.is_none_or(plain)
+        {
+            return write::gcm_message_serialize(out, &MessageAttrs::default(), self);
+        }
+        out.extend_from_slice(
+            b"<message><gcm xmlns=\"google:mobile:data\">{\"message_type\":\"ack\",\"from\":\"",
+        );
+        out.extend_from_slice(self.from.as_bytes());
+        out.extend_from_slice(b"\",\"message_id\":\"");
+        out.extend_from_slice(self.message_id.as_bytes());
+        if let Some(r) = self.registration_id {
+            out.extend_from_slice(b"\",\"registration_id\":\"");
+            out.extend_from_slice(r.as_bytes());
+        }
+        out.extend_from_slice(b"\"}</gcm></message>");
+        Ok(())
+    }
+}
+
 impl ServerConnection {
     /// Commands that write messages need a bound, open stream.
     pub(super) fn ready(&self) -> Result<(), ServerError> {
@@ -246,14 +280,15 @@ mod tests {
         let awkward = [
             "",
             "tok",
+            "fKx3Zq7nRbGf:APA91bHPRgkF3J-_.~ /+=é\u{7f}\u{f000}",
             "a\"b\\c",
             "<&>]]>",
             "é\u{FFFE}\u{FFFF}\u{1F600}",
             "\t\n\u{1}",
         ];
         for from in awkward {
-            for id in ["m-1", "<&\"'>", "\u{FFFF}x"] {
-                for reg in [None, Some("canon<&>")] {
+            for id in ["m-1", "<&\"'>", "\u{FFFF}x", "m\\1", "m'2"] {
+                for reg in [None, Some("canon-1"), Some("canon<&>")] {
                     let mut ack = Ack::new(
                         MessageId::new(id)
                             .unwrap_or_else(|_| MessageId::try_from("fallback").unwrap()),
