@@ -77,6 +77,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod batch;
 pub mod block;
 mod config;
 mod control;
@@ -88,6 +89,7 @@ pub mod tls;
 mod types;
 mod upstream;
 
+pub use batch::PendingBatch;
 pub use ccs_proto;
 pub use config::Config;
 pub use engine::{Action, Engine, FirstConnect, Nudge, Wait};
@@ -104,8 +106,8 @@ pub use upstream::{AckToken, TryRecvError, UpstreamItem, UpstreamStream};
 /// adapter re-exports this with its own `Client`).
 pub mod prelude {
     pub use crate::{
-        AckToken, Config, ConnectError, Endpoint, Event, PendingOutcome, Report, SendError, Stats,
-        TlsOptions, UpstreamItem,
+        AckToken, Config, ConnectError, Endpoint, Event, PendingBatch, PendingOutcome, Report,
+        SendError, Stats, TlsOptions, UpstreamItem,
     };
     pub use ccs_proto::AckMode;
     pub use ccs_proto::client::{FailReason, Outcome};
@@ -125,6 +127,7 @@ mod tests {
         check::<UpstreamItem>();
         check::<AckToken>();
         check::<PendingOutcome>();
+        check::<PendingBatch>();
         check::<Engine>();
     }
 }
