@@ -44,6 +44,11 @@ pub(crate) struct BenchArgs {
     /// Connections.
     #[arg(long, default_value_t = 1)]
     connections: usize,
+    /// Messages queued together (`enqueue_batch`: one command and one wake-up per stretch
+    /// of queue room, one wake-up per batch of outcomes), as a bulk sender would. Default:
+    /// window × connections. 1: one message at a time (`enqueue`, one outcome future each).
+    #[arg(long)]
+    batch: Option<usize>,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -217,10 +222,11 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     } else {
         None
     };
+    let batch = args.batch.unwrap_or(args.window * args.connections).max(1);
     let mut runs = Vec::new();
     for (n, &runtime) in args.runtime.runtimes().iter().enumerate() {
         let prefix = format!("b{}-{n}", std::process::id());
-        runs.push(measure(runtime, config.clone(), args.count, &prefix).await?);
+        runs.push(measure(runtime, config.clone(), args.count, batch, &prefix).await?);
     }
     let rss = peak_rss_kib();
     let count = args.count as f64;
@@ -236,7 +242,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
                     "msgs_per_s": rate(r).round(), "elapsed_s": r.elapsed.as_secs_f64(),
                     "client_cpu_us_per_msg": cpu_us(r), "peak_rss_kib": rss,
                     "peak_rss_kib_after_1m": r.rss_at_checkpoint,
-                    "window": args.window, "connections": args.connections,
+                    "window": args.window, "connections": args.connections, "batch": batch,
                     "ceiling_msgs_per_s": ceiling.map(f64::round),
                     "of_ceiling": ceiling.map(|c| rate(r) / c),
                 })
@@ -317,38 +323,23 @@ fn table(runs: &[RunFigures], count: usize, ceiling: Option<f64>) -> String {
     t
 }
 
-/// Sends `count` messages through one adapter, keeping the queue full, and counts outcomes.
+/// Sends `count` messages through one adapter, keeping the queue full, and counts outcomes:
+/// in batches of `batch` messages, or one at a time if `batch` is 1.
 async fn measure(
     runtime: Runtime,
     config: Config,
     count: usize,
+    batch: usize,
     prefix: &str,
 ) -> Result<RunFigures, String> {
     let client = runtime.connect(config).await?;
     let cpu0 = cpu_time();
     let start = Instant::now();
     let mut tally = Tally::default();
-    // Outcomes awaited in order; `enqueue` waits while the queue is full, so at most the
-    // queue plus the messages on the wire are pending at once.
-    let mut pending = VecDeque::new();
-    for i in 0..count {
-        let p = client
-            .enqueue(bench_message(prefix, i)?, false)
-            .await
-            .map_err(|e| format!("send refused: {e}"))?;
-        pending.push_back(p);
-        while let Some(front) = pending.front_mut() {
-            match futures_poll_once(front) {
-                Some(r) => {
-                    tally.add(r);
-                    pending.pop_front();
-                }
-                None => break,
-            }
-        }
-    }
-    while let Some(p) = pending.pop_front() {
-        tally.add(p.await);
+    if batch <= 1 {
+        one_at_a_time(&client, count, prefix, &mut tally).await?;
+    } else {
+        in_batches(&client, count, batch, prefix, &mut tally).await?;
     }
     let elapsed = start.elapsed();
     let cpu = cpu0.zip(cpu_time()).map(|(a, b)| b.saturating_sub(a));
@@ -362,6 +353,72 @@ async fn measure(
         cpu,
         rss_at_checkpoint: tally.rss_at_checkpoint,
     })
+}
+
+/// `enqueue` per message; outcomes taken in order as they come. `enqueue` waits while the
+/// queue is full, so at most the queue plus the messages on the wire are pending at once.
+async fn one_at_a_time(
+    client: &ccs_net::Handle,
+    count: usize,
+    prefix: &str,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let mut pending = VecDeque::new();
+    for i in 0..count {
+        let p = client
+            .enqueue(bench_message(prefix, i)?, false)
+            .await
+            .map_err(|e| format!("send refused: {e}"))?;
+        pending.push_back(p);
+        while let Some(front) = pending.front_mut() {
+            match poll_once(front) {
+                Some(r) => {
+                    tally.add(r);
+                    pending.pop_front();
+                }
+                None => break,
+            }
+        }
+    }
+    while let Some(p) = pending.pop_front() {
+        tally.add(p.await);
+    }
+    Ok(())
+}
+
+/// `enqueue_batch` per `batch` messages; batches taken in order as they complete. Each
+/// returns once its messages are queued, so at most the queue plus the messages on the wire
+/// (and one batch) are pending at once.
+async fn in_batches(
+    client: &ccs_net::Handle,
+    count: usize,
+    batch: usize,
+    prefix: &str,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let mut pending = VecDeque::new();
+    let mut next = 0;
+    while next < count {
+        let end = count.min(next + batch);
+        let messages = (next..end)
+            .map(|i| bench_message(prefix, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        pending.push_back(client.enqueue_batch(messages, false).await);
+        next = end;
+        while let Some(front) = pending.front_mut() {
+            match poll_once(front) {
+                Some(outcomes) => {
+                    outcomes.into_iter().for_each(|r| tally.add(r));
+                    pending.pop_front();
+                }
+                None => break,
+            }
+        }
+    }
+    while let Some(b) = pending.pop_front() {
+        b.await.into_iter().for_each(|r| tally.add(r));
+    }
+    Ok(())
 }
 
 /// The outcomes of a run so far.
@@ -386,13 +443,10 @@ impl Tally {
     }
 }
 
-/// The outcome if it has come, without waiting.
-fn futures_poll_once(
-    p: &mut ccs_net::PendingOutcome,
-) -> Option<Result<ccs_proto::client::Outcome, ccs_net::SendError>> {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    match std::pin::Pin::new(p).poll(&mut cx) {
+/// The future's output if it is ready, without waiting.
+fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(f).poll(&mut cx) {
         std::task::Poll::Ready(r) => Some(r),
         std::task::Poll::Pending => None,
     }
