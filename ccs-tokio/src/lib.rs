@@ -44,8 +44,9 @@
 //!   never acked.
 //!
 //! Acks, closing and resource bounds work as the [`ccs_net`] crate docs describe, for every
-//! adapter alike. Each connection is one tokio task owning its socket;
-//! [`Client::connect_with`] dials through a [`Dialer`] of your own (a proxy, a unix socket,
+//! adapter alike. The client is one tokio task on your runtime: the engine and every
+//! connection's socket IO (each connection a future that owns its socket) share it, so bytes
+//! cross no task on their way in or out. [`Client::connect_with`] dials through a [`Dialer`] of your own (a proxy, a unix socket,
 //! an in-memory pipe) and does TLS over it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
