@@ -94,7 +94,7 @@ pub use ccs_proto;
 pub use config::Config;
 pub use engine::{Action, Engine, FirstConnect, Nudge, Wait};
 pub use handle::{Handle, PendingOutcome, QueuePlace};
-pub use link::Link;
+pub use link::{Link, Listener};
 pub use tls::{Endpoint, TlsOptions, describe_tls_error};
 pub use types::{ConnectError, Event, Report, SendError, Stats, UnackedUpstream};
 

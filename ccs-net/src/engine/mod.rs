@@ -62,7 +62,6 @@ use std::time::{Duration, Instant};
 use ccs_proto::client::{CloseReport, MessageTicket, Output, SendErrorKind};
 use ccs_proto::connection::ConnId;
 use ccs_proto::message::Downstream;
-use event_listener::EventListener;
 use futures_channel::oneshot;
 use tracing::{debug, info, warn};
 
@@ -70,7 +69,7 @@ use crate::UpstreamStream;
 use crate::batch::BatchShared;
 use crate::control::{Command, Tokens};
 use crate::handle::{Handle, HandleShared, Lane, Queued, Reply, Submit};
-use crate::link::{DialInfo, Inbox, Link, Net, Orphans, Outbox, Wake};
+use crate::link::{DialInfo, Inbox, Link, Listener, Net, Orphans, Outbox, Wake};
 use crate::upstream::{Delivery, StreamShared, Taken};
 use crate::{Config, ConnectError, Event, Report, SendError, Stats};
 
@@ -118,9 +117,9 @@ pub enum Wait {
 pub struct Nudge(Wake);
 
 impl Nudge {
-    /// Wakes the listeners taken so far. A nudge with no listener is not remembered: as for
-    /// the engine's own inputs, the loop takes its listener before it looks at what the
-    /// nudge is about.
+    /// Wakes the loop's listener. As for the engine's own inputs, the loop takes its
+    /// listener before it looks at what the nudge is about: a nudge before that is the
+    /// next turn's.
     pub fn nudge(&self) {
         self.0.notify();
     }
@@ -337,8 +336,9 @@ impl Engine {
         Nudge(self.wake.clone())
     }
 
-    /// A listener woken by the next input. Take it before [`Engine::turn`].
-    pub fn listen(&self) -> EventListener {
+    /// A listener woken by the next input. Take it before [`Engine::turn`]: it resolves once
+    /// an input has come since it was taken (inputs that came before are the turn's).
+    pub fn listen(&self) -> Listener {
         self.wake.listen()
     }
 
