@@ -60,6 +60,10 @@
 //!   [`Client::events`]. [`Client::send_priority`] puts a reply ahead of a bulk backlog.
 //! - [`Client::try_send`] never waits: it queues the message or gives it back. Its
 //!   [`PendingOutcome`], dropped before it resolves, publishes the outcome the same way.
+//! - [`Client::send_batch`] and [`Client::enqueue_batch`] queue many messages under one
+//!   command and one wake-up of the client per stretch of queue room; their
+//!   [`PendingBatch`] is woken once, with every outcome, in the order of the messages. The
+//!   fast path for bulk senders.
 //! - [`Client::upstream`] yields upstream messages and receipts, each with an [`AckToken`]
 //!   (a no-op in auto-ack mode).
 //! - [`Client::close`] stops taking work, waits for answers until the deadline, closes every
@@ -87,8 +91,9 @@ use futures_rustls::TlsConnector;
 
 pub use ccs_net::{self, ccs_proto};
 pub use ccs_net::{
-    AckToken, Config, ConnectError, Endpoint, Event, PendingOutcome, Report, SendError, Stats,
-    TlsOptions, UnackedUpstream, UpstreamItem, UpstreamStream, describe_tls_error,
+    AckToken, Config, ConnectError, Endpoint, Event, PendingBatch, PendingOutcome, Report,
+    SendError, Stats, TlsOptions, UnackedUpstream, UpstreamItem, UpstreamStream,
+    describe_tls_error,
 };
 
 /// What an application needs in scope: `use ccs_async_std::prelude::*;`.

@@ -51,6 +51,10 @@
 //! - [`Client::try_send`] never waits: it queues the message or gives it back. Its
 //!   [`Pending`] outcome can be waited for later; dropped before that, the outcome is
 //!   published as [`Event::DetachedOutcome`].
+//! - [`Client::send_batch`] and [`Client::enqueue_batch`] queue many messages under one
+//!   command and one wake-up of the IO thread per stretch of queue room; their
+//!   [`PendingBatch`] is woken once, with every outcome, in the order of the messages. The
+//!   fast path for bulk senders.
 //! - [`Client::upstream`] yields upstream messages and receipts, each with an [`AckToken`]
 //!   (a no-op in auto-ack mode).
 //! - [`Client::close`] stops taking work, waits for answers until the deadline, closes every
@@ -108,8 +112,8 @@ pub use ccs_net::{
 };
 pub use dialer::{Dialer, TcpDialer, Transport};
 pub use types::{
-    AckToken, EventRecvTimeoutError, Events, IntoIter, Iter, Pending, SendTimeoutError, Upstream,
-    UpstreamItem,
+    AckToken, EventRecvTimeoutError, Events, IntoIter, Iter, Pending, PendingBatch,
+    SendTimeoutError, Upstream, UpstreamItem,
 };
 
 /// What an application needs in scope: `use ccs_blocking::prelude::*;`.
@@ -117,8 +121,8 @@ pub mod prelude {
     pub use ccs_net::prelude::*;
     // Named here, these win over the runtime-neutral ones of the same name above.
     pub use crate::{
-        AckToken, Client, Dialer, Events, Pending, SendTimeoutError, TcpDialer, Transport,
-        Upstream, UpstreamItem,
+        AckToken, Client, Dialer, Events, Pending, PendingBatch, SendTimeoutError, TcpDialer,
+        Transport, Upstream, UpstreamItem,
     };
 }
 
@@ -242,6 +246,20 @@ impl Client {
         block_on(self.handle.enqueue(message, priority)).map(Pending)
     }
 
+    /// Queues many messages under one command and one wake-up of the IO thread per stretch
+    /// of free queue room (waiting for room as [`enqueue`](Self::enqueue) does), and
+    /// returns once all are queued, with their [`PendingBatch`] outcomes: woken once, when
+    /// the last one has come. See [`ccs_net::Handle::enqueue_batch`].
+    pub fn enqueue_batch(&self, messages: Vec<Downstream>, priority: bool) -> PendingBatch {
+        PendingBatch(block_on(self.handle.enqueue_batch(messages, priority)))
+    }
+
+    /// Queues many messages as [`enqueue_batch`](Self::enqueue_batch) does and waits for all
+    /// their outcomes, in the order of the messages.
+    pub fn send_batch(&self, messages: Vec<Downstream>) -> Vec<Result<Outcome, SendError>> {
+        block_on(self.handle.send_batch(messages))
+    }
+
     /// Queues a message without waiting. Returns its [`Pending`] outcome, or the message
     /// back when the queue is full or the client is closing.
     pub fn try_send(&self, message: Downstream) -> Result<Pending, SendError> {
@@ -303,6 +321,7 @@ mod tests {
         check::<Upstream>();
         check::<AckToken>();
         check::<Pending>();
+        check::<PendingBatch>();
         check::<Events>();
     }
 }

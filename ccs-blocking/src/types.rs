@@ -1,5 +1,5 @@
-//! The blocking faces of the shared plumbing: [`Pending`], [`Upstream`], [`AckToken`],
-//! [`Events`], and the errors of the methods with a timeout.
+//! The blocking faces of the shared plumbing: [`Pending`], [`PendingBatch`], [`Upstream`],
+//! [`AckToken`], [`Events`], and the errors of the methods with a timeout.
 
 use std::fmt;
 use std::sync::mpsc::RecvTimeoutError;
@@ -42,6 +42,37 @@ impl Pending {
 
     /// The runtime-neutral future under this.
     pub fn into_inner(self) -> ccs_net::PendingOutcome {
+        self.0
+    }
+}
+
+/// The outcomes of a batch of messages, from
+/// [`Client::enqueue_batch`](crate::Client::enqueue_batch), in the order of the messages.
+/// Dropping it before they were taken loses nothing: each outcome is published as
+/// [`Event::DetachedOutcome`] on [`Client::events`](crate::Client::events).
+#[derive(Debug)]
+pub struct PendingBatch(pub(crate) ccs_net::PendingBatch);
+
+impl PendingBatch {
+    /// Waits for every outcome.
+    pub fn wait(self) -> Vec<Result<Outcome, SendError>> {
+        block_on(self.0)
+    }
+
+    /// Waits at most `timeout` for every outcome; `None` if some have not come yet (wait
+    /// again, or drop this to get them as [`Event::DetachedOutcome`]). Once it returned
+    /// `Some`, the outcomes are spent: waiting again gives an empty list.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Vec<Result<Outcome, SendError>>> {
+        block::wait(&mut self.0, deadline_in(timeout))
+    }
+
+    /// How many outcomes have not come yet.
+    pub fn missing(&self) -> usize {
+        self.0.missing()
+    }
+
+    /// The runtime-neutral future under this.
+    pub fn into_inner(self) -> ccs_net::PendingBatch {
         self.0
     }
 }

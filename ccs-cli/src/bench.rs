@@ -44,6 +44,11 @@ pub(crate) struct BenchArgs {
     /// Connections.
     #[arg(long, default_value_t = 1)]
     connections: usize,
+    /// Messages queued together (`enqueue_batch`: one command and one wake-up per stretch
+    /// of queue room, one wake-up per batch of outcomes), as a bulk sender would. Default:
+    /// window × connections. 1: one message at a time (`enqueue`, one outcome future each).
+    #[arg(long)]
+    batch: Option<usize>,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -65,6 +70,9 @@ struct RunFigures {
     other: usize,
     elapsed: Duration,
     cpu: Option<Duration>,
+    /// Peak RSS of the process (KiB) once [`RSS_CHECKPOINT`] outcomes had come, in runs that
+    /// long.
+    rss_at_checkpoint: Option<u64>,
 }
 
 /// An emulator process, killed on drop.
@@ -79,9 +87,32 @@ impl Drop for EmulatorProcess {
 
 const BENCH_SENDER: &str = "100000000001";
 
-fn start_emulator(window: usize) -> Result<(EmulatorProcess, String, PathBuf), String> {
+/// The figures of a long run are also taken after this many outcomes: memory must stay flat
+/// from here on.
+const RSS_CHECKPOINT: usize = 1_000_000;
+
+/// Stanzas the ceiling encodes before it starts (it cycles through them): enough to hold a
+/// window of distinct ids many times over, few enough that a long run does not hold every
+/// stanza in memory.
+const CEILING_STANZAS: usize = 65_536;
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Starts `ccs emulate` in a separate process; returns it, its address and its certificate
+/// (PEM). The emulator writes the certificate to a file, which is read and removed at once.
+fn start_emulator(window: usize) -> Result<(EmulatorProcess, String, String), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the ccs binary: {e}"))?;
     let cert = std::env::temp_dir().join(format!("ccs-bench-{}.pem", std::process::id()));
+    // Dropped after the process on every way out of here (killed first on an error, so it
+    // cannot write the file afterwards).
+    let cert_file = RemoveOnDrop(cert.clone());
     let mut child = std::process::Command::new(exe)
         .args([
             "emulate",
@@ -111,7 +142,11 @@ fn start_emulator(window: usize) -> Result<(EmulatorProcess, String, PathBuf), S
         .as_str()
         .ok_or("the emulator did not say where it listens")?
         .to_owned();
-    Ok((process, addr, cert))
+    // Written before the emulator printed its address.
+    let pem = std::fs::read_to_string(&cert_file.0)
+        .map_err(|e| format!("cannot read the emulator's certificate: {e}"))?;
+    drop(cert_file);
+    Ok((process, addr, pem))
 }
 
 /// Message `i` of a run: a 90-byte token, an id, a one-key `data` object, built the way an
@@ -166,14 +201,14 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
             c
         }
         None => {
-            let (process, addr, cert) = start_emulator(args.window)?;
+            let (process, addr, pem) = start_emulator(args.window)?;
             _emulator = Some(process);
             let mut c = Config::new(
                 Endpoint::parse(&addr)?,
                 SenderId::new(BENCH_SENDER).map_err(|e| e.to_string())?,
                 ServerKey::new("bench-key").map_err(|e| e.to_string())?,
             );
-            c.tls.ca_files = vec![cert];
+            c.tls.ca_pem = vec![pem];
             c.tls.server_name = Some("localhost".into());
             c.tls.only_extra_roots = true;
             c
@@ -187,10 +222,11 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     } else {
         None
     };
+    let batch = args.batch.unwrap_or(args.window * args.connections).max(1);
     let mut runs = Vec::new();
     for (n, &runtime) in args.runtime.runtimes().iter().enumerate() {
         let prefix = format!("b{}-{n}", std::process::id());
-        runs.push(measure(runtime, config.clone(), args.count, &prefix).await?);
+        runs.push(measure(runtime, config.clone(), args.count, batch, &prefix).await?);
     }
     let rss = peak_rss_kib();
     let count = args.count as f64;
@@ -205,7 +241,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
                     "sent": args.count, "acked": r.acked, "nacked": r.nacked, "other": r.other,
                     "msgs_per_s": rate(r).round(), "elapsed_s": r.elapsed.as_secs_f64(),
                     "client_cpu_us_per_msg": cpu_us(r), "peak_rss_kib": rss,
-                    "window": args.window, "connections": args.connections,
+                    "peak_rss_kib_after_1m": r.rss_at_checkpoint,
+                    "window": args.window, "connections": args.connections, "batch": batch,
                     "ceiling_msgs_per_s": ceiling.map(f64::round),
                     "of_ceiling": ceiling.map(|c| rate(r) / c),
                 })
@@ -220,8 +257,18 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
             ),
             None => println!("ceiling: not measured (--ceiling)"),
         }
+        for r in &runs {
+            if let Some(kib) = r.rss_at_checkpoint {
+                println!(
+                    "client peak RSS after {RSS_CHECKPOINT} messages ({}): {kib} KiB",
+                    r.runtime.name()
+                );
+            }
+        }
         match rss {
-            Some(r) => println!("client peak RSS: {r} KiB (the whole process, every run)"),
+            Some(r) => {
+                println!("client peak RSS after all: {r} KiB (the whole process, every run)")
+            }
             None => println!("client peak RSS: (unknown)"),
         }
     }
@@ -276,24 +323,46 @@ fn table(runs: &[RunFigures], count: usize, ceiling: Option<f64>) -> String {
     t
 }
 
-/// Sends `count` messages through one adapter, keeping the queue full, and counts outcomes.
+/// Sends `count` messages through one adapter, keeping the queue full, and counts outcomes:
+/// in batches of `batch` messages, or one at a time if `batch` is 1.
 async fn measure(
     runtime: Runtime,
     config: Config,
     count: usize,
+    batch: usize,
     prefix: &str,
 ) -> Result<RunFigures, String> {
     let client = runtime.connect(config).await?;
     let cpu0 = cpu_time();
     let start = Instant::now();
-    let (mut acked, mut nacked, mut other) = (0usize, 0usize, 0usize);
-    let mut tally = |r: Result<ccs_proto::client::Outcome, ccs_net::SendError>| match r {
-        Ok(o) if o.is_acked() => acked += 1,
-        Ok(o) if o.nack().is_some() => nacked += 1,
-        _ => other += 1,
-    };
-    // Outcomes awaited in order; `enqueue` waits while the queue is full, so at most the
-    // queue plus the messages on the wire are pending at once.
+    let mut tally = Tally::default();
+    if batch <= 1 {
+        one_at_a_time(&client, count, prefix, &mut tally).await?;
+    } else {
+        in_batches(&client, count, batch, prefix, &mut tally).await?;
+    }
+    let elapsed = start.elapsed();
+    let cpu = cpu0.zip(cpu_time()).map(|(a, b)| b.saturating_sub(a));
+    client.close(Duration::from_secs(5)).await;
+    Ok(RunFigures {
+        runtime,
+        acked: tally.acked,
+        nacked: tally.nacked,
+        other: tally.other,
+        elapsed,
+        cpu,
+        rss_at_checkpoint: tally.rss_at_checkpoint,
+    })
+}
+
+/// `enqueue` per message; outcomes taken in order as they come. `enqueue` waits while the
+/// queue is full, so at most the queue plus the messages on the wire are pending at once.
+async fn one_at_a_time(
+    client: &ccs_net::Handle,
+    count: usize,
+    prefix: &str,
+    tally: &mut Tally,
+) -> Result<(), String> {
     let mut pending = VecDeque::new();
     for i in 0..count {
         let p = client
@@ -302,9 +371,9 @@ async fn measure(
             .map_err(|e| format!("send refused: {e}"))?;
         pending.push_back(p);
         while let Some(front) = pending.front_mut() {
-            match futures_poll_once(front) {
+            match poll_once(front) {
                 Some(r) => {
-                    tally(r);
+                    tally.add(r);
                     pending.pop_front();
                 }
                 None => break,
@@ -312,28 +381,72 @@ async fn measure(
         }
     }
     while let Some(p) = pending.pop_front() {
-        tally(p.await);
+        tally.add(p.await);
     }
-    let elapsed = start.elapsed();
-    let cpu = cpu0.zip(cpu_time()).map(|(a, b)| b.saturating_sub(a));
-    client.close(Duration::from_secs(5)).await;
-    Ok(RunFigures {
-        runtime,
-        acked,
-        nacked,
-        other,
-        elapsed,
-        cpu,
-    })
+    Ok(())
 }
 
-/// The outcome if it has come, without waiting.
-fn futures_poll_once(
-    p: &mut ccs_net::PendingOutcome,
-) -> Option<Result<ccs_proto::client::Outcome, ccs_net::SendError>> {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    match std::pin::Pin::new(p).poll(&mut cx) {
+/// `enqueue_batch` per `batch` messages; batches taken in order as they complete. Each
+/// returns once its messages are queued, so at most the queue plus the messages on the wire
+/// (and one batch) are pending at once.
+async fn in_batches(
+    client: &ccs_net::Handle,
+    count: usize,
+    batch: usize,
+    prefix: &str,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    let mut pending = VecDeque::new();
+    let mut next = 0;
+    while next < count {
+        let end = count.min(next + batch);
+        let messages = (next..end)
+            .map(|i| bench_message(prefix, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        pending.push_back(client.enqueue_batch(messages, false).await);
+        next = end;
+        while let Some(front) = pending.front_mut() {
+            match poll_once(front) {
+                Some(outcomes) => {
+                    outcomes.into_iter().for_each(|r| tally.add(r));
+                    pending.pop_front();
+                }
+                None => break,
+            }
+        }
+    }
+    while let Some(b) = pending.pop_front() {
+        b.await.into_iter().for_each(|r| tally.add(r));
+    }
+    Ok(())
+}
+
+/// The outcomes of a run so far.
+#[derive(Debug, Default)]
+struct Tally {
+    acked: usize,
+    nacked: usize,
+    other: usize,
+    rss_at_checkpoint: Option<u64>,
+}
+
+impl Tally {
+    fn add(&mut self, r: Result<ccs_proto::client::Outcome, ccs_net::SendError>) {
+        match r {
+            Ok(o) if o.is_acked() => self.acked += 1,
+            Ok(o) if o.nack().is_some() => self.nacked += 1,
+            _ => self.other += 1,
+        }
+        if self.acked + self.nacked + self.other == RSS_CHECKPOINT {
+            self.rss_at_checkpoint = peak_rss_kib();
+        }
+    }
+}
+
+/// The future's output if it is ready, without waiting.
+fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(f).poll(&mut cx) {
         std::task::Poll::Ready(r) => Some(r),
         std::task::Poll::Pending => None,
     }
@@ -378,10 +491,14 @@ pub(crate) async fn ceiling(config: &Config, count: usize, window: usize) -> Res
         }
         conn.handle_input(Instant::now(), &buf[..n]);
     }
-    let mut stanzas = Vec::with_capacity(count * 220);
-    let mut ends = Vec::with_capacity(count);
+    // Encoded before the clock starts, and sent round and round (the emulator does not
+    // track ids in a benchmark): a long run holds a bounded number of stanzas in memory.
+    let distinct = count.clamp(1, CEILING_STANZAS);
+    let mut stanzas = Vec::with_capacity(distinct * 220);
+    let mut ends = Vec::with_capacity(distinct + 1);
+    ends.push(0);
     let prefix = format!("c{}", std::process::id());
-    for i in 0..count {
+    for i in 0..distinct {
         let m = bench_message(&prefix, i)?;
         write::downstream(&mut stanzas, &m).map_err(|e| e.to_string())?;
         ends.push(stanzas.len());
@@ -415,12 +532,16 @@ pub(crate) async fn ceiling(config: &Config, count: usize, window: usize) -> Res
     while sent < count {
         let allow = (acked.load(Ordering::Acquire) + window).min(count);
         if allow > sent {
-            let from = if sent == 0 { 0 } else { ends[sent - 1] };
-            wr.write_all(&stanzas[from..ends[allow - 1]])
-                .await
-                .map_err(|e| e.to_string())?;
+            while sent < allow {
+                // Stanzas `sent..allow`, cycling through the encoded ones.
+                let first = sent % distinct;
+                let last = distinct.min(first + (allow - sent));
+                wr.write_all(&stanzas[ends[first]..ends[last]])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sent += last - first;
+            }
             wr.flush().await.map_err(|e| e.to_string())?;
-            sent = allow;
         } else {
             notify.notified().await;
         }

@@ -169,9 +169,13 @@ fn the_key_never_comes_from_argv() {
 }
 
 #[test]
-fn bench_finishes_with_sane_figures() {
+fn bench_finishes_with_sane_figures_and_leaves_no_file_behind() {
+    // Its own temporary directory: the emulator's certificate goes there, and must be gone.
+    let tmp = std::env::temp_dir().join(format!("ccs-cli-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
     let out = Command::new(BIN)
         .args(["bench", "--count", "3000", "--json"])
+        .env("TMPDIR", &tmp)
         .output()
         .unwrap();
     assert!(
@@ -187,6 +191,13 @@ fn bench_finishes_with_sane_figures() {
     assert!(v["msgs_per_s"].as_f64().unwrap() > 100.0);
     assert!(v["client_cpu_us_per_msg"].as_f64().unwrap() > 0.0);
     assert!(v["peak_rss_kib"].as_u64().unwrap() > 1000);
+    assert!(
+        v["peak_rss_kib_after_1m"].is_null(),
+        "a run shorter than the checkpoint has no figure for it"
+    );
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    std::fs::remove_dir(&tmp).unwrap();
 }
 
 #[test]

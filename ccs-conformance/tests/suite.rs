@@ -16,7 +16,7 @@ use ccs_proto::AckMode;
 use ccs_proto::client::{DownReason, Outcome, SendErrorKind};
 use ccs_proto::connection::CloseReason;
 use ccs_proto::credentials::{SenderId, ServerKey};
-use ccs_proto::message::Downstream;
+use ccs_proto::message::{Downstream, NackCode};
 use serde_json::json;
 
 /// A safety net for a hung test; nothing waits on it in a passing run.
@@ -883,7 +883,139 @@ fn futures_poll_once_ref(
     }
 }
 
+async fn a_batch_larger_than_the_queue_is_answered_in_order(rt: Runtime) {
+    let emu = emulator(|c| {
+        c.window = 10;
+        c.unregistered.insert("token-gone".into());
+    })
+    .await;
+    // The batch is ten times the queue: it is queued a stretch of room at a time.
+    let config = config_for(&emu).window(10).max_queue(50);
+    let client = within("connect", connect(rt, config)).await.unwrap();
+    assert!(
+        client
+            .enqueue_batch(Vec::new(), false)
+            .await
+            .await
+            .is_empty()
+    );
+    let n = 500;
+    let gone = [7, 300];
+    let batch: Vec<_> = (0..n)
+        .map(|i| {
+            if gone.contains(&i) {
+                Downstream::builder("token-gone", format!("m-{i}"))
+                    .unwrap()
+                    .build()
+            } else {
+                msg(i)
+            }
+        })
+        .collect();
+    let outcomes = within("batch", client.send_batch(batch)).await;
+    assert_eq!(outcomes.len(), n);
+    for (i, o) in outcomes.into_iter().enumerate() {
+        let o = o.unwrap_or_else(|e| panic!("m-{i} refused: {e}"));
+        if gone.contains(&i) {
+            let nack = o.nack().unwrap_or_else(|| panic!("m-{i}: {o:?}"));
+            assert_eq!(nack.message_id.as_str(), format!("m-{i}"));
+            assert_eq!(nack.error, NackCode::DeviceUnregistered);
+        } else {
+            assert!(o.is_acked(), "m-{i}: {o:?}");
+        }
+    }
+    // The single-message path still works beside it.
+    assert!(
+        within("send", client.send(msg(n)))
+            .await
+            .unwrap()
+            .is_acked()
+    );
+    within("close", client.close(Duration::from_secs(5))).await;
+    let ledger = emu.shutdown().await;
+    assert_clean(&ledger);
+    assert_eq!(ledger.total.unique_ids, n as u64 + 1);
+}
+
+async fn closing_gives_back_the_messages_of_a_batch_still_waiting_for_room(rt: Runtime) {
+    let emu =
+        emulator(|c| c.faults.slow_ack = Some((Duration::from_secs(60), Duration::from_secs(60))))
+            .await;
+    let config = config_for(&emu).window(1).max_queue(5);
+    let client = within("connect", connect(rt, config)).await.unwrap();
+    let n = 20;
+    // The task ends once every message is queued or refused, with the batch's future.
+    #[allow(clippy::async_yields_async)]
+    let queued = {
+        let client = client.clone();
+        tokio::spawn(async move { client.enqueue_batch((0..n).map(msg).collect(), false).await })
+    };
+    // One on the wire, five in the queue, the rest waiting for room that never comes.
+    within(
+        "on the wire",
+        emu.wait_until(|l| l.total.downstream_received == 1),
+    )
+    .await;
+    let report = within("close", client.close(Duration::from_millis(50))).await;
+    let outcomes = within("batch", within("queued", queued).await.unwrap()).await;
+    assert_eq!(outcomes.len(), n);
+    let taken = outcomes.iter().take_while(|o| o.is_ok()).count();
+    assert!(taken >= 5, "at least the queue's worth was taken: {taken}");
+    assert_eq!(report.unsent.len(), taken);
+    for (i, o) in outcomes.into_iter().enumerate() {
+        match o {
+            Ok(o) => assert!(matches!(o, Outcome::Unsent { .. }), "m-{i}: {o:?}"),
+            Err(e) => {
+                assert!(i >= taken, "m-{i}");
+                assert_eq!(e.kind, SendErrorKind::Closing);
+                let back = e.message.expect("a refused message is given back");
+                assert_eq!(back.message_id().as_str(), format!("m-{i}"));
+            }
+        }
+    }
+    emu.shutdown().await;
+}
+
+async fn a_dropped_batch_publishes_every_outcome(rt: Runtime) {
+    let emu = emulator(|_| {}).await;
+    let client = within("connect", connect(rt, config_for(&emu)))
+        .await
+        .unwrap();
+    let mut events = client.events();
+    let arrived = client.enqueue_batch(vec![msg(0), msg(1)], false).await;
+    // Answered in order: once this one is acked, the batch's outcomes have arrived.
+    assert!(
+        within("send", client.send(msg(2)))
+            .await
+            .unwrap()
+            .is_acked()
+    );
+    // No answer can come for this one before it is dropped.
+    emu.pause_reading();
+    let unanswered = client.enqueue_batch(vec![msg(3), msg(4)], false).await;
+    assert_eq!(unanswered.missing(), 2);
+    drop(arrived);
+    drop(unanswered);
+    emu.resume_reading();
+    let mut ids = Vec::new();
+    while ids.len() < 4 {
+        if let Event::DetachedOutcome { message, outcome } =
+            within("event", events.recv()).await.unwrap()
+        {
+            assert!(outcome.is_acked());
+            ids.push(message.message_id().to_string());
+        }
+    }
+    ids.sort();
+    assert_eq!(ids, ["m-0", "m-1", "m-3", "m-4"]);
+    within("close", client.close(Duration::from_secs(5))).await;
+    assert_clean(&emu.shutdown().await);
+}
+
 ccs_conformance::for_every_runtime!(
+    a_batch_larger_than_the_queue_is_answered_in_order,
+    closing_gives_back_the_messages_of_a_batch_still_waiting_for_room,
+    a_dropped_batch_publishes_every_outcome,
     a_priority_reply_overtakes_a_bulk_backlog,
     a_reserved_place_counts_toward_the_queue_until_used_or_dropped,
     the_events_channel_ends_after_the_client_closed,

@@ -3,8 +3,9 @@
 //! ccs_net::Handle` plus its own `connect`; the rest is this.
 
 /// Expands, inside `impl Client { ... }` of a type with a field `handle: ccs_net::Handle`,
-/// to the application's async API: `send`, `send_priority`, `enqueue`, `reserve`,
-/// `try_send`, `try_send_priority`, `upstream`, `events`, `stats`, `close`, `handle`.
+/// to the application's async API: `send`, `send_priority`, `enqueue`, `enqueue_batch`,
+/// `send_batch`, `reserve`, `try_send`, `try_send_priority`, `upstream`, `events`, `stats`,
+/// `close`, `handle`.
 #[macro_export]
 macro_rules! async_client_methods {
     () => {
@@ -38,6 +39,29 @@ macro_rules! async_client_methods {
             priority: bool,
         ) -> ::std::result::Result<$crate::PendingOutcome, $crate::SendError> {
             self.handle.enqueue(message, priority).await
+        }
+
+        /// Queues many messages under one command and one wake-up per stretch of free
+        /// queue room, and returns once all are queued, with the future of their outcomes
+        /// in the same order (woken once, when the last one has come). See
+        /// [`Handle::enqueue_batch`]($crate::Handle::enqueue_batch).
+        pub async fn enqueue_batch(
+            &self,
+            messages: ::std::vec::Vec<$crate::ccs_proto::message::Downstream>,
+            priority: bool,
+        ) -> $crate::PendingBatch {
+            self.handle.enqueue_batch(messages, priority).await
+        }
+
+        /// Queues many messages as [`enqueue_batch`](Self::enqueue_batch) does and waits
+        /// for all their outcomes, in the order of the messages.
+        pub async fn send_batch(
+            &self,
+            messages: ::std::vec::Vec<$crate::ccs_proto::message::Downstream>,
+        ) -> ::std::vec::Vec<
+            ::std::result::Result<$crate::ccs_proto::client::Outcome, $crate::SendError>,
+        > {
+            self.handle.send_batch(messages).await
         }
 
         /// Waits for a place in the queue without giving up the message yet (`None` once

@@ -15,6 +15,7 @@ use ccs_proto::message::Downstream;
 use event_listener::Event as Notify;
 use futures_channel::oneshot;
 
+use crate::batch::{BatchShared, BatchSlot, PendingBatch};
 use crate::control::{Command, lock};
 use crate::link::Inbox;
 use crate::upstream::{StreamShared, UpstreamStream};
@@ -30,11 +31,81 @@ pub(crate) enum Lane {
     Priority,
 }
 
-/// A message on its way to the engine (the submit channel).
-pub(crate) struct Submit {
+/// Where the engine answers a queued message.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// A message sent on its own: a one-shot to its [`PendingOutcome`].
+    One(oneshot::Sender<Answer>),
+    /// A message of a batch: its place in the batch's outcomes.
+    Batch(BatchSlot),
+}
+
+impl Reply {
+    /// Answers; gives the answer back if nobody waits for it any more (the engine then
+    /// publishes it as an event).
+    pub(crate) fn send(self, answer: Answer) -> Option<Answer> {
+        match self {
+            Self::One(tx) => tx.send(answer).err(),
+            Self::Batch(slot) => slot.send(answer),
+        }
+    }
+}
+
+/// One message for the engine, with where to answer it.
+pub(crate) struct Queued {
     pub(crate) message: Downstream,
-    pub(crate) reply: oneshot::Sender<Answer>,
+    pub(crate) reply: Reply,
     pub(crate) lane: Lane,
+}
+
+/// What the submit channel carries: one message, or many under one item (and one wake-up).
+/// Every message in it holds a place in the queue count, so the channel (`max_queue` items)
+/// is never full for a sender that reserved its places.
+pub(crate) enum Submit {
+    One(Queued),
+    Batch {
+        /// Messages `first..first + messages.len()` of the batch.
+        messages: Vec<Downstream>,
+        first: usize,
+        batch: Arc<BatchShared>,
+        lane: Lane,
+    },
+}
+
+impl Submit {
+    /// The messages in it, each with where to answer it.
+    pub(crate) fn into_queued(self) -> impl Iterator<Item = Queued> {
+        let (one, batch) = match self {
+            Self::One(q) => (Some(q), None),
+            Self::Batch {
+                messages,
+                first,
+                batch,
+                lane,
+            } => (None, Some((messages, first, batch, lane))),
+        };
+        let many = batch
+            .into_iter()
+            .flat_map(|(messages, first, batch, lane)| {
+                messages
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(i, message)| Queued {
+                        message,
+                        reply: Reply::Batch(BatchShared::slot(&batch, first + i)),
+                        lane,
+                    })
+            });
+        one.into_iter().chain(many)
+    }
+
+    /// How many messages it holds.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Batch { messages, .. } => messages.len(),
+        }
+    }
 }
 
 /// What the handles and the engine share.
@@ -60,8 +131,20 @@ impl HandleShared {
             .is_ok()
     }
 
-    fn unreserve(&self) {
-        self.load.fetch_sub(1, Ordering::AcqRel);
+    /// Takes up to `want` places in the queue; how many it took (0 if it is full).
+    fn reserve_up_to(&self, max_queue: usize, want: usize) -> usize {
+        match self
+            .load
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max_queue).then(|| n + want.min(max_queue - n))
+            }) {
+            Ok(n) => want.min(max_queue - n),
+            Err(_) => 0,
+        }
+    }
+
+    fn unreserve(&self, places: usize) {
+        self.load.fetch_sub(places, Ordering::AcqRel);
         self.room.notify(usize::MAX);
     }
 }
@@ -188,23 +271,118 @@ impl Handle {
         lane: Lane,
     ) -> Result<PendingOutcome, SendError> {
         let (reply, rx) = oneshot::channel();
-        let submit = Submit {
+        let submit = Submit::One(Queued {
             message,
-            reply,
+            reply: Reply::One(reply),
             lane,
-        };
-        // Never full for a reserved place: the channel holds `max_queue` messages, and it
-        // holds only messages counted in the load, which is at most `max_queue` with this one.
+        });
+        // Never full for a reserved place: the channel holds `max_queue` items, and it holds
+        // only messages counted in the load, which is at most `max_queue` with this one.
         match self.inner.submit.try_send(submit) {
             Ok(()) => Ok(self.pending(rx)),
             Err(e) => {
-                self.inner.shared.unreserve();
-                let message = e.into_inner().message;
-                Err(if self.inner.shared.closing.load(Ordering::Acquire) {
-                    refused(SendErrorKind::Closing, message)
-                } else {
-                    SendError::closed(Some(message))
-                })
+                self.inner.shared.unreserve(1);
+                let message = e
+                    .into_inner()
+                    .into_queued()
+                    .next()
+                    .map(|q| Box::new(q.message));
+                Err(self.not_taken(message))
+            }
+        }
+    }
+
+    /// Why the engine did not take a message: the client is closing, or gone.
+    fn not_taken(&self, message: Option<Box<Downstream>>) -> SendError {
+        let kind = if self.inner.shared.closing.load(Ordering::Acquire) {
+            SendErrorKind::Closing
+        } else {
+            SendErrorKind::Closed
+        };
+        SendError { kind, message }
+    }
+
+    /// Queues many messages under one command and one wake-up of the engine per stretch of
+    /// free queue room, and returns once all are queued (or refused), with the future of
+    /// their outcomes in the same order. `priority` puts them all in the priority lane.
+    ///
+    /// A batch may hold more messages than the queue: it waits for room as [`enqueue`]
+    /// does, and takes whatever room there is, a stretch at a time. The batch's future is
+    /// woken once, when its last outcome has come, not once per message; so the batch is
+    /// the unit of waiting: many small batches in flight keep the wire busy.
+    ///
+    /// A message refused before it reached the client (the client began closing meanwhile,
+    /// or has stopped) has its `Err` in its place, with the message back. Dropping this
+    /// future while it waits for room queues none of the messages it has not queued yet;
+    /// those already queued are delivered, and their outcomes published as
+    /// [`Event::DetachedOutcome`].
+    ///
+    /// [`enqueue`]: Self::enqueue
+    pub async fn enqueue_batch(&self, messages: Vec<Downstream>, priority: bool) -> PendingBatch {
+        let lane = if priority {
+            Lane::Priority
+        } else {
+            Lane::Normal
+        };
+        let batch = PendingBatch::new(messages.len(), self.inner.events.clone());
+        let mut rest = messages.into_iter();
+        let mut next = 0;
+        while rest.len() > 0 {
+            let Some(places) = self.reserve_many(rest.len()).await else {
+                for (i, message) in rest.by_ref().enumerate() {
+                    batch.answer(next + i, Err(refused(SendErrorKind::Closing, message)));
+                }
+                break;
+            };
+            let submit = Submit::Batch {
+                messages: rest.by_ref().take(places).collect(),
+                first: next,
+                batch: Arc::clone(batch.shared()),
+                lane,
+            };
+            // Never full: see `submit_reserved`.
+            if let Err(e) = self.inner.submit.try_send(submit) {
+                self.inner.shared.unreserve(places);
+                for (i, q) in e.into_inner().into_queued().enumerate() {
+                    batch.answer(next + i, Err(self.not_taken(Some(Box::new(q.message)))));
+                }
+            }
+            next += places;
+        }
+        batch
+    }
+
+    /// Queues many messages as [`enqueue_batch`](Self::enqueue_batch) does and waits for
+    /// all their outcomes, returned in the order of the messages.
+    pub async fn send_batch(&self, messages: Vec<Downstream>) -> Vec<Result<Outcome, SendError>> {
+        self.enqueue_batch(messages, false).await.await
+    }
+
+    /// Waits for at least one place in the queue and takes up to `want`; `None` once the
+    /// client is closing.
+    async fn reserve_many(&self, want: usize) -> Option<usize> {
+        let shared = &self.inner.shared;
+        let max = self.inner.max_queue;
+        if shared.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        loop {
+            let places = shared.reserve_up_to(max, want);
+            if places > 0 {
+                return Some(places);
+            }
+            // Listening before looking again: room made between the looks is not missed.
+            let listener = shared.room.listen();
+            if shared.closing.load(Ordering::Acquire) {
+                return None;
+            }
+            let places = shared.reserve_up_to(max, want);
+            if places > 0 {
+                return Some(places);
+            }
+            listener.await;
+            if shared.closing.load(Ordering::Acquire) {
+                return None;
             }
         }
     }
@@ -333,7 +511,7 @@ impl QueuePlace {
 impl Drop for QueuePlace {
     fn drop(&mut self) {
         if self.held {
-            self.handle.inner.shared.unreserve();
+            self.handle.inner.shared.unreserve(1);
         }
     }
 }

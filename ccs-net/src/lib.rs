@@ -77,6 +77,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod batch;
 pub mod block;
 mod config;
 mod control;
@@ -88,11 +89,12 @@ pub mod tls;
 mod types;
 mod upstream;
 
+pub use batch::PendingBatch;
 pub use ccs_proto;
 pub use config::Config;
 pub use engine::{Action, Engine, FirstConnect, Nudge, Wait};
 pub use handle::{Handle, PendingOutcome, QueuePlace};
-pub use link::Link;
+pub use link::{Link, Listener};
 pub use tls::{Endpoint, TlsOptions, describe_tls_error};
 pub use types::{ConnectError, Event, Report, SendError, Stats, UnackedUpstream};
 
@@ -104,8 +106,8 @@ pub use upstream::{AckToken, TryRecvError, UpstreamItem, UpstreamStream};
 /// adapter re-exports this with its own `Client`).
 pub mod prelude {
     pub use crate::{
-        AckToken, Config, ConnectError, Endpoint, Event, PendingOutcome, Report, SendError, Stats,
-        TlsOptions, UpstreamItem,
+        AckToken, Config, ConnectError, Endpoint, Event, PendingBatch, PendingOutcome, Report,
+        SendError, Stats, TlsOptions, UpstreamItem,
     };
     pub use ccs_proto::AckMode;
     pub use ccs_proto::client::{FailReason, Outcome};
@@ -125,6 +127,7 @@ mod tests {
         check::<UpstreamItem>();
         check::<AckToken>();
         check::<PendingOutcome>();
+        check::<PendingBatch>();
         check::<Engine>();
     }
 }

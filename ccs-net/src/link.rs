@@ -4,13 +4,15 @@
 //! Every method that waits is an `async fn` with no runtime in it: async adapters await
 //! it, the blocking adapter runs it with [`crate::block::wait`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use ccs_proto::client::ConnectFailure;
 use ccs_proto::connection::ConnId;
-use event_listener::Event;
 use rustls::pki_types::ServerName;
 
 use crate::tls::Endpoint;
@@ -23,18 +25,73 @@ use crate::tls::Endpoint;
 pub(crate) const NET_CAPACITY: usize = 64;
 
 /// Wakes the adapter's loop when an input for the engine has arrived. A notification finds
-/// the loop either waiting on [`Wake::listen`] or about to run a turn: the loop listens
+/// the loop either waiting on its [`Listener`] or about to run a turn: the loop listens
 /// before each turn, so none is missed.
+///
+/// Wake-ups are coalesced: the first input after the loop listened wakes it; the inputs
+/// after that, until it listens again, cost one atomic operation each (the loop takes them
+/// all in its next turn).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Wake(Arc<Event>);
+pub(crate) struct Wake(Arc<WakeState>);
+
+#[derive(Debug, Default)]
+struct WakeState {
+    /// An input arrived since the loop last listened.
+    pending: AtomicBool,
+    /// The loop, while it waits.
+    waker: Mutex<Option<Waker>>,
+}
 
 impl Wake {
     pub(crate) fn notify(&self) {
-        self.0.notify(1);
+        if !self.0.pending.swap(true, Ordering::AcqRel) {
+            let waker = self.0.lock().take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
     }
 
-    pub(crate) fn listen(&self) -> event_listener::EventListener {
-        self.0.listen()
+    pub(crate) fn listen(&self) -> Listener {
+        self.0.pending.store(false, Ordering::Release);
+        Listener(Arc::clone(&self.0))
+    }
+}
+
+impl WakeState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        // Nothing panics while holding the lock; a poisoned one still holds a valid waker.
+        self.waker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Resolves once an input for the engine has arrived since it was taken
+/// ([`Engine::listen`](crate::Engine::listen)), or a [`Nudge`](crate::Nudge) came. Only the
+/// adapter's loop listens, one listener at a time.
+#[derive(Debug)]
+#[must_use = "a listener does nothing unless awaited"]
+pub struct Listener(Arc<WakeState>);
+
+impl Future for Listener {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.pending.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        {
+            let mut waker = self.0.lock();
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+        }
+        // A notification between the first look and the waker's registration found no
+        // waker to wake: it is seen here.
+        if self.0.pending.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
@@ -221,7 +278,8 @@ impl Link {
     }
 
     /// Waits until there are bytes to write or a close; swaps them into `batch` (which must
-    /// be empty) and says whether to close our side once they are written.
+    /// be empty) and says whether to close our side once they are written. Called by the
+    /// connection's one writer: two callers waiting at once would not both be woken.
     pub async fn next_batch(&self, batch: &mut Vec<u8>) -> bool {
         self.outbox.take(batch).await
     }
@@ -234,10 +292,12 @@ impl Link {
 /// It is bounded in bytes: the engine must never wait for a writer (a writer can be stuck for
 /// good on a peer that stopped reading), so when a writer is this far behind,
 /// [`Outbox::push`] refuses and the engine treats the transport as failed.
+///
+/// There is one writer, so its waker is kept beside the bytes under the same lock: a push
+/// that finds the queue empty takes it and wakes the writer; nothing is allocated per wait.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     state: Mutex<OutboxState>,
-    ready: Event,
     limit: usize,
 }
 
@@ -245,6 +305,8 @@ pub(crate) struct Outbox {
 struct OutboxState {
     bytes: Vec<u8>,
     closing: bool,
+    /// The writer, while it waits for bytes.
+    writer: Option<Waker>,
 }
 
 impl Outbox {
@@ -252,7 +314,6 @@ impl Outbox {
     pub(crate) fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(OutboxState::default()),
-            ready: Event::new(),
             limit,
         })
     }
@@ -268,34 +329,48 @@ impl Outbox {
         if st.bytes.len().saturating_add(data.len()) > self.limit {
             return false;
         }
-        let was_empty = st.bytes.is_empty();
+        // A writer waits only on an empty queue: later pushes find it awake already.
+        let writer = if st.bytes.is_empty() {
+            st.writer.take()
+        } else {
+            None
+        };
         st.bytes.extend_from_slice(data);
         drop(st);
-        if was_empty {
-            self.ready.notify(1);
+        if let Some(w) = writer {
+            w.wake();
         }
         true
     }
 
     /// Asks the writer to write what is queued, then close its side of the connection.
     pub(crate) fn close(&self) {
-        self.lock().closing = true;
-        self.ready.notify(1);
+        let writer = {
+            let mut st = self.lock();
+            st.closing = true;
+            st.writer.take()
+        };
+        if let Some(w) = writer {
+            w.wake();
+        }
     }
 
+    /// Waits for bytes or the close (one writer at a time: a second one waiting at once
+    /// would take the first one's place).
     async fn take(&self, batch: &mut Vec<u8>) -> bool {
-        loop {
-            // Listening before looking: a push between the look and the wait is not missed.
-            let listener = self.ready.listen();
-            {
-                let mut st = self.lock();
-                if !st.bytes.is_empty() || st.closing {
-                    std::mem::swap(&mut st.bytes, batch);
-                    return st.closing;
-                }
+        std::future::poll_fn(|cx| {
+            let mut st = self.lock();
+            if !st.bytes.is_empty() || st.closing {
+                std::mem::swap(&mut st.bytes, batch);
+                st.writer = None;
+                return Poll::Ready(st.closing);
             }
-            listener.await;
-        }
+            if !st.writer.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                st.writer = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
@@ -327,6 +402,29 @@ mod tests {
         assert!(outbox.push(b"ignored"));
         assert_eq!(wait(outbox.take(&mut batch), None), Some(true));
         assert_eq!(batch, b"!");
+    }
+
+    #[test]
+    fn a_listener_sees_inputs_after_it_was_taken_and_not_before() {
+        let wake = Wake::default();
+        wake.notify();
+        let now = || Some(std::time::Instant::now());
+        assert_eq!(
+            wait(wake.listen(), now()),
+            None,
+            "the turn's, not the listener's"
+        );
+        let listener = wake.listen();
+        wake.notify();
+        wake.notify();
+        assert_eq!(wait(listener, None), Some(()));
+        let listener = wake.listen();
+        let notifier = {
+            let wake = wake.clone();
+            std::thread::spawn(move || wake.notify())
+        };
+        assert_eq!(wait(listener, None), Some(()), "woken from another thread");
+        notifier.join().unwrap();
     }
 
     #[test]

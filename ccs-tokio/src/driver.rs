@@ -1,33 +1,40 @@
-//! The tokio loop around [`ccs_net::Engine`], and one task per connection.
+//! The tokio loop around [`ccs_net::Engine`], with every connection's IO in the same task.
 //!
 //! The loop makes no decision: it takes a listener, runs a turn of the engine, carries out
-//! its [`Action`]s (spawn a connection task; retire one within its grace), and sleeps until
-//! the next input, the core's next deadline, or a retired task's end.
+//! its [`Action`]s (start a connection; retire one within its grace), and waits for the next
+//! input, the core's next deadline, or a retired connection's end.
 //!
-//! A connection task dials through the [`Dialer`], does the TLS handshake, then reads and
-//! writes concurrently (two futures joined in the task, over the two halves of the TLS
-//! stream, so a write blocked on a full socket never stops reading). The task owns the
-//! socket: when it ends, or is aborted, the socket is closed.
+//! Each connection is a future the loop polls itself, not a task of its own: it dials
+//! through the [`Dialer`], does the TLS handshake, then reads and writes concurrently (two
+//! futures joined, over the two halves of the TLS stream, so a write blocked on a full socket
+//! never stops reading). So the bytes read and the bytes to write cross no task: the engine
+//! and the sockets share one task and one wake-up (measured: less CPU per message and more
+//! messages per second than a task per connection, BENCHMARKS.md). Each connection has its
+//! own waker, and a wake-up polls only the connections that were woken. The future owns its
+//! socket: when it ends, or is dropped at the end of its grace, the socket is closed. A
+//! panic in it (the application's [`Dialer`] or stream) ends that connection only.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use ccs_net::{Action, Engine, Link, Wait};
 use ccs_proto::client::ConnectFailure;
 use ccs_proto::connection::ConnId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsConnector;
-use tracing::{Instrument, debug};
+use tracing::{Instrument, debug, warn};
 
 use crate::Dialer;
 
 /// Runs the engine until the client has closed and every socket is closed.
 pub(crate) async fn drive<D: Dialer>(mut engine: Engine, dialer: Arc<D>) {
-    let mut tasks: HashMap<ConnId, JoinHandle<bool>> = HashMap::new();
-    let mut retiring: JoinSet<(ConnId, bool)> = JoinSet::new();
+    let mut conns = Conns::default();
     loop {
         let listener = engine.listen();
         let wait = engine.turn(Instant::now());
@@ -36,55 +43,206 @@ pub(crate) async fn drive<D: Dialer>(mut engine: Engine, dialer: Arc<D>) {
                 Action::Dial(link) => {
                     let span = tracing::info_span!("ccs_connection", conn = %link.id(), endpoint = %link.endpoint());
                     let id = link.id();
-                    let task = tokio::spawn(connection(link, Arc::clone(&dialer)).instrument(span));
-                    tasks.insert(id, task);
+                    conns.start(id, connection(link, Arc::clone(&dialer)).instrument(span));
                 }
-                Action::Retire { id, grace } => {
-                    let task = tasks.remove(&id);
-                    retiring.spawn(async move { (id, finish(task, grace).await) });
+                Action::Retire { id, grace } if !conns.retire(id, Instant::now() + grace) => {
+                    engine.socket_closed(id, false);
                 }
                 _ => {}
             }
         }
         let deadline = match wait {
             Wait::Done => break,
-            Wait::Again => continue,
+            Wait::Again => {
+                // Inputs are waiting: turn again, yielding to other tasks when this one's
+                // budget is spent, and letting the connections (this task's) move their
+                // bytes between turns.
+                tokio::task::consume_budget().await;
+                std::future::poll_fn(|cx| {
+                    conns.poll(cx);
+                    Poll::Ready(())
+                })
+                .await;
+                conns.reap(&mut engine, Instant::now());
+                continue;
+            }
             Wait::Until(deadline) => deadline,
         };
-        let sleep = async {
-            match deadline {
+        let wake_at = match (deadline, conns.next_retire_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut sleep = std::pin::pin!(async {
+            match wake_at {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
                 None => std::future::pending().await,
             }
-        };
-        tokio::select! {
-            Some(done) = retiring.join_next(), if !retiring.is_empty() => {
-                // A join error only if the runtime is shutting down.
-                if let Ok((id, graceful)) = done {
-                    engine.socket_closed(id, graceful);
-                }
+        });
+        let mut listener = std::pin::pin!(listener);
+        std::future::poll_fn(|cx| {
+            let ended = conns.poll(cx);
+            if ended || listener.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready()
+            {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            () = listener => {}
-            () = sleep => {}
-        }
+        })
+        .await;
+        conns.reap(&mut engine, Instant::now());
     }
     engine.finish();
 }
 
-/// Waits up to `grace` for a connection task to end by itself, then aborts it; returns once
-/// it is gone (its socket closed), with whether it ended gracefully.
-async fn finish(task: Option<JoinHandle<bool>>, grace: Duration) -> bool {
-    let Some(mut handle) = task else {
-        return false;
-    };
-    match tokio::time::timeout(grace, &mut handle).await {
-        Ok(ended) => ended.unwrap_or(false),
-        Err(_) => {
-            handle.abort();
-            // Resolves once the aborted task has been dropped, with its socket.
-            let _ = handle.await;
-            false
+/// The connections' futures, polled by the loop's task when their own waker was woken.
+#[derive(Default)]
+struct Conns {
+    list: Vec<Conn>,
+    /// The loop task's waker, woken by every connection's waker.
+    task: Arc<TaskWaker>,
+}
+
+/// One connection as the loop holds it.
+struct Conn {
+    id: ConnId,
+    /// Its IO, until it ends (or is dropped, which closes the socket).
+    io: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+    wake: Arc<ConnWake>,
+    waker: Waker,
+    /// How it ended: whether gracefully.
+    ended: Option<bool>,
+    /// Retired: stopped at this deadline unless it has ended by then.
+    retire_by: Option<Instant>,
+}
+
+impl Conns {
+    fn start(&mut self, id: ConnId, io: impl Future<Output = bool> + Send + 'static) {
+        let wake = Arc::new(ConnWake {
+            // Polled first on the loop's next wait.
+            woken: AtomicBool::new(true),
+            task: Arc::clone(&self.task),
+        });
+        self.list.push(Conn {
+            id,
+            io: Some(Box::pin(io)),
+            waker: Waker::from(Arc::clone(&wake)),
+            wake,
+            ended: None,
+            retire_by: None,
+        });
+    }
+
+    /// Gives a connection until `by` to end by itself; `false` if there is no such
+    /// connection.
+    fn retire(&mut self, id: ConnId, by: Instant) -> bool {
+        match self.list.iter_mut().find(|c| c.id == id) {
+            Some(c) => {
+                c.retire_by = Some(by);
+                true
+            }
+            None => false,
         }
+    }
+
+    fn next_retire_deadline(&self) -> Option<Instant> {
+        self.list
+            .iter()
+            .filter(|c| c.ended.is_none())
+            .filter_map(|c| c.retire_by)
+            .min()
+    }
+
+    /// Polls the connections that were woken; whether one of them ended.
+    fn poll(&mut self, cx: &mut Context<'_>) -> bool {
+        self.task.set(cx.waker());
+        let mut ended = false;
+        for c in &mut self.list {
+            if !c.wake.woken.swap(false, Ordering::AcqRel) {
+                continue;
+            }
+            let Some(io) = c.io.as_mut() else {
+                continue;
+            };
+            let mut own = Context::from_waker(&c.waker);
+            let polled = std::panic::catch_unwind(AssertUnwindSafe(|| io.as_mut().poll(&mut own)));
+            let graceful = match polled {
+                Ok(Poll::Pending) => continue,
+                Ok(Poll::Ready(graceful)) => graceful,
+                Err(_) => {
+                    // Dropping it drops its link, which tells the engine the dial failed or
+                    // the transport ended.
+                    warn!(conn = %c.id, "the connection's IO panicked");
+                    false
+                }
+            };
+            c.io = None;
+            c.ended = Some(graceful);
+            ended = true;
+        }
+        ended
+    }
+
+    /// Stops the retired connections past their grace, and reports those that have ended.
+    fn reap(&mut self, engine: &mut Engine, now: Instant) {
+        self.list.retain_mut(|c| {
+            let Some(by) = c.retire_by else {
+                return true;
+            };
+            if c.ended.is_none() && by <= now {
+                // Dropping the future closes its socket.
+                c.io = None;
+                c.ended = Some(false);
+            }
+            match c.ended {
+                Some(graceful) => {
+                    engine.socket_closed(c.id, graceful);
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+}
+
+/// The loop task's current waker.
+#[derive(Default)]
+struct TaskWaker(Mutex<Option<Waker>>);
+
+impl TaskWaker {
+    fn set(&self, waker: &Waker) {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    fn wake(&self) {
+        // Nothing panics while holding the lock; a poisoned one still holds a valid waker.
+        if let Some(w) = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// A connection's waker: marks it to be polled, then wakes the loop's task.
+struct ConnWake {
+    woken: AtomicBool,
+    task: Arc<TaskWaker>,
+}
+
+impl Wake for ConnWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 

@@ -33,6 +33,10 @@
 //!   [`Client::events`]. [`Client::send_priority`] puts a reply ahead of a bulk backlog.
 //! - [`Client::try_send`] never waits: it queues the message or gives it back. Its
 //!   [`PendingOutcome`], dropped before it resolves, publishes the outcome the same way.
+//! - [`Client::send_batch`] and [`Client::enqueue_batch`] queue many messages under one
+//!   command and one wake-up of the client per stretch of queue room; their
+//!   [`PendingBatch`] is woken once, with every outcome, in the order of the messages. The
+//!   fast path for bulk senders.
 //! - [`Client::upstream`] yields upstream messages and receipts, each with an [`AckToken`]
 //!   (a no-op in auto-ack mode).
 //! - [`Client::close`] stops taking work, waits for answers until the deadline, closes every
@@ -40,8 +44,9 @@
 //!   never acked.
 //!
 //! Acks, closing and resource bounds work as the [`ccs_net`] crate docs describe, for every
-//! adapter alike. Each connection is one tokio task owning its socket;
-//! [`Client::connect_with`] dials through a [`Dialer`] of your own (a proxy, a unix socket,
+//! adapter alike. The client is one tokio task on your runtime: the engine and every
+//! connection's socket IO (each connection a future that owns its socket) share it, so bytes
+//! cross no task on their way in or out. [`Client::connect_with`] dials through a [`Dialer`] of your own (a proxy, a unix socket,
 //! an in-memory pipe) and does TLS over it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -59,8 +64,9 @@ use tokio_rustls::TlsConnector;
 
 pub use ccs_net::{self, ccs_proto};
 pub use ccs_net::{
-    AckToken, Config, ConnectError, Endpoint, Event, PendingOutcome, Report, SendError, Stats,
-    TlsOptions, UnackedUpstream, UpstreamItem, UpstreamStream, describe_tls_error,
+    AckToken, Config, ConnectError, Endpoint, Event, PendingBatch, PendingOutcome, Report,
+    SendError, Stats, TlsOptions, UnackedUpstream, UpstreamItem, UpstreamStream,
+    describe_tls_error,
 };
 
 /// What an application needs in scope: `use ccs_tokio::prelude::*;`.

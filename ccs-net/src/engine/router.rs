@@ -34,7 +34,7 @@ impl Engine {
                 // The message goes with the outcome, so that whoever finds nobody waiting
                 // (here, or the future dropped with the answer in it) can publish both.
                 let detached = match self.waiters.remove(&ticket) {
-                    Some(reply) => reply.send(Ok((message, outcome))).err(),
+                    Some(reply) => reply.send(Ok((message, outcome))),
                     None => Some(Ok((message, outcome))),
                 };
                 if let Some(Ok((message, outcome))) = detached {
