@@ -761,33 +761,7 @@ impl Engine {
     }
 }
 
-/// Hashes a [`MessageTicket`] with one multiplication. Tickets are a counter the core assigns
-/// (nobody picks them to collide), and SipHash, the default, showed in profiles of the
-/// per-message path. The multiplier is odd, so distinct counters keep distinct low bits
-/// (the table's index), and its top bits (the table's tag) mix every bit of the counter.
-#[derive(Debug, Clone, Copy, Default)]
-struct TicketHasher(u64);
-
-impl std::hash::Hasher for TicketHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl std::hash::BuildHasher for TicketHasher {
-    type Hasher = Self;
-
-    fn build_hasher(&self) -> Self {
-        Self(0)
-    }
-}
+/// The waiters' table hasher: foldhash, as the core's tables keyed by message id. Tickets
+/// are a counter the core assigns (nobody picks them to collide), and SipHash, the default,
+/// showed in profiles of the per-message path.
+type TicketHasher = foldhash::fast::RandomState;
