@@ -334,8 +334,14 @@ impl Handle {
                 }
                 break;
             };
+            let messages = if places == rest.len() {
+                // All the rest at once: into the item without copying (in-place collect).
+                std::mem::take(&mut rest).collect()
+            } else {
+                rest.by_ref().take(places).collect()
+            };
             let submit = Submit::Batch {
-                messages: rest.by_ref().take(places).collect(),
+                messages,
                 first: next,
                 batch: Arc::clone(batch.shared()),
                 lane,

@@ -101,16 +101,14 @@ async fn a_callers_dialer_is_used_for_every_connection() {
     assert!(within("send", client.send(m)).await.unwrap().is_acked());
     let mut events = client.events();
     emu.drain_all();
-    // The replacement connections come up through the same dialer.
+    // The replacement connections come up through the same dialer. (The second of the
+    // first two may still be coming up: its event does not count.)
     loop {
-        if let Event::ConnectionUp { .. } = within("reconnect", events.recv()).await.unwrap() {
+        let event = within("reconnect", events.recv()).await.unwrap();
+        if matches!(event, Event::ConnectionUp { .. }) && dials.load(Ordering::SeqCst) >= 3 {
             break;
         }
     }
-    assert!(
-        dials.load(Ordering::SeqCst) >= 3,
-        "two connections, then a replacement"
-    );
     client.close(Duration::from_secs(5)).await;
     emu.shutdown().await;
 }
