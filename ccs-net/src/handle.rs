@@ -349,8 +349,8 @@ impl Handle {
             // Never full: see `submit_reserved`.
             if let Err(e) = self.inner.submit.try_send(submit) {
                 self.inner.shared.unreserve(places);
-                for (i, q) in e.into_inner().into_queued().enumerate() {
-                    batch.answer(next + i, Err(self.not_taken(Some(Box::new(q.message)))));
+                for q in e.into_inner().into_queued() {
+                    let _ = q.reply.send(Err(self.not_taken(Some(Box::new(q.message)))));
                 }
             }
             next += places;
