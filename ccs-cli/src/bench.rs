@@ -45,10 +45,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     connections: usize,
     /// Messages queued together (`enqueue_batch`: one command and one wake-up per stretch
-    /// of queue room, one wake-up per batch of outcomes), as a bulk sender would. Default:
-    /// window × connections. 1: one message at a time (`enqueue`, one outcome future each).
-    #[arg(long)]
-    batch: Option<usize>,
+    /// of queue room, one wake-up per batch of outcomes), as a bulk sender would. 1: one
+    /// message at a time (`enqueue`, one outcome future each).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
     /// Print one JSON line instead of a table.
     #[arg(long)]
     json: bool,
@@ -222,7 +222,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     } else {
         None
     };
-    let batch = args.batch.unwrap_or(args.window * args.connections).max(1);
+    let batch = args.batch.max(1);
     let mut runs = Vec::new();
     for (n, &runtime) in args.runtime.runtimes().iter().enumerate() {
         let prefix = format!("b{}-{n}", std::process::id());

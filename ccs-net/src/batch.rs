@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Waker};
 use ccs_proto::client::Outcome;
 
 use crate::control::lock;
-use crate::handle::Answer;
+use crate::types::Answer;
 use crate::{Event, SendError};
 
 /// The outcomes of a batch of messages, in the order the messages were given: a future of

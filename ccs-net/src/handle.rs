@@ -18,11 +18,9 @@ use futures_channel::oneshot;
 use crate::batch::{BatchShared, BatchSlot, PendingBatch};
 use crate::control::{Command, lock};
 use crate::link::Inbox;
+use crate::types::Answer;
 use crate::upstream::{StreamShared, UpstreamStream};
 use crate::{Event, Report, SendError, Stats};
-
-/// What the engine answers a queued message with: the message back and its outcome.
-pub(crate) type Answer = Result<(Box<Downstream>, Outcome), SendError>;
 
 /// Which queue of the core a message goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,8 +332,14 @@ impl Handle {
                 }
                 break;
             };
+            let messages = if places == rest.len() {
+                // All the rest at once: into the item without copying (in-place collect).
+                std::mem::take(&mut rest).collect()
+            } else {
+                rest.by_ref().take(places).collect()
+            };
             let submit = Submit::Batch {
-                messages: rest.by_ref().take(places).collect(),
+                messages,
                 first: next,
                 batch: Arc::clone(batch.shared()),
                 lane,
@@ -343,8 +347,8 @@ impl Handle {
             // Never full: see `submit_reserved`.
             if let Err(e) = self.inner.submit.try_send(submit) {
                 self.inner.shared.unreserve(places);
-                for (i, q) in e.into_inner().into_queued().enumerate() {
-                    batch.answer(next + i, Err(self.not_taken(Some(Box::new(q.message)))));
+                for q in e.into_inner().into_queued() {
+                    let _ = q.reply.send(Err(self.not_taken(Some(Box::new(q.message)))));
                 }
             }
             next += places;

@@ -198,3 +198,6 @@ pub struct Stats {
     /// [`Config::disconnect_grace`](crate::Config::disconnect_grace)). Each has at most one socket.
     pub sockets: usize,
 }
+
+/// What the engine answers a queued message with: the message back and its outcome.
+pub(crate) type Answer = Result<(Box<Downstream>, Outcome), SendError>;

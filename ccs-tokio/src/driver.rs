@@ -1,4 +1,5 @@
-//! The tokio loop around [`ccs_net::Engine`], with every connection's IO in the same task.
+//! The client's IO thread: the loop around [`ccs_net::Engine`] on a current-thread tokio
+//! runtime of its own, with every connection's IO in the same task.
 //!
 //! The loop makes no decision: it takes a listener, runs a turn of the engine, carries out
 //! its [`Action`]s (start a connection; retire one within its grace), and waits for the next
@@ -8,11 +9,17 @@
 //! through the [`Dialer`], does the TLS handshake, then reads and writes concurrently (two
 //! futures joined, over the two halves of the TLS stream, so a write blocked on a full socket
 //! never stops reading). So the bytes read and the bytes to write cross no task: the engine
-//! and the sockets share one task and one wake-up (measured: less CPU per message and more
-//! messages per second than a task per connection, BENCHMARKS.md). Each connection has its
-//! own waker, and a wake-up polls only the connections that were woken. The future owns its
-//! socket: when it ends, or is dropped at the end of its grace, the socket is closed. A
-//! panic in it (the application's [`Dialer`] or stream) ends that connection only.
+//! and the sockets share one task and one wake-up. Each connection has its own waker, and a
+//! wake-up polls only the connections that were woken. The future owns its socket: when it
+//! ends, or is dropped at the end of its grace, the socket is closed. A panic in it (the
+//! application's [`Dialer`] or stream) ends that connection only.
+//!
+//! Why a thread of its own (measured, BENCHMARKS.md): on the application's multi-thread
+//! runtime the client's task moves between workers, and with the allocator's per-thread
+//! arenas the memory it allocates and frees on each of them added up (peak RSS grew over a
+//! long run on a busy machine); a task per connection instead cost more CPU per message in
+//! wake-ups between tasks. On one thread of its own the client's memory stays flat, its CPU
+//! per message is no higher, and the application's blocking code cannot stall it.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

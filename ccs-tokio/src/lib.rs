@@ -44,9 +44,11 @@
 //!   never acked.
 //!
 //! Acks, closing and resource bounds work as the [`ccs_net`] crate docs describe, for every
-//! adapter alike. The client is one tokio task on your runtime: the engine and every
-//! connection's socket IO (each connection a future that owns its socket) share it, so bytes
-//! cross no task on their way in or out. [`Client::connect_with`] dials through a [`Dialer`] of your own (a proxy, a unix socket,
+//! adapter alike. Each client runs on an IO thread of its own (`ccs-io`), on a current-thread
+//! tokio runtime: the engine and every connection's socket IO (each connection a future that
+//! owns its socket) share one task there, so bytes cross no task on their way in or out, and
+//! your runtime's workers run only your code. (So the client's timers use real time, also
+//! under `tokio::time::pause`.) [`Client::connect_with`] dials through a [`Dialer`] of your own (a proxy, a unix socket,
 //! an in-memory pipe) and does TLS over it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -137,10 +139,19 @@ impl Client {
     }
 
     /// As [`connect`](Self::connect), over byte streams from `dialer` (TLS still runs over
-    /// them, with [`Config::tls`] or [`Config::tls_config`]).
+    /// them, with [`Config::tls`] or [`Config::tls_config`]). The dialer's futures run on the
+    /// client's IO thread, on its current-thread tokio runtime.
     pub async fn connect_with(config: Config, dialer: impl Dialer) -> Result<Self, ConnectError> {
         let (engine, handle, first) = ccs_net::Engine::new(config, Instant::now())?;
-        tokio::spawn(driver::drive(engine, Arc::new(dialer)));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ConnectError::Connect(format!("cannot start the IO runtime: {e}")))?;
+        let dialer = Arc::new(dialer);
+        std::thread::Builder::new()
+            .name("ccs-io".into())
+            .spawn(move || runtime.block_on(driver::drive(engine, dialer)))
+            .map_err(|e| ConnectError::Connect(format!("cannot start the IO thread: {e}")))?;
         first.wait(&handle).await?;
         Ok(Self { handle })
     }
