@@ -253,6 +253,49 @@ fn send_timeout_gives_the_message_back_when_it_was_never_queued() {
 }
 
 #[test]
+fn batches_block_until_queued_then_until_every_outcome() {
+    let emu = Emu::start(|c| {
+        c.faults.slow_ack = Some((Duration::from_secs(60), Duration::from_secs(60)));
+    });
+    let client = Client::connect(emu.config()).unwrap();
+    // No answer comes: the batch is queued, and waiting for its outcomes times out.
+    let mut held = client.enqueue_batch((0..3).map(msg).collect(), false);
+    assert_eq!(held.missing(), 3);
+    assert!(held.wait_timeout(Duration::from_millis(20)).is_none());
+    emu.wait_until("on the wire", |l| l.total.downstream_received == 3);
+    let report = client.close(Duration::from_millis(50));
+    assert_eq!(report.unsent.len(), 3);
+    let outcomes = held.wait_timeout(LONG).expect("answered by the close");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(Outcome::Unsent { .. }))),
+        "{outcomes:?}"
+    );
+    assert!(
+        held.wait_timeout(LONG).unwrap().is_empty(),
+        "spent once taken"
+    );
+    emu.shutdown();
+
+    let emu = Emu::start(|_| {});
+    let client = Client::connect(emu.config()).unwrap();
+    let outcomes = client.send_batch((0..250).map(msg).collect());
+    assert_eq!(outcomes.len(), 250);
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.as_ref().is_ok_and(Outcome::is_acked))
+    );
+    let priority = client.enqueue_batch(vec![msg(250)], true).wait();
+    assert!(priority[0].as_ref().unwrap().is_acked());
+    client.close(Duration::from_secs(5));
+    let ledger = emu.shutdown();
+    assert_clean(&ledger);
+    assert_eq!(ledger.total.unique_ids, 251);
+}
+
+#[test]
 fn wrong_key_fails_fast_and_clearly() {
     let emu = Emu::start(|_| {});
     let mut config = emu.config();

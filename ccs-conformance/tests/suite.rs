@@ -924,17 +924,24 @@ async fn a_batch_larger_than_the_queue_is_answered_in_order(rt: Runtime) {
             assert!(o.is_acked(), "m-{i}: {o:?}");
         }
     }
-    // The single-message path still works beside it.
+    // The single-message path and the priority lane still work beside it.
     assert!(
         within("send", client.send(msg(n)))
             .await
             .unwrap()
             .is_acked()
     );
+    let priority = client.enqueue_batch(vec![msg(n + 1)], true).await;
+    assert!(
+        within("priority", priority).await[0]
+            .as_ref()
+            .unwrap()
+            .is_acked()
+    );
     within("close", client.close(Duration::from_secs(5))).await;
     let ledger = emu.shutdown().await;
     assert_clean(&ledger);
-    assert_eq!(ledger.total.unique_ids, n as u64 + 1);
+    assert_eq!(ledger.total.unique_ids, n as u64 + 2);
 }
 
 async fn closing_gives_back_the_messages_of_a_batch_still_waiting_for_room(rt: Runtime) {
