@@ -217,11 +217,13 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     config.client.connection.window = args.window;
     config.client.connections = args.connections;
     config.client.max_queue = (args.window * args.connections * 4).max(1000);
-    let ceiling = if args.ceiling {
+    let measured = if args.ceiling {
         Some(ceiling(&config, args.count, args.window).await?)
     } else {
         None
     };
+    let ceiling = measured.map(|c| c.msgs_per_s);
+    let ceiling_cpu = measured.and_then(|c| c.cpu_us_per_msg);
     let batch = args.batch.max(1);
     let mut runs = Vec::new();
     for (n, &runtime) in args.runtime.runtimes().iter().enumerate() {
@@ -245,6 +247,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
                     "window": args.window, "connections": args.connections, "batch": batch,
                     "ceiling_msgs_per_s": ceiling.map(f64::round),
                     "of_ceiling": ceiling.map(|c| rate(r) / c),
+                    "ceiling_cpu_us_per_msg": ceiling_cpu,
+                    "cpu_of_ceiling": cpu_us(r).zip(ceiling_cpu).map(|(a, b)| a / b),
                 })
             );
         }
@@ -252,7 +256,9 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         print!("{}", table(&runs, args.count, ceiling));
         match ceiling {
             Some(c) => println!(
-                "ceiling: {c:.0} msgs/s (a bare TLS pipe, one connection, window {})",
+                "ceiling: {c:.0} msgs/s, {} µs CPU per message (a bare TLS pipe, one \
+                 connection, window {})",
+                ceiling_cpu.map_or("?".to_owned(), |u| format!("{u:.2}")),
                 args.window
             ),
             None => println!("ceiling: not measured (--ceiling)"),
@@ -455,7 +461,11 @@ fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
 /// The ceiling: a bare TLS pipe that authenticates with the core, then writes pre-encoded
 /// downstream stanzas to the same server, keeping `window` unanswered, and counts acks by
 /// searching the raw bytes (no parsing). Returns messages per second.
-pub(crate) async fn ceiling(config: &Config, count: usize, window: usize) -> Result<f64, String> {
+pub(crate) async fn ceiling(
+    config: &Config,
+    count: usize,
+    window: usize,
+) -> Result<Ceiling, String> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -528,6 +538,7 @@ pub(crate) async fn ceiling(config: &Config, count: usize, window: usize) -> Res
         })
     };
     let start = Instant::now();
+    let cpu_start = cpu_time();
     let mut sent = 0;
     while sent < count {
         let allow = (acked.load(Ordering::Acquire) + window).min(count);
@@ -548,8 +559,20 @@ pub(crate) async fn ceiling(config: &Config, count: usize, window: usize) -> Res
     }
     reader.await.map_err(|e| e.to_string())?;
     let elapsed = start.elapsed();
+    let cpu = cpu_start.zip(cpu_time()).map(|(a, b)| b.saturating_sub(a));
     if acked.load(Ordering::Acquire) < count {
         return Err("ceiling: the server stopped answering".into());
     }
-    Ok(count as f64 / elapsed.as_secs_f64())
+    Ok(Ceiling {
+        msgs_per_s: count as f64 / elapsed.as_secs_f64(),
+        cpu_us_per_msg: cpu.map(|c| c.as_secs_f64() * 1e6 / count as f64),
+    })
+}
+
+/// What the ceiling measured: its rate, and the CPU time of this process per message while
+/// it ran (the bare pipe's own cost: TLS, syscalls, counting acks).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ceiling {
+    pub(crate) msgs_per_s: f64,
+    pub(crate) cpu_us_per_msg: Option<f64>,
 }
