@@ -387,7 +387,6 @@ impl ServerConnection {
         // What `Ack`'s serialization writes, from borrowed strings: the server's hottest
         // output, written without copying the token and the id.
         let ack = output::AckOut {
-            message_type: "ack",
             from: &pending.from,
             message_id: id.as_str(),
             registration_id: canonical_registration_id,

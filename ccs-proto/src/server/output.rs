@@ -7,13 +7,24 @@ use crate::xml::write::{self, MessageAttrs};
 
 /// An ack as the server writes it: the fields of [`Ack`](crate::message::Ack)'s serialization,
 /// in its order, borrowed.
-#[derive(serde::Serialize)]
 pub(super) struct AckOut<'a> {
-    pub(super) message_type: &'static str,
     pub(super) from: &'a str,
     pub(super) message_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) registration_id: Option<&'a str>,
+}
+
+impl serde::Serialize for AckOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("message_type", "ack")?;
+        m.serialize_entry("from", self.from)?;
+        m.serialize_entry("message_id", self.message_id)?;
+        if let Some(r) = self.registration_id {
+            m.serialize_entry("registration_id", r)?;
+        }
+        m.end()
+    }
 }
 
 impl AckOut<'_> {
@@ -28,11 +39,7 @@ impl AckOut<'_> {
             s.bytes()
                 .all(|b| b >= 0x20 && !matches!(b, b'"' | b'\\' | b'&' | b'<' | b'>' | 0xEF))
         }
-        if self.message_type != "ack"
-            || !plain(self.from)
-            || !plain(self.message_id)
-            || !self.registration_id.is_none_or(plain)
-        {
+        if !plain(self.from) || !plain(self.message_id) || !self.registration_id.is_none_or(plain) {
             return write::gcm_message_serialize(out, &MessageAttrs::default(), self);
         }
         out.extend_from_slice(
@@ -299,14 +306,22 @@ mod tests {
                     write::gcm_message_serialize(&mut want, &MessageAttrs::default(), &ack)
                         .unwrap();
                     let out = AckOut {
-                        message_type: "ack",
                         from,
                         message_id: ack.message_id.as_str(),
                         registration_id: reg,
                     };
+                    // Through serde (the fallback), and as `write` writes it (the direct shape
+                    // for plain strings), after bytes already in the buffer.
                     let mut got = Vec::new();
                     write::gcm_message_serialize(&mut got, &MessageAttrs::default(), &out).unwrap();
-                    assert_eq!(String::from_utf8(got), String::from_utf8(want));
+                    assert_eq!(String::from_utf8(got), String::from_utf8(want.clone()));
+                    let mut direct = b"<r/>".to_vec();
+                    out.write(&mut direct).unwrap();
+                    assert_eq!(&direct[..4], b"<r/>");
+                    assert_eq!(
+                        String::from_utf8(direct[4..].to_vec()),
+                        String::from_utf8(want)
+                    );
                 }
             }
         }
