@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ccs_emulator::{
-    Answer, DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, Emulator, EmulatorConfig, Ledger,
-};
+use ccs_emulator::{DEFAULT_SENDER_ID, DEFAULT_SERVER_KEY, Emulator, EmulatorConfig, Ledger};
 use ccs_proto::credentials::{SenderId, ServerKey};
 use ccs_proto::message::MessageId;
 use clap::Args;
@@ -200,7 +198,9 @@ fn settled(l: &Ledger, n: usize, echo_ids: &[String]) -> bool {
         && l.upstream_queued == 0
         && echo_ids
             .iter()
-            .all(|id| matches!(l.answered(id), Some(Answer::Acked { .. })))
+            // Acked at least once: a later copy's CONNECTION_DRAINING nack does not undo it
+            // (the latest answer alone would say so).
+            .all(|id| l.ids.get(id).is_some_and(|r| r.acks > 0))
         && l.total.receipts_acked >= n as u64
 }
 
@@ -228,7 +228,7 @@ impl Check {
             if let Some(r) = l.ids.get(id) {
                 echoes_distinct += 1;
                 echo_copies += u64::from(r.received);
-                if matches!(r.answer, Some(Answer::Acked { .. })) {
+                if r.acks > 0 {
                     echoes_acked += 1;
                 }
             }

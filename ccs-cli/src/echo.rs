@@ -10,18 +10,21 @@
 //! outcome is `Expired` or `Unsent`, or the client refused it), the upstream message is
 //! left un-acked: the server redelivers it on a later connection and it is echoed then. A
 //! redelivered copy gets an echo with the same `message_id` (`echo-` and the upstream id),
-//! so a device sees at most one distinct echo per message; a copy that arrives while the
-//! first copy's echo is still on its way is acked at once (that echo will get its outcome).
+//! so a device sees at most one distinct echo per message. A copy that arrives while the
+//! first copy's echo is still on its way sends nothing: it waits for that echo's outcome and
+//! is acked only if the echo was handled, else left for redelivery like the first.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ccs_net::{Handle, UpstreamItem, UpstreamStream};
-use ccs_proto::client::{Outcome, SendErrorKind};
-use ccs_proto::message::{Downstream, Upstream};
+use ccs_proto::client::Outcome;
+use ccs_proto::message::{Downstream, MessageId, Upstream};
 use clap::Args;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
@@ -88,56 +91,56 @@ pub(crate) fn echo_of(message: &Upstream) -> Result<Downstream, String> {
     )
 }
 
+/// Echoes on their way, by upstream `message_id`: each copy that arrives meanwhile waits on
+/// the receiver for whether the first copy's echo was handled (`Some(true)`) or not.
+type OnTheirWay = Mutex<HashMap<MessageId, watch::Receiver<Option<bool>>>>;
+
 /// Runs the echo server until the stream ends (the client closed).
 pub(crate) async fn serve(client: Handle, mut upstream: UpstreamStream, stats: Arc<EchoStats>) {
     let mut tasks = JoinSet::new();
+    let on_their_way = Arc::new(OnTheirWay::default());
     while let Some(item) = upstream.recv().await {
         while tasks.len() >= IN_HAND {
             tasks.join_next().await;
         }
         let (client, stats) = (client.clone(), Arc::clone(&stats));
-        tasks.spawn(async move { handle(&client, item, &stats).await });
+        let on_their_way = Arc::clone(&on_their_way);
+        tasks.spawn(async move { handle(&client, item, &stats, &on_their_way).await });
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
 }
 
-async fn handle(client: &Handle, item: UpstreamItem, stats: &EchoStats) {
+async fn handle(client: &Handle, item: UpstreamItem, stats: &EchoStats, on: &OnTheirWay) {
     let (item, token) = item.into_ack();
     let is_message = matches!(item, UpstreamItem::Message { .. });
     let handled = match item {
         UpstreamItem::Message { message, .. } => {
             bump(&stats.upstream);
-            match echo_of(&message) {
-                Ok(echo) => match client.send_priority(echo).await {
-                    Ok(outcome) if outcome.is_acked() => {
-                        bump(&stats.echoed);
-                        true
+            let id = message.message_id.clone();
+            let first = {
+                let mut on = on.lock().unwrap_or_else(|e| e.into_inner());
+                match on.get(&id) {
+                    Some(rx) => Err(rx.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        on.insert(id.clone(), rx);
+                        Ok(tx)
                     }
-                    Ok(outcome @ (Outcome::Expired { .. } | Outcome::Unsent { .. })) => {
-                        debug!(id = %message.message_id, outcome = outcome.kind(), "echo not delivered for now: left for redelivery");
-                        bump(&stats.echo_deferred);
-                        false
-                    }
-                    Ok(outcome) => {
-                        warn!(id = %message.message_id, outcome = outcome.kind(), "echo refused");
-                        bump(&stats.echo_refused);
-                        true
-                    }
-                    // A redelivered copy whose first copy's echo is still on its way: that echo
-                    // will get its outcome (the client's promise), so this copy is handled.
-                    Err(e) if e.kind == SendErrorKind::DuplicateId => true,
-                    Err(e) => {
-                        debug!(id = %message.message_id, error = %e, "echo not queued: left for redelivery");
-                        bump(&stats.echo_deferred);
-                        false
-                    }
-                },
-                // An echo that cannot even be built will never be: handled.
-                Err(e) => {
-                    warn!(id = %message.message_id, error = %e, "cannot echo");
-                    bump(&stats.echo_refused);
-                    true
+                }
+            };
+            match first {
+                // A copy of a message whose echo is on its way: that echo's fate is this
+                // copy's (a sender gone without a word counts as not handled).
+                Err(mut rx) => {
+                    let handled = rx.wait_for(Option::is_some).await.ok().and_then(|v| *v);
+                    handled.unwrap_or(false)
+                }
+                Ok(tx) => {
+                    let handled = echo(client, &message, stats).await;
+                    on.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                    let _ = tx.send(Some(handled));
+                    handled
                 }
             }
         }
@@ -158,6 +161,41 @@ async fn handle(client: &Handle, item: UpstreamItem, stats: &EchoStats) {
             Err(_) => bump(&stats.ack_refused),
         }
         stats.changed.notify_one();
+    }
+}
+
+/// Sends the echo of `message` and waits for its outcome: whether the message is handled
+/// (echo acked, or refused for good) and may be acked.
+async fn echo(client: &Handle, message: &Upstream, stats: &EchoStats) -> bool {
+    match echo_of(message) {
+        Ok(echo) => match client.send_priority(echo).await {
+            Ok(outcome) if outcome.is_acked() => {
+                bump(&stats.echoed);
+                true
+            }
+            Ok(outcome @ (Outcome::Expired { .. } | Outcome::Unsent { .. })) => {
+                debug!(id = %message.message_id, outcome = outcome.kind(), "echo not delivered for now: left for redelivery");
+                bump(&stats.echo_deferred);
+                false
+            }
+            Ok(outcome) => {
+                warn!(id = %message.message_id, outcome = outcome.kind(), "echo refused");
+                bump(&stats.echo_refused);
+                true
+            }
+            // Refused before it was queued (the client is closing, its queue is shut).
+            Err(e) => {
+                debug!(id = %message.message_id, error = %e, "echo not queued: left for redelivery");
+                bump(&stats.echo_deferred);
+                false
+            }
+        },
+        // An echo that cannot even be built will never be: handled.
+        Err(e) => {
+            warn!(id = %message.message_id, error = %e, "cannot echo");
+            bump(&stats.echo_refused);
+            true
+        }
     }
 }
 

@@ -58,6 +58,11 @@ pub(crate) async fn drive<D: Dialer>(mut engine: Engine, dialer: Arc<D>) {
                 _ => {}
             }
         }
+        // A connection retired after it had already ended (a failed dial, say) will never
+        // wake this task again: report it now and let the engine take it into account.
+        if conns.reap(&mut engine, Instant::now()) {
+            continue;
+        }
         let deadline = match wait {
             Wait::Done => break,
             Wait::Again => {
@@ -190,7 +195,10 @@ impl Conns {
     }
 
     /// Stops the retired connections past their grace, and reports those that have ended.
-    fn reap(&mut self, engine: &mut Engine, now: Instant) {
+    /// Reports (and forgets) the retired connections that have ended or whose grace has run
+    /// out, closing those still open; whether there was any.
+    fn reap(&mut self, engine: &mut Engine, now: Instant) -> bool {
+        let before = self.list.len();
         self.list.retain_mut(|c| {
             let Some(by) = c.retire_by else {
                 return true;
@@ -208,6 +216,7 @@ impl Conns {
                 None => true,
             }
         });
+        self.list.len() != before
     }
 }
 
