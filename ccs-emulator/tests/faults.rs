@@ -152,8 +152,8 @@ async fn resends_until_nothing_is_unanswered() {
         config.faults.missing_ack_probability = 0.5;
         config.drain_grace = Duration::from_millis(20);
         let emu = Emulator::start(config).await.unwrap();
-        let mut outstanding: Vec<Downstream> = (0..20)
-            .map(|i| Downstream::builder("t", format!("r-{i}")).unwrap().build())
+        let mut outstanding: Vec<Box<Downstream>> = (0..20)
+            .map(|i| Box::new(Downstream::builder("t", format!("r-{i}")).unwrap().build()))
             .collect();
         let mut rounds = 0;
         while !outstanding.is_empty() {

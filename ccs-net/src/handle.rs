@@ -51,7 +51,8 @@ impl Reply {
 
 /// One message for the engine, with where to answer it.
 pub(crate) struct Queued {
-    pub(crate) message: Downstream,
+    /// Boxed on the caller's thread: from here to its outcome it moves as a pointer.
+    pub(crate) message: Box<Downstream>,
     pub(crate) reply: Reply,
     pub(crate) lane: Lane,
 }
@@ -63,7 +64,8 @@ pub(crate) enum Submit {
     One(Queued),
     Batch {
         /// Messages `first..first + messages.len()` of the batch.
-        messages: Vec<Downstream>,
+        #[expect(clippy::vec_box, reason = "boxed on the caller's thread; each box moves on to its outcome")]
+        messages: Vec<Box<Downstream>>,
         first: usize,
         batch: Arc<BatchShared>,
         lane: Lane,
@@ -265,7 +267,7 @@ impl Handle {
     /// Puts a message whose place is reserved into the submit channel.
     fn submit_reserved(
         &self,
-        message: Downstream,
+        message: Box<Downstream>,
         lane: Lane,
     ) -> Result<PendingOutcome, SendError> {
         let (reply, rx) = oneshot::channel();
@@ -280,11 +282,7 @@ impl Handle {
             Ok(()) => Ok(self.pending(rx)),
             Err(e) => {
                 self.inner.shared.unreserve(1);
-                let message = e
-                    .into_inner()
-                    .into_queued()
-                    .next()
-                    .map(|q| Box::new(q.message));
+                let message = e.into_inner().into_queued().next().map(|q| q.message);
                 Err(self.not_taken(message))
             }
         }
@@ -334,9 +332,9 @@ impl Handle {
             };
             let messages = if places == rest.len() {
                 // All the rest at once: into the item without copying (in-place collect).
-                std::mem::take(&mut rest).collect()
+                std::mem::take(&mut rest).map(Box::new).collect()
             } else {
-                rest.by_ref().take(places).collect()
+                rest.by_ref().take(places).map(Box::new).collect()
             };
             let submit = Submit::Batch {
                 messages,
@@ -348,7 +346,7 @@ impl Handle {
             if let Err(e) = self.inner.submit.try_send(submit) {
                 self.inner.shared.unreserve(places);
                 for q in e.into_inner().into_queued() {
-                    let _ = q.reply.send(Err(self.not_taken(Some(Box::new(q.message)))));
+                    let _ = q.reply.send(Err(self.not_taken(Some(q.message))));
                 }
             }
             next += places;
@@ -413,7 +411,7 @@ impl Handle {
             };
             return Err(refused(full, message));
         }
-        self.submit_reserved(message, lane)
+        self.submit_reserved(Box::new(message), lane)
     }
 
     fn pending(&self, rx: oneshot::Receiver<Answer>) -> PendingOutcome {
@@ -508,7 +506,7 @@ impl QueuePlace {
         } else {
             Lane::Normal
         };
-        self.handle.submit_reserved(message, lane)
+        self.handle.submit_reserved(Box::new(message), lane)
     }
 }
 

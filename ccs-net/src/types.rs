@@ -84,10 +84,10 @@ impl SendError {
         }
     }
 
-    pub(crate) fn closed(message: Option<Downstream>) -> Self {
+    pub(crate) fn closed(message: Option<Box<Downstream>>) -> Self {
         Self {
             kind: ccs_proto::client::SendErrorKind::Closed,
-            message: message.map(Box::new),
+            message,
         }
     }
 }

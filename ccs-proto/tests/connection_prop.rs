@@ -159,7 +159,7 @@ fn run(ops: Vec<Op>, window: usize, chunk_seed: u64) -> Result<(), TestCaseError
             | ConnectionEvent::Returned { message } => count(message),
             ConnectionEvent::Closed { unanswered, .. } => {
                 closed += 1;
-                unanswered.iter().for_each(count);
+                unanswered.iter().for_each(|m| count(m));
             }
             _ => {}
         }

@@ -42,9 +42,9 @@ fn msg(id: &str) -> Downstream {
     Downstream::builder("APA91bTOKEN", id).unwrap().build()
 }
 
-fn closed(pair: &Pair) -> Option<(&CloseReason, &Vec<Downstream>)> {
+fn closed(pair: &Pair) -> Option<(&CloseReason, &[Box<Downstream>])> {
     pair.client_events.iter().find_map(|e| match e {
-        ConnectionEvent::Closed { reason, unanswered } => Some((reason, unanswered)),
+        ConnectionEvent::Closed { reason, unanswered } => Some((reason, unanswered.as_slice())),
         _ => None,
     })
 }
@@ -53,7 +53,7 @@ fn count(pair: &Pair, f: impl Fn(&ConnectionEvent) -> bool) -> usize {
     pair.client_events.iter().filter(|e| f(e)).count()
 }
 
-fn ids(messages: &[Downstream]) -> Vec<&str> {
+fn ids(messages: &[Box<Downstream>]) -> Vec<&str> {
     messages.iter().map(|m| m.message_id().as_str()).collect()
 }
 
@@ -288,15 +288,15 @@ fn ack_nack_and_stanza_error_for_every_kind() {
                             canonical_registration_id,
                         },
                     ) => {
-                        assert_eq!(message, m);
+                        assert_eq!(**message, *m);
                         assert_eq!(canonical_registration_id.as_deref(), Some("canonical-1"));
                     }
                     (1, ConnectionEvent::StanzaError { message, error }) => {
-                        assert_eq!(message, m);
+                        assert_eq!(**message, *m);
                         assert_eq!(error.condition, "bad-request");
                     }
                     (r, ConnectionEvent::Nacked { message, nack }) if r >= 2 => {
-                        assert_eq!(message, m);
+                        assert_eq!(**message, *m);
                         assert_eq!(nack.error, codes[r - 2]);
                         assert_eq!(nack.error_description.as_deref(), Some("why"));
                     }
@@ -837,7 +837,7 @@ fn protocol_error_closes_with_a_stream_error() {
     pair.client
         .handle_input(now, b"<message><!-- no --></message>");
     let (reason, unanswered) = closed(&pair)
-        .map(|(r, u)| (r.clone(), u.clone()))
+        .map(|(r, u)| (r.clone(), u.to_vec()))
         .unwrap_or_else(|| {
             let evs: Vec<_> = std::iter::from_fn(|| pair.client.poll_event()).collect();
             evs.into_iter()

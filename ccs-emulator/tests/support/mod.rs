@@ -167,7 +167,10 @@ impl Client {
     }
 
     /// Sends several messages in one write (one TLS record): the server reads them together.
-    pub async fn send_batch(&mut self, messages: impl IntoIterator<Item = Downstream>) {
+    pub async fn send_batch(
+        &mut self,
+        messages: impl IntoIterator<Item = impl Into<Box<Downstream>>>,
+    ) {
         for m in messages {
             self.conn.send(Instant::now().into_std(), m).unwrap();
         }

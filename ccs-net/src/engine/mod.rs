@@ -66,7 +66,6 @@ use futures_channel::oneshot;
 use tracing::{debug, info, warn};
 
 use crate::UpstreamStream;
-use crate::batch::BatchShared;
 use crate::control::{Command, Tokens};
 use crate::handle::{Handle, HandleShared, Lane, Queued, Reply, Submit};
 use crate::link::{DialInfo, Inbox, Link, Listener, Net, Orphans, Outbox, Wake};
@@ -508,33 +507,18 @@ impl Engine {
     /// core refuses one for a full queue, it and the rest are parked.
     fn take_submit(&mut self, now: Instant, s: Submit) {
         self.accounted += s.len();
-        match s {
-            Submit::One(q) => self.submit_or_park(now, q.message, q.reply, q.lane),
-            Submit::Batch {
-                messages,
-                first,
-                batch,
-                lane,
-            } => {
-                for (i, message) in messages.into_iter().enumerate() {
-                    let reply = Reply::Batch(BatchShared::slot(&batch, first + i));
-                    self.submit_or_park(now, message, reply, lane);
-                }
-            }
+        for q in s.into_queued() {
+            self.submit_or_park(now, q);
         }
     }
 
     /// Gives a message to the core, or parks it behind those parked already.
-    fn submit_or_park(&mut self, now: Instant, message: Downstream, reply: Reply, lane: Lane) {
+    fn submit_or_park(&mut self, now: Instant, q: Queued) {
         if self.parked.is_empty() {
-            let refused = self.submit(now, message, reply, lane);
+            let refused = self.submit(now, q.message, q.reply, q.lane);
             self.parked.extend(refused);
         } else {
-            self.parked.push_back(Queued {
-                message,
-                reply,
-                lane,
-            });
+            self.parked.push_back(q);
         }
     }
 
@@ -543,7 +527,7 @@ impl Engine {
     fn submit(
         &mut self,
         now: Instant,
-        message: Downstream,
+        message: Box<Downstream>,
         reply: Reply,
         lane: Lane,
     ) -> Option<Queued> {
@@ -558,7 +542,7 @@ impl Engine {
                 None
             }
             Err(e) if matches!(e.kind, SendErrorKind::QueueFull { .. }) => Some(Queued {
-                message: *e.message,
+                message: e.message,
                 reply,
                 lane,
             }),
@@ -650,7 +634,7 @@ impl Engine {
                 for q in self.parked.drain(..) {
                     let e = SendError {
                         kind: SendErrorKind::Closing,
-                        message: Some(Box::new(q.message)),
+                        message: Some(q.message),
                     };
                     let _ = q.reply.send(Err(e));
                 }

@@ -137,11 +137,11 @@ impl Client {
                         let (ticket, attempts) = (meta.ticket, meta.nacks);
                         self.live.remove(e.message.message_id());
                         let reason = FailReason::Unsendable(e.kind.to_string());
-                        self.report(ticket, *e.message, Outcome::Failed { reason, attempts });
+                        self.report(ticket, e.message, Outcome::Failed { reason, attempts });
                     }
                     // `can_send` said yes, so nothing else can come back; keep the message.
                     _ => {
-                        self.queue.push_front(*e.message);
+                        self.queue.push_front(e.message);
                         break;
                     }
                 },
@@ -151,7 +151,7 @@ impl Client {
 
     /// Gives back everything never answered and ends the client.
     pub(super) fn finalize(&mut self, deadline_passed: bool) {
-        let mut rest: Vec<Downstream> = self.queue.drain_in_order().collect();
+        let mut rest: Vec<Box<Downstream>> = self.queue.drain_in_order().collect();
         rest.extend(self.delayed.drain_in_order().into_iter().map(|(_, m)| m));
         let mut unsent = Vec::new();
         for message in rest {
@@ -192,7 +192,12 @@ impl Client {
         released
     }
 
-    pub(super) fn report(&mut self, ticket: MessageTicket, message: Downstream, outcome: Outcome) {
+    pub(super) fn report(
+        &mut self,
+        ticket: MessageTicket,
+        message: Box<Downstream>,
+        outcome: Outcome,
+    ) {
         let counter = match &outcome {
             Outcome::Acked { .. } => &mut self.stats.acked,
             Outcome::Nacked { .. } => &mut self.stats.nacked_final,
@@ -204,7 +209,7 @@ impl Client {
         *counter += 1;
         self.emit(ClientEvent::Outcome {
             ticket,
-            message: Box::new(message),
+            message,
             outcome,
         });
     }
@@ -224,7 +229,7 @@ impl Client {
     }
 
     /// A final answer: the message's one outcome (or a late answer, if it expired).
-    pub(super) fn answered(&mut self, conn: ConnId, message: Downstream, outcome: Outcome) {
+    pub(super) fn answered(&mut self, conn: ConnId, message: Box<Downstream>, outcome: Outcome) {
         match self.live.remove(message.message_id()) {
             Some(Meta {
                 state: MsgState::InFlight(_),
@@ -252,7 +257,13 @@ impl Client {
         });
     }
 
-    pub(super) fn on_nack(&mut self, now: Instant, conn: ConnId, message: Downstream, nack: Nack) {
+    pub(super) fn on_nack(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        message: Box<Downstream>,
+        nack: Nack,
+    ) {
         let Some(meta) = self.live.get_mut(message.message_id()) else {
             return self.late_answer(conn, message.message_id().clone());
         };
@@ -305,7 +316,7 @@ impl Client {
 
     /// Reports a message that waited past `max_queue_time` without going (again) on the
     /// wire: its one outcome, [`ExpiryKind::QueueTime`].
-    fn expire_unsent(&mut self, message: Downstream) {
+    fn expire_unsent(&mut self, message: Box<Downstream>) {
         if let Some(meta) = self.live.remove(message.message_id()) {
             let (kind, sends) = (ExpiryKind::QueueTime, meta.sends);
             self.report(meta.ticket, message, Outcome::Expired { kind, sends });
@@ -314,7 +325,8 @@ impl Client {
 
     /// Messages back from a connection (it ended, or returned them): to the front of the
     /// queue in their order, unless expired.
-    pub(super) fn take_back(&mut self, now: Instant, messages: Vec<Downstream>) {
+    #[expect(clippy::vec_box, reason = "boxed once when sent; each box moves on to its outcome")]
+    pub(super) fn take_back(&mut self, now: Instant, messages: Vec<Box<Downstream>>) {
         let mut back = Vec::with_capacity(messages.len());
         for message in messages {
             let Some(meta) = self.live.get_mut(message.message_id()) else {

@@ -226,7 +226,7 @@ pub struct Client {
     /// Accepted, waiting for window room: put back, priority, then normal messages.
     queue: Queue,
     /// Messages waiting for their retry.
-    delayed: TimerQueue<Downstream>,
+    delayed: TimerQueue<Box<Downstream>>,
     /// Every message accepted and not yet reported (plus expired ones still in flight).
     live: FastMap<MessageId, Meta>,
     ack_deadlines: Deadlines,
@@ -509,8 +509,12 @@ impl Client {
     /// Refused, with the message given back, when the queue is full (back-pressure: wait for
     /// [`ClientEvent::QueueOpen`]), when a message with the same `message_id` is still
     /// pending, over the optional payload limit, and once [`close`](Self::close) was called.
-    pub fn send(&mut self, now: Instant, message: Downstream) -> Result<MessageTicket, SendError> {
-        self.enqueue(now, message, Lane::Normal)
+    pub fn send(
+        &mut self,
+        now: Instant,
+        message: impl Into<Box<Downstream>>,
+    ) -> Result<MessageTicket, SendError> {
+        self.enqueue(now, message.into(), Lane::Normal)
     }
 
     /// Queues a message in the priority lane: like [`send`](Self::send) (the same refusals,
@@ -523,9 +527,9 @@ impl Client {
     pub fn send_priority(
         &mut self,
         now: Instant,
-        message: Downstream,
+        message: impl Into<Box<Downstream>>,
     ) -> Result<MessageTicket, SendError> {
-        self.enqueue(now, message, Lane::Priority)
+        self.enqueue(now, message.into(), Lane::Priority)
     }
 
     /// Acks an upstream message or receipt handed over with a handle (manual-ack mode), on

@@ -27,9 +27,9 @@ pub(super) enum Lane {
 #[derive(Debug, Default)]
 pub(super) struct Queue {
     /// Put back at the front: taken back from a connection, or released for a retry.
-    front: VecDeque<Downstream>,
-    priority: VecDeque<Downstream>,
-    normal: VecDeque<Downstream>,
+    front: VecDeque<Box<Downstream>>,
+    priority: VecDeque<Box<Downstream>>,
+    normal: VecDeque<Box<Downstream>>,
 }
 
 impl Queue {
@@ -42,7 +42,7 @@ impl Queue {
     }
 
     /// A new message, behind the others of its lane.
-    pub(super) fn push_back(&mut self, lane: Lane, message: Downstream) {
+    pub(super) fn push_back(&mut self, lane: Lane, message: Box<Downstream>) {
         match lane {
             Lane::Normal => self.normal.push_back(message),
             Lane::Priority => self.priority.push_back(message),
@@ -50,12 +50,12 @@ impl Queue {
     }
 
     /// A message put back: ahead of everything.
-    pub(super) fn push_front(&mut self, message: Downstream) {
+    pub(super) fn push_front(&mut self, message: Box<Downstream>) {
         self.front.push_front(message);
     }
 
     /// The next message to send.
-    pub(super) fn pop_front(&mut self) -> Option<Downstream> {
+    pub(super) fn pop_front(&mut self) -> Option<Box<Downstream>> {
         self.front
             .pop_front()
             .or_else(|| self.priority.pop_front())
@@ -63,7 +63,7 @@ impl Queue {
     }
 
     /// Every message, in the order dispatch would take them; the queue is left empty.
-    pub(super) fn drain_in_order(&mut self) -> impl Iterator<Item = Downstream> + use<> {
+    pub(super) fn drain_in_order(&mut self) -> impl Iterator<Item = Box<Downstream>> + use<> {
         let lanes = [
             std::mem::take(&mut self.front),
             std::mem::take(&mut self.priority),
@@ -73,10 +73,11 @@ impl Queue {
     }
 
     /// Takes out the messages `pick` chooses, in dispatch order; the others keep their places.
+    #[expect(clippy::vec_box, reason = "boxed once when sent; each box moves on to its outcome")]
     pub(super) fn take_where(
         &mut self,
         mut pick: impl FnMut(&Downstream) -> bool,
-    ) -> Vec<Downstream> {
+    ) -> Vec<Box<Downstream>> {
         let mut picked = Vec::new();
         for lane in [&mut self.front, &mut self.priority, &mut self.normal] {
             for message in std::mem::take(lane) {
@@ -96,15 +97,11 @@ impl Client {
     pub(super) fn enqueue(
         &mut self,
         now: Instant,
-        message: Downstream,
+        message: Box<Downstream>,
         lane: Lane,
     ) -> Result<MessageTicket, SendError> {
-        let refuse = |kind: SendErrorKind, message: Downstream| {
-            Err(SendError {
-                kind,
-                message: Box::new(message),
-            })
-        };
+        let refuse =
+            |kind: SendErrorKind, message: Box<Downstream>| Err(SendError { kind, message });
         match self.lifecycle {
             Lifecycle::Running => {}
             Lifecycle::Closing { .. } => return refuse(SendErrorKind::Closing, message),
@@ -156,11 +153,11 @@ impl Client {
 mod tests {
     use super::*;
 
-    fn m(id: &str) -> Downstream {
-        Downstream::builder("device-token", id).unwrap().build()
+    fn m(id: &str) -> Box<Downstream> {
+        Box::new(Downstream::builder("device-token", id).unwrap().build())
     }
 
-    fn ids(messages: impl IntoIterator<Item = Downstream>) -> Vec<String> {
+    fn ids(messages: impl IntoIterator<Item = Box<Downstream>>) -> Vec<String> {
         messages
             .into_iter()
             .map(|m| m.message_id().as_str().to_owned())

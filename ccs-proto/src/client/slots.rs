@@ -159,12 +159,13 @@ impl Client {
     }
 
     /// A connection or attempt ended: its messages go back, its slot plans the next one.
+    #[expect(clippy::vec_box, reason = "boxed once when sent; each box moves on to its outcome")]
     pub(super) fn end_entry(
         &mut self,
         now: Instant,
         id: ConnId,
         reason: DownReason,
-        unanswered: Vec<Downstream>,
+        unanswered: Vec<Box<Downstream>>,
     ) {
         let Some(mut entry) = self.conns.remove(&id) else {
             return;

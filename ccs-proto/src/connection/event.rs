@@ -236,21 +236,21 @@ pub enum ConnectionEvent {
     /// The server acked a message.
     Acked {
         /// The message, given back.
-        message: Downstream,
+        message: Box<Downstream>,
         /// The canonical registration id to use from now on, if the server gave one.
         canonical_registration_id: Option<String>,
     },
     /// The server nacked a message (never with CONNECTION_DRAINING: see `Returned`).
     Nacked {
         /// The message, given back.
-        message: Downstream,
+        message: Box<Downstream>,
         /// The nack.
         nack: Nack,
     },
     /// The server answered a message with a stanza error: a final failure for it.
     StanzaError {
         /// The message, given back.
-        message: Downstream,
+        message: Box<Downstream>,
         /// The error.
         error: Box<StanzaError>,
     },
@@ -258,7 +258,7 @@ pub enum ConnectionEvent {
     /// another connection. Not a failure.
     Returned {
         /// The message, given back.
-        message: Downstream,
+        message: Box<Downstream>,
     },
     /// An upstream message from a device. In manual mode `ack` is the handle to ack it with.
     Upstream {
@@ -296,7 +296,7 @@ pub enum ConnectionEvent {
         /// Why.
         reason: CloseReason,
         /// Messages in flight that got no ack, nack or stanza error.
-        unanswered: Vec<Downstream>,
+        unanswered: Vec<Box<Downstream>>,
     },
 }
 

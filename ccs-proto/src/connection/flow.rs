@@ -21,14 +21,14 @@ pub(crate) struct InFlight {
 struct Entry {
     seq: u64,
     /// `None` once taken by the owner (expired): a placeholder.
-    message: Option<Downstream>,
+    message: Option<Box<Downstream>>,
 }
 
 /// What an answer found in the table.
 #[derive(Debug)]
 pub(crate) enum Found {
     /// The message, answered.
-    Message(Downstream),
+    Message(Box<Downstream>),
     /// The placeholder of a message taken earlier: a late answer.
     Taken,
 }
@@ -50,7 +50,7 @@ impl InFlight {
     }
 
     /// Records a message as sent. The caller has checked that its id is not in flight.
-    pub(crate) fn insert(&mut self, message: Downstream) {
+    pub(crate) fn insert(&mut self, message: Box<Downstream>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.map.insert(
@@ -70,13 +70,14 @@ impl InFlight {
 
     /// Hands the message out without forgetting that it is in flight: its entry stays, as a
     /// placeholder, until answered or drained. `None` for an unknown or already taken id.
-    pub(crate) fn take(&mut self, id: &str) -> Option<Downstream> {
+    pub(crate) fn take(&mut self, id: &str) -> Option<Box<Downstream>> {
         self.map.get_mut(id)?.message.take()
     }
 
     /// Every message still in flight (placeholders left out), in the order they were sent;
     /// the table is left empty.
-    pub(crate) fn drain_in_order(&mut self) -> Vec<Downstream> {
+    #[expect(clippy::vec_box, reason = "boxed once when sent; each box moves on to its outcome")]
+    pub(crate) fn drain_in_order(&mut self) -> Vec<Box<Downstream>> {
         let mut entries: Vec<Entry> = self.map.drain().map(|(_, e)| e).collect();
         entries.sort_unstable_by_key(|e| e.seq);
         entries.into_iter().filter_map(|e| e.message).collect()
@@ -87,8 +88,8 @@ impl InFlight {
 mod tests {
     use super::*;
 
-    fn msg(id: &str) -> Downstream {
-        Downstream::builder("tok", id).unwrap().build()
+    fn msg(id: &str) -> Box<Downstream> {
+        Box::new(Downstream::builder("tok", id).unwrap().build())
     }
 
     #[test]

@@ -362,8 +362,12 @@ impl Connection {
     /// Refused (with the message given back) while setting up, when the window is full, while
     /// draining or closing, for a `message_id` already in flight, and over the optional
     /// payload limit.
-    pub fn send(&mut self, now: Instant, message: Downstream) -> Result<(), ConnectionSendError> {
-        self.send_sized(now, message, self.config.max_payload_bytes)
+    pub fn send(
+        &mut self,
+        now: Instant,
+        message: impl Into<Box<Downstream>>,
+    ) -> Result<(), ConnectionSendError> {
+        self.send_sized(now, message.into(), self.config.max_payload_bytes)
     }
 
     /// [`send`](Self::send) with the payload limit to check while writing: the client passes
@@ -371,15 +375,10 @@ impl Connection {
     pub(crate) fn send_sized(
         &mut self,
         now: Instant,
-        message: Downstream,
+        message: Box<Downstream>,
         max_payload_bytes: Option<usize>,
     ) -> Result<(), ConnectionSendError> {
-        let refuse = |kind, message| {
-            Err(ConnectionSendError {
-                kind,
-                message: Box::new(message),
-            })
-        };
+        let refuse = |kind, message| Err(ConnectionSendError { kind, message });
         match self.state {
             State::Connected => {}
             State::Draining => return refuse(ConnectionSendErrorKind::Draining, message),
@@ -474,7 +473,7 @@ impl Connection {
     /// comes ([`ConnectionEvent::LateAnswer`]) or the connection ends (it is then not in
     /// [`ConnectionEvent::Closed`]'s `unanswered`). `None` for an id not in flight or
     /// already expired.
-    pub fn expire(&mut self, message_id: &MessageId) -> Option<Downstream> {
+    pub fn expire(&mut self, message_id: &MessageId) -> Option<Box<Downstream>> {
         self.in_flight.take(message_id.as_str())
     }
 
