@@ -64,7 +64,10 @@ pub(crate) enum Submit {
     One(Queued),
     Batch {
         /// Messages `first..first + messages.len()` of the batch.
-        #[expect(clippy::vec_box, reason = "boxed on the caller's thread; each box moves on to its outcome")]
+        #[expect(
+            clippy::vec_box,
+            reason = "boxed on the caller's thread; each box moves on to its outcome"
+        )]
         messages: Vec<Box<Downstream>>,
         first: usize,
         batch: Arc<BatchShared>,
@@ -74,29 +77,21 @@ pub(crate) enum Submit {
 
 impl Submit {
     /// The messages in it, each with where to answer it.
-    pub(crate) fn into_queued(self) -> impl Iterator<Item = Queued> {
-        let (one, batch) = match self {
-            Self::One(q) => (Some(q), None),
+    pub(crate) fn into_queued(self) -> QueuedIter {
+        match self {
+            Self::One(q) => QueuedIter::One(Some(q)),
             Self::Batch {
                 messages,
                 first,
                 batch,
                 lane,
-            } => (None, Some((messages, first, batch, lane))),
-        };
-        let many = batch
-            .into_iter()
-            .flat_map(|(messages, first, batch, lane)| {
-                messages
-                    .into_iter()
-                    .enumerate()
-                    .map(move |(i, message)| Queued {
-                        message,
-                        reply: Reply::Batch(BatchShared::slot(&batch, first + i)),
-                        lane,
-                    })
-            });
-        one.into_iter().chain(many)
+            } => QueuedIter::Batch {
+                messages: messages.into_iter(),
+                next: first,
+                batch,
+                lane,
+            },
+        }
     }
 
     /// How many messages it holds.
@@ -104,6 +99,44 @@ impl Submit {
         match self {
             Self::One(_) => 1,
             Self::Batch { messages, .. } => messages.len(),
+        }
+    }
+}
+
+/// The messages of a [`Submit`], in order, each with where to answer it (a plain iterator:
+/// the engine takes every message through it).
+pub(crate) enum QueuedIter {
+    One(Option<Queued>),
+    Batch {
+        messages: std::vec::IntoIter<Box<Downstream>>,
+        /// The batch index of the next message.
+        next: usize,
+        batch: Arc<BatchShared>,
+        lane: Lane,
+    },
+}
+
+impl Iterator for QueuedIter {
+    type Item = Queued;
+
+    fn next(&mut self) -> Option<Queued> {
+        match self {
+            Self::One(q) => q.take(),
+            Self::Batch {
+                messages,
+                next,
+                batch,
+                lane,
+            } => {
+                let message = messages.next()?;
+                let reply = Reply::Batch(BatchShared::slot(batch, *next));
+                *next += 1;
+                Some(Queued {
+                    message,
+                    reply,
+                    lane: *lane,
+                })
+            }
         }
     }
 }

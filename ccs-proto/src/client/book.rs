@@ -325,7 +325,10 @@ impl Client {
 
     /// Messages back from a connection (it ended, or returned them): to the front of the
     /// queue in their order, unless expired.
-    #[expect(clippy::vec_box, reason = "boxed once when sent; each box moves on to its outcome")]
+    #[expect(
+        clippy::vec_box,
+        reason = "boxed once when sent; each box moves on to its outcome"
+    )]
     pub(super) fn take_back(&mut self, now: Instant, messages: Vec<Box<Downstream>>) {
         let mut back = Vec::with_capacity(messages.len());
         for message in messages {

@@ -73,7 +73,10 @@ impl Queue {
     }
 
     /// Takes out the messages `pick` chooses, in dispatch order; the others keep their places.
-    #[expect(clippy::vec_box, reason = "boxed once when sent; each box moves on to its outcome")]
+    #[expect(
+        clippy::vec_box,
+        reason = "boxed once when sent; each box moves on to its outcome"
+    )]
     pub(super) fn take_where(
         &mut self,
         mut pick: impl FnMut(&Downstream) -> bool,

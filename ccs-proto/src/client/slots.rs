@@ -159,7 +159,10 @@ impl Client {
     }
 
     /// A connection or attempt ended: its messages go back, its slot plans the next one.
-    #[expect(clippy::vec_box, reason = "boxed once when sent; each box moves on to its outcome")]
+    #[expect(
+        clippy::vec_box,
+        reason = "boxed once when sent; each box moves on to its outcome"
+    )]
     pub(super) fn end_entry(
         &mut self,
         now: Instant,

@@ -76,7 +76,10 @@ impl InFlight {
 
     /// Every message still in flight (placeholders left out), in the order they were sent;
     /// the table is left empty.
-    #[expect(clippy::vec_box, reason = "boxed once when sent; each box moves on to its outcome")]
+    #[expect(
+        clippy::vec_box,
+        reason = "boxed once when sent; each box moves on to its outcome"
+    )]
     pub(crate) fn drain_in_order(&mut self) -> Vec<Box<Downstream>> {
         let mut entries: Vec<Entry> = self.map.drain().map(|(_, e)| e).collect();
         entries.sort_unstable_by_key(|e| e.seq);
