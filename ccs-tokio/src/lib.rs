@@ -143,15 +143,40 @@ impl Client {
     /// client's IO thread, on its current-thread tokio runtime.
     pub async fn connect_with(config: Config, dialer: impl Dialer) -> Result<Self, ConnectError> {
         let (engine, handle, first) = ccs_net::Engine::new(config, Instant::now())?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ConnectError::Connect(format!("cannot start the IO runtime: {e}")))?;
         let dialer = Arc::new(dialer);
+        // The runtime is built on the IO thread itself: a runtime must not be dropped in an
+        // async context, which is where it would be dropped should the spawn fail.
+        let (started_tx, started) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("ccs-io".into())
-            .spawn(move || runtime.block_on(driver::drive(engine, dialer)))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => {
+                        let _ = started_tx.send(Ok(()));
+                        runtime.block_on(driver::drive(engine, dialer));
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e.to_string()));
+                    }
+                }
+            })
             .map_err(|e| ConnectError::Connect(format!("cannot start the IO thread: {e}")))?;
+        match started.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(ConnectError::Connect(format!(
+                    "cannot start the IO runtime: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(ConnectError::Connect(
+                    "the IO thread stopped at once".into(),
+                ));
+            }
+        }
         first.wait(&handle).await?;
         Ok(Self { handle })
     }
