@@ -115,9 +115,13 @@ impl Client {
             let limit = self.config.max_queue;
             return refuse(SendErrorKind::QueueFull { limit }, message);
         }
-        if self.live.contains_key(message.message_id()) {
-            return refuse(SendErrorKind::DuplicateId, message);
-        }
+        // One lookup for the duplicate check and the record.
+        let slot = match self.live.entry(message.message_id().clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                return refuse(SendErrorKind::DuplicateId, message);
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => slot,
+        };
         if let Some(limit) = self.config.connection.max_payload_bytes {
             // Counted without a copy; the connection writes it once, unchecked.
             let bytes = write::json_len(&message).unwrap_or(usize::MAX);
@@ -127,24 +131,20 @@ impl Client {
         }
         let ticket = MessageTicket(self.next_ticket);
         self.next_ticket += 1;
-        let id = message.message_id().clone();
         if let Some(limit) = self.config.max_queue_time {
             self.queue_deadlines
-                .push(later(now, limit), id.clone(), ticket.0);
+                .push(later(now, limit), slot.key().clone(), ticket.0);
         }
-        self.live.insert(
-            id,
-            Meta {
-                ticket,
-                accepted_at: now,
-                nacks: 0,
-                sends: 0,
-                generation: 0,
-                state: MsgState::Queued,
-                requeued: false,
-                expire_now: false,
-            },
-        );
+        slot.insert(Meta {
+            ticket,
+            accepted_at: now,
+            nacks: 0,
+            sends: 0,
+            generation: 0,
+            state: MsgState::Queued,
+            requeued: false,
+            expire_now: false,
+        });
         self.queue.push_back(lane, message);
         self.stats.queued += 1;
         self.pump(now);

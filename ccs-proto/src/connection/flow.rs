@@ -24,6 +24,25 @@ struct Entry {
     message: Option<Box<Downstream>>,
 }
 
+/// A free place in the table, from [`InFlight::vacant`]; dropping it inserts nothing.
+pub(crate) struct Vacant<'a> {
+    entry: std::collections::hash_map::VacantEntry<'a, MessageId, Entry>,
+    next_seq: &'a mut u64,
+}
+
+impl Vacant<'_> {
+    /// Records the message (whose id this place was found for) as sent.
+    pub(crate) fn insert(self, message: Box<Downstream>) {
+        debug_assert_eq!(self.entry.key(), message.message_id());
+        let seq = *self.next_seq;
+        *self.next_seq += 1;
+        self.entry.insert(Entry {
+            seq,
+            message: Some(message),
+        });
+    }
+}
+
 /// What an answer found in the table.
 #[derive(Debug)]
 pub(crate) enum Found {
@@ -50,16 +69,23 @@ impl InFlight {
     }
 
     /// Records a message as sent. The caller has checked that its id is not in flight.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, message: Box<Downstream>) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.map.insert(
-            message.message_id().clone(),
-            Entry {
-                seq,
-                message: Some(message),
-            },
-        );
+        if let Some(slot) = self.vacant(message.message_id()) {
+            slot.insert(message);
+        }
+    }
+
+    /// The place for a message with this id, `None` if one is in flight already: one lookup
+    /// for the check and the insert (the message is written in between).
+    pub(crate) fn vacant(&mut self, id: &MessageId) -> Option<Vacant<'_>> {
+        match self.map.entry(id.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => None,
+            std::collections::hash_map::Entry::Vacant(entry) => Some(Vacant {
+                entry,
+                next_seq: &mut self.next_seq,
+            }),
+        }
     }
 
     /// Removes the entry answered by `id`: its message, or the placeholder of a taken one.

@@ -391,9 +391,9 @@ impl Connection {
             self.window_was_full = true;
             return refuse(ConnectionSendErrorKind::Blocked, message);
         }
-        if self.in_flight.contains(message.message_id().as_str()) {
+        let Some(slot) = self.in_flight.vacant(message.message_id()) else {
             return refuse(ConnectionSendErrorKind::DuplicateId, message);
-        }
+        };
         let start = self.out.len();
         // One serialization: the stanza is written and its JSON measured at once; a message
         // over the limit is taken back out of the buffer.
@@ -412,7 +412,7 @@ impl Connection {
         }
         self.stats.bytes_out += (self.out.len() - start) as u64;
         self.stats.sent += 1;
-        self.in_flight.insert(message);
+        slot.insert(message);
         if self.in_flight.len() >= self.config.window {
             self.window_was_full = true;
         }
