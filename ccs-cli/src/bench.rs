@@ -60,11 +60,16 @@ pub(crate) struct BenchArgs {
     /// other, against the same server in one run.
     #[arg(long, value_enum, default_value = "tokio")]
     runtime: BenchRuntime,
+    /// Rounds: the ceiling (with --ceiling) and every adapter, alternating, this many times;
+    /// each figure printed is the median over the rounds, and each ratio to the ceiling the
+    /// median of the ratios within a round. On a shared or small machine single runs move by
+    /// 20 % and more; alternating rounds compare like with like.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
 }
 
 /// One adapter's run.
 struct RunFigures {
-    runtime: Runtime,
     acked: usize,
     nacked: usize,
     other: usize,
@@ -217,23 +222,27 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     config.client.connection.window = args.window;
     config.client.connections = args.connections;
     config.client.max_queue = (args.window * args.connections * 4).max(1000);
-    let measured = if args.ceiling {
-        Some(ceiling(&config, args.count, args.window).await?)
-    } else {
-        None
-    };
-    let ceiling = measured.map(|c| c.msgs_per_s);
-    let ceiling_cpu = measured.and_then(|c| c.cpu_us_per_msg);
     let batch = args.batch.max(1);
-    let mut runs = Vec::new();
-    for (n, &runtime) in args.runtime.runtimes().iter().enumerate() {
-        let prefix = format!("b{}-{n}", std::process::id());
-        runs.push(measure(runtime, config.clone(), args.count, batch, &prefix).await?);
+    let runtimes = args.runtime.runtimes();
+    let mut ceilings = Vec::new();
+    let mut rounds: Vec<Vec<RunFigures>> = runtimes.iter().map(|_| Vec::new()).collect();
+    for round in 0..args.rounds {
+        if args.ceiling {
+            ceilings.push(ceiling(&config, args.count, args.window).await?);
+        }
+        for (n, &runtime) in runtimes.iter().enumerate() {
+            let prefix = format!("b{}-{round}-{n}", std::process::id());
+            rounds[n].push(measure(runtime, config.clone(), args.count, batch, &prefix).await?);
+        }
     }
+    let ceiling = median(ceilings.iter().map(|c| Some(c.msgs_per_s)));
+    let ceiling_cpu = median(ceilings.iter().map(|c| c.cpu_us_per_msg));
+    let runs: Vec<Summary> = runtimes
+        .iter()
+        .zip(&rounds)
+        .map(|(&runtime, figures)| Summary::new(runtime, figures, args.count, &ceilings))
+        .collect();
     let rss = peak_rss_kib();
-    let count = args.count as f64;
-    let rate = |r: &RunFigures| count / r.elapsed.as_secs_f64();
-    let cpu_us = |r: &RunFigures| r.cpu.map(|c| c.as_secs_f64() * 1e6 / count);
     if args.json {
         for r in &runs {
             println!(
@@ -241,19 +250,26 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
                 json!({
                     "runtime": r.runtime.name(),
                     "sent": args.count, "acked": r.acked, "nacked": r.nacked, "other": r.other,
-                    "msgs_per_s": rate(r).round(), "elapsed_s": r.elapsed.as_secs_f64(),
-                    "client_cpu_us_per_msg": cpu_us(r), "peak_rss_kib": rss,
+                    "msgs_per_s": r.rate.round(), "elapsed_s": r.elapsed_s,
+                    "client_cpu_us_per_msg": r.cpu_us, "peak_rss_kib": rss,
                     "peak_rss_kib_after_1m": r.rss_at_checkpoint,
                     "window": args.window, "connections": args.connections, "batch": batch,
+                    "rounds": args.rounds,
                     "ceiling_msgs_per_s": ceiling.map(f64::round),
-                    "of_ceiling": ceiling.map(|c| rate(r) / c),
+                    "of_ceiling": r.of_ceiling,
                     "ceiling_cpu_us_per_msg": ceiling_cpu,
-                    "cpu_of_ceiling": cpu_us(r).zip(ceiling_cpu).map(|(a, b)| a / b),
+                    "cpu_of_ceiling": r.cpu_of_ceiling,
                 })
             );
         }
     } else {
-        print!("{}", table(&runs, args.count, ceiling));
+        print!("{}", table(&runs, args.count));
+        if args.rounds > 1 {
+            println!(
+                "medians of {} rounds (the ceiling and each adapter in turn, every round)",
+                args.rounds
+            );
+        }
         match ceiling {
             Some(c) => println!(
                 "ceiling: {c:.0} msgs/s, {} µs CPU per message (a bare TLS pipe, one \
@@ -285,8 +301,65 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     })
 }
 
+/// One adapter's figures over the rounds: medians, and the ratios to the ceiling taken
+/// within each round (the ceiling of the same round) before the median.
+struct Summary {
+    runtime: Runtime,
+    /// The fewest acked in any round (every round must ack every message).
+    acked: usize,
+    /// The most nacked, or otherwise ended, in any round.
+    nacked: usize,
+    other: usize,
+    elapsed_s: f64,
+    rate: f64,
+    of_ceiling: Option<f64>,
+    cpu_us: Option<f64>,
+    cpu_of_ceiling: Option<f64>,
+    rss_at_checkpoint: Option<u64>,
+}
+
+impl Summary {
+    fn new(runtime: Runtime, rounds: &[RunFigures], count: usize, ceilings: &[Ceiling]) -> Self {
+        let count = count as f64;
+        let rate = |r: &RunFigures| count / r.elapsed.as_secs_f64();
+        let cpu_us = |r: &RunFigures| r.cpu.map(|c| c.as_secs_f64() * 1e6 / count);
+        let paired = || rounds.iter().zip(ceilings);
+        Self {
+            runtime,
+            acked: rounds.iter().map(|r| r.acked).min().unwrap_or(0),
+            nacked: rounds.iter().map(|r| r.nacked).max().unwrap_or(0),
+            other: rounds.iter().map(|r| r.other).max().unwrap_or(0),
+            elapsed_s: median(rounds.iter().map(|r| Some(r.elapsed.as_secs_f64()))).unwrap_or(0.0),
+            rate: median(rounds.iter().map(|r| Some(rate(r)))).unwrap_or(0.0),
+            of_ceiling: median(paired().map(|(r, c)| Some(rate(r) / c.msgs_per_s))),
+            cpu_us: median(rounds.iter().map(cpu_us)),
+            cpu_of_ceiling: median(paired().map(|(r, c)| {
+                // A ceiling too short for the 10 ms CPU clock has no ratio.
+                let ceiling = c.cpu_us_per_msg.filter(|&b| b > 0.0);
+                cpu_us(r).zip(ceiling).map(|(a, b)| a / b)
+            })),
+            rss_at_checkpoint: rounds.iter().filter_map(|r| r.rss_at_checkpoint).max(),
+        }
+    }
+}
+
+/// The median of the values, `None` if there are none or any is unknown.
+fn median(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect::<Option<_>>()?;
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
 /// The table of the runs: one row per adapter.
-fn table(runs: &[RunFigures], count: usize, ceiling: Option<f64>) -> String {
+fn table(runs: &[Summary], count: usize) -> String {
     use std::fmt::Write;
     let mut t = String::new();
     let _ = writeln!(
@@ -303,13 +376,12 @@ fn table(runs: &[RunFigures], count: usize, ceiling: Option<f64>) -> String {
         "CPU µs/msg"
     );
     for r in runs {
-        let rate = count as f64 / r.elapsed.as_secs_f64();
-        let of_ceiling = match ceiling {
-            Some(c) => format!("{:.0} %", 100.0 * rate / c),
+        let of_ceiling = match r.of_ceiling {
+            Some(c) => format!("{:.0} %", 100.0 * c),
             None => "-".to_owned(),
         };
-        let cpu = match r.cpu {
-            Some(c) => format!("{:.2}", c.as_secs_f64() * 1e6 / count as f64),
+        let cpu = match r.cpu_us {
+            Some(c) => format!("{c:.2}"),
             None => "?".to_owned(),
         };
         let _ = writeln!(
@@ -320,8 +392,8 @@ fn table(runs: &[RunFigures], count: usize, ceiling: Option<f64>) -> String {
             r.acked,
             r.nacked,
             r.other,
-            r.elapsed.as_secs_f64(),
-            rate,
+            r.elapsed_s,
+            r.rate,
             of_ceiling,
             cpu
         );
@@ -351,7 +423,6 @@ async fn measure(
     let cpu = cpu0.zip(cpu_time()).map(|(a, b)| b.saturating_sub(a));
     client.close(Duration::from_secs(5)).await;
     Ok(RunFigures {
-        runtime,
         acked: tally.acked,
         nacked: tally.nacked,
         other: tally.other,
@@ -575,4 +646,21 @@ pub(crate) async fn ceiling(
 pub(crate) struct Ceiling {
     pub(crate) msgs_per_s: f64,
     pub(crate) cpu_us_per_msg: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts_and_of_unknowns() {
+        assert_eq!(median([3.0, 1.0, 2.0].map(Some).into_iter()), Some(2.0));
+        assert_eq!(
+            median([4.0, 1.0, 3.0, 2.0].map(Some).into_iter()),
+            Some(2.5)
+        );
+        assert_eq!(median([7.0].map(Some).into_iter()), Some(7.0));
+        assert_eq!(median(std::iter::empty()), None);
+        assert_eq!(median([Some(1.0), None, Some(2.0)].into_iter()), None);
+    }
 }

@@ -201,6 +201,40 @@ fn bench_finishes_with_sane_figures_and_leaves_no_file_behind() {
 }
 
 #[test]
+fn bench_rounds_report_medians_with_the_ceiling_ratio_of_each_round() {
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "--count",
+            "500",
+            "--rounds",
+            "3",
+            "--ceiling",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(v["rounds"], 3);
+    assert_eq!(v["acked"], 500, "every round acked every message");
+    let rate = v["msgs_per_s"].as_f64().unwrap();
+    let ceiling = v["ceiling_msgs_per_s"].as_f64().unwrap();
+    let of = v["of_ceiling"].as_f64().unwrap();
+    assert!(rate > 0.0 && ceiling > 0.0 && of > 0.0, "{v}");
+    let zero = Command::new(BIN)
+        .args(["bench", "--rounds", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(zero.status.code(), Some(2), "clap refuses zero rounds");
+}
+
+#[test]
 fn an_unreachable_server_is_retried_until_the_connect_timeout_then_reported() {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
