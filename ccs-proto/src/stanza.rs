@@ -224,6 +224,88 @@ pub enum IqPayload {
     },
 }
 
+/// The text of a `<gcm>` element: a `str` that shares the bytes it was read from when they
+/// needed no unescaping (the shape CCS writes), so reading an ack copies nothing. It keeps
+/// that part of the read buffer alive while it lives: to keep the text for long, take a
+/// `String` ([`Payload::into_string`]).
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Payload(Bytes);
+
+impl Payload {
+    /// `text`, which lies inside `frame`, without copying it.
+    pub(crate) fn slice_of(frame: &Bytes, text: &str) -> Self {
+        Self(frame.slice_ref(text.as_bytes()))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Built only from `str`s, so always UTF-8; checking again (a fast pass over ASCII)
+        // keeps this crate free of `unsafe`.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// The text as an owned `String` (a copy).
+    pub fn into_string(self) -> String {
+        self.as_str().to_owned()
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Payload {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<String> for Payload {
+    fn from(s: String) -> Self {
+        Self(Bytes::from(s))
+    }
+}
+
+impl From<&str> for Payload {
+    fn from(s: &str) -> Self {
+        Self(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<Payload> for String {
+    fn from(p: Payload) -> Self {
+        p.into_string()
+    }
+}
+
+impl PartialEq<str> for Payload {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Payload {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A `<message>` stanza.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Message {
@@ -237,7 +319,7 @@ pub struct Message {
     pub from: Option<String>,
     /// The text of the `<gcm xmlns="google:mobile:data">` child, entities decoded, CDATA and
     /// split text joined, surrounding whitespace trimmed; `None` without such a child.
-    pub gcm: Option<String>,
+    pub gcm: Option<Payload>,
     /// The `<error>` child of a stanza error.
     pub error: Option<Box<StanzaError>>,
 }

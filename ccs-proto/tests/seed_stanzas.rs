@@ -25,7 +25,7 @@ fn stanza(verbatim: &str) -> Stanza {
 
 fn gcm(verbatim: &str) -> String {
     match stanza(verbatim) {
-        Stanza::Message(m) => m.gcm.expect("a gcm payload"),
+        Stanza::Message(m) => m.gcm.expect("a gcm payload").into_string(),
         other => panic!("not a message: {other:?}"),
     }
 }

@@ -179,7 +179,7 @@ fn nack_frees_exactly_one_slot() {
 }
 
 fn gcm_json_text(step: &Step) -> String {
-    only_message(step).gcm.unwrap()
+    only_message(step).gcm.unwrap().into_string()
 }
 
 #[test]

@@ -49,7 +49,10 @@ impl Connection {
             Some(other) => other.into_owned(),
             None => match Incoming::from_json_general(&json) {
                 Ok(i) => i,
-                Err(error) => return self.anomaly(Anomaly::InvalidPayload { json, error }),
+                Err(error) => {
+                    let json = json.into_string();
+                    return self.anomaly(Anomaly::InvalidPayload { json, error });
+                }
             },
         };
         match incoming {

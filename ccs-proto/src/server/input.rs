@@ -10,7 +10,7 @@ use super::{
 use crate::error::{JsonError, XmlError, XmlErrorKind};
 use crate::message::{AppAck, ClientMessage, Downstream, MessageId};
 use crate::sasl;
-use crate::stanza::{Auth, Iq, IqPayload, IqType, Message, Stanza, StreamHeader, ns};
+use crate::stanza::{Auth, Iq, IqPayload, IqType, Message, Payload, Stanza, StreamHeader, ns};
 use crate::xml::Event;
 use crate::xml::write;
 
@@ -224,7 +224,9 @@ impl ServerConnection {
         if m.kind.as_deref() == Some("error") {
             return self.unexpected(Stanza::Message(m));
         }
-        let Some(json) = m.gcm.take() else {
+        // Kept with the pending message (to echo in an error): a copy of its own, so that it
+        // does not hold the read buffer.
+        let Some(json) = m.gcm.take().map(Payload::into_string) else {
             return self.unexpected(Stanza::Message(m));
         };
         match ClientMessage::from_json(&json) {

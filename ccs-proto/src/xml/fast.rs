@@ -22,10 +22,12 @@
 
 use memchr::memchr;
 
-use crate::stanza::{Message, StreamHeader, ns};
+use bytes::Bytes;
+
+use crate::stanza::{Message, Payload, StreamHeader, ns};
 
 /// The stanza as a CCS message, when it has exactly the shape above; `None` otherwise.
-pub(super) fn message(stanza: &[u8], header: Option<&StreamHeader>) -> Option<Message> {
+pub(super) fn message(stanza: &Bytes, header: Option<&StreamHeader>) -> Option<Message> {
     let rest = stanza.strip_prefix(b"<message")?;
     if !default_namespace_is_client(header) {
         return None;
@@ -36,7 +38,7 @@ pub(super) fn message(stanza: &[u8], header: Option<&StreamHeader>) -> Option<Me
     let rest = rest.strip_suffix(b"</message>")?;
     let text = trim_ws_end(rest).strip_suffix(b"</gcm>")?;
     let text = plain(text, Context::Text)?;
-    msg.gcm = Some(text.trim().to_owned());
+    msg.gcm = Some(Payload::slice_of(stanza, text.trim()));
     Some(msg)
 }
 

@@ -125,7 +125,7 @@ fn general(
 /// Checks both paths on one input; `true` when the fast path took it.
 fn agree(input: &[u8], header: Option<&StreamHeader>) -> Result<bool, TestCaseError> {
     let general = general(input, header);
-    let fast = fast::message(input, header);
+    let fast = fast::message(&Bytes::copy_from_slice(input), header);
     let took = fast.is_some();
     if let Some(m) = fast {
         prop_assert_eq!(
@@ -224,7 +224,7 @@ fn client() -> StreamHeader {
 
 /// The fast path takes `input` and agrees with the general path.
 fn takes(input: &str) -> Message {
-    let m = fast::message(input.as_bytes(), Some(&client()))
+    let m = fast::message(&Bytes::copy_from_slice(input.as_bytes()), Some(&client()))
         .unwrap_or_else(|| panic!("declined {input}"));
     assert_eq!(
         general(input.as_bytes(), Some(&client())),
@@ -303,21 +303,22 @@ fn declines_each_shape_it_does_not_check() {
     ];
     for (why, input) in &cases {
         assert!(
-            fast::message(input.as_bytes(), Some(&client())).is_none(),
+            fast::message(&Bytes::copy_from_slice(input.as_bytes()), Some(&client())).is_none(),
             "{why}: took {input}"
         );
         // Whatever the general path makes of it, the combined path does the same.
         agree(input.as_bytes(), Some(&client())).unwrap();
     }
     let invalid_utf8 = b"<message><gcm xmlns=\"google:mobile:data\">\xC3(</gcm></message>";
-    assert!(fast::message(invalid_utf8, Some(&client())).is_none());
+    assert!(fast::message(&Bytes::copy_from_slice(invalid_utf8), Some(&client())).is_none());
     agree(invalid_utf8, Some(&client())).unwrap();
 }
 
 #[test]
 fn declines_unless_the_stream_puts_message_in_jabber_client() {
     for (i, header) in headers().iter().enumerate() {
-        let took = fast::message(ACK.as_bytes(), header.as_ref()).is_some();
+        let took =
+            fast::message(&Bytes::copy_from_slice(ACK.as_bytes()), header.as_ref()).is_some();
         assert_eq!(took, i == 0 || i == 8, "header {i}: {header:?}");
         agree(ACK.as_bytes(), header.as_ref()).unwrap();
     }
@@ -338,4 +339,33 @@ fn every_single_edit_of_an_ack_declines_or_agrees() {
         }
     }
     assert!(took > 10_000, "took {took}");
+}
+
+#[test]
+fn the_fast_path_shares_the_payload_with_the_frame_and_the_general_path_owns_it() {
+    let frame = Bytes::from_static(ACK.as_bytes());
+    let Some(m) = fast::message(&frame, Some(&client())) else {
+        panic!("the fast path declined CCS's own ack");
+    };
+    let gcm = m.gcm.unwrap();
+    let inside = frame.as_ptr_range();
+    assert!(
+        inside.contains(&gcm.as_ptr()),
+        "the payload was copied out of the frame"
+    );
+    assert!(gcm.starts_with('{') && gcm.ends_with('}'), "{gcm:?}");
+    // What a text with an entity needs: unescaped, so a `String` of its own.
+    let escaped = Bytes::from_static(
+        b"<message><gcm xmlns=\"google:mobile:data\">{\"k\":\"a&amp;b\"}</gcm></message>",
+    );
+    let Ok(Stanza::Message(m)) =
+        read::decode_with(&escaped, Some(&client()), &mut Scratch::default())
+    else {
+        panic!("not a message");
+    };
+    let gcm = m.gcm.unwrap();
+    assert_eq!(gcm, r#"{"k":"a&b"}"#);
+    assert!(!escaped.as_ptr_range().contains(&gcm.as_ptr()));
+    assert_eq!(format!("{gcm:?}"), r#""{\"k\":\"a&b\"}""#);
+    assert_eq!(gcm.into_string(), r#"{"k":"a&b"}"#);
 }

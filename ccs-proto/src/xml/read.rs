@@ -361,7 +361,7 @@ impl<'a, 's> Decoder<'a, 's> {
         }
         while let Some(c) = self.child()? {
             if msg.gcm.is_none() && c.is(ns::GCM, "gcm") {
-                msg.gcm = Some(trim_owned(self.text(c.empty)?));
+                msg.gcm = Some(trim_owned(self.text(c.empty)?).into());
             } else if msg.error.is_none() && c.is(ns::CLIENT, "error") {
                 msg.error = Some(Box::new(self.stanza_error(&c)?));
             } else {
