@@ -13,7 +13,7 @@ use ccs_proto::message::Downstream;
 use clap::Args;
 use serde_json::json;
 
-use crate::common::KEY_ENV;
+use crate::common::{KEY_ENV, queue_limit};
 use crate::runtime::{BenchRuntime, Runtime};
 
 /// Flags of `ccs bench`.
@@ -221,7 +221,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     };
     config.client.connection.window = args.window;
     config.client.connections = args.connections;
-    config.client.max_queue = (args.window * args.connections * 4).max(1000);
+    config.client.max_queue = queue_limit(args.window, args.connections);
     let batch = args.batch.max(1);
     let runtimes = args.runtime.runtimes();
     let mut ceilings = Vec::new();

@@ -102,6 +102,16 @@ impl ConnArgs {
     }
 }
 
+/// The queue limit of `ccs send` and `ccs bench`: one window of every connection, at least
+/// 1000 messages. A sender that is always ready with the next message (a file, a pipe, the
+/// benchmark's loop) needs the queue only to refill the windows as answers free them; a
+/// deeper queue moved no more messages per second in `ccs bench` and only held more memory
+/// (4 windows at window 1000: a peak 4 MB higher, reached whenever the queue first filled;
+/// BENCHMARKS.md).
+pub(crate) fn queue_limit(window: usize, connections: usize) -> usize {
+    window.saturating_mul(connections).max(1000)
+}
+
 /// Sets up logging to stderr: `-v` info, `-vv` debug, `-vvv` trace; warnings otherwise.
 pub(crate) fn init_logging(verbose: u8) {
     let level = match verbose {
@@ -133,5 +143,18 @@ pub(crate) async fn interrupted() -> Result<(), String> {
         tokio::signal::ctrl_c()
             .await
             .map_err(|e| format!("cannot watch Ctrl-C: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::queue_limit;
+
+    #[test]
+    fn the_queue_holds_one_window_per_connection_and_at_least_1000() {
+        assert_eq!(queue_limit(100, 1), 1000);
+        assert_eq!(queue_limit(1000, 1), 1000);
+        assert_eq!(queue_limit(1000, 4), 4000);
+        assert_eq!(queue_limit(usize::MAX, 2), usize::MAX, "saturates");
     }
 }

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use tokio::task::JoinSet;
 
 use self::progress::Progress;
-use crate::common::ConnArgs;
+use crate::common::{ConnArgs, queue_limit};
 
 /// Flags of `ccs send`.
 #[derive(Debug, Args)]
@@ -314,10 +314,9 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, String> {
         None => Source::Stdin,
     };
     let mut config = args.conn.config()?;
-    // The reader is always ready with the next line: a queue of a few windows keeps the
-    // connections busy, and a deeper one would only hold more memory (and leave more
-    // messages unsent when the input ends while the server is slow).
-    config.client.max_queue = send_queue(args.conn.window, args.conn.connections);
+    // The reader is always ready with the next line (see `queue_limit`); a deeper queue
+    // would also leave more messages unsent when the input ends while the server is slow.
+    config.client.max_queue = queue_limit(args.conn.window, args.conn.connections);
     let client = args.runtime.connect(config).await?;
     let prefix = format!("ccs-send-{}-{}", std::process::id(), unix_millis());
     let mut output = Output {
@@ -428,15 +427,6 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// The queue limit of `ccs send`: four windows of every connection, at least 1000 messages
-/// (as `ccs bench`).
-fn send_queue(window: usize, connections: usize) -> usize {
-    window
-        .saturating_mul(connections)
-        .saturating_mul(4)
-        .max(1000)
 }
 
 /// Resolves at the first Ctrl-C; the second one ends the process at once.
