@@ -212,3 +212,92 @@ fn help_documents_the_control_protocol_and_the_upstream_queue() {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
     }
 }
+
+#[test]
+fn drain_moves_the_client_to_a_new_connection_and_pause_reading_holds_messages_until_resumed() {
+    let dir = temp_dir("emu-drain-pause");
+    let mut emu = Emu::start(&["--cert-out", dir.join("cert.pem").to_str().unwrap()]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let within = |what: &str, f: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| {
+        rt.block_on(async { tokio::time::timeout(WAIT, f).await })
+            .unwrap_or_else(|_| panic!("{what} in time"))
+    };
+    let mut config = emu.client_config();
+    config.client.connections = 1;
+    let client = rt.block_on(ccs_tokio::Client::connect(config)).unwrap();
+    let mut events = client.events();
+
+    // `drain`: the server announces CONNECTION_DRAINING, and the client opens another
+    // connection for new messages. (The first connection's own `ConnectionUp` can still be
+    // on its way to the new subscriber: it is told apart by its JID.)
+    let first = emu.command(r#"{"ledger": null}"#)["ledger"]["connections"][0]["jid"].clone();
+    let first = first
+        .as_str()
+        .expect("the first connection is bound")
+        .to_owned();
+    assert_eq!(emu.command(r#"{"drain": true}"#)["ok"], "drain");
+    within(
+        "a new connection after the drain",
+        Box::pin(async {
+            loop {
+                if let Ok(Event::ConnectionUp { jid, .. }) = events.recv().await
+                    && jid != first
+                {
+                    break;
+                }
+            }
+        }),
+    );
+    // A message sent now goes on the new connection (the ledger has it once it is acked).
+    let m = Downstream::builder("device-1", "after-drain")
+        .unwrap()
+        .build();
+    let outcome = rt
+        .block_on(async { tokio::time::timeout(WAIT, client.send(m)).await })
+        .expect("answered in time")
+        .unwrap();
+    assert!(outcome.is_acked(), "{outcome:?}");
+    let ledger = emu.command(r#"{"ledger": null}"#)["ledger"].clone();
+    assert_eq!(ledger["connections_opened"], 2, "{ledger}");
+    assert_eq!(ledger["connections"][0]["drained"], true, "{ledger}");
+    assert_eq!(
+        ledger["connections"][0]["counters"]["downstream_received"],
+        0
+    );
+    assert_eq!(ledger["connections"][1]["counters"]["acked"], 1, "{ledger}");
+
+    // `pause_reading`: a message sent now is not read, so not answered...
+    assert_eq!(
+        emu.command(r#"{"pause_reading": true}"#)["ok"],
+        "pause_reading"
+    );
+    let m = Downstream::builder("device-1", "while-paused")
+        .unwrap()
+        .build();
+    let mut pending = rt.block_on(client.enqueue(m, false)).unwrap();
+    let ledger = emu.command(r#"{"ledger": null}"#)["ledger"].clone();
+    assert_eq!(ledger["total"]["downstream_received"], 1, "{ledger}");
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    assert!(
+        std::pin::Pin::new(&mut pending).poll(&mut cx).is_pending(),
+        "answered while the server was not reading"
+    );
+    // ... until reading resumes: then it is read and acked.
+    assert_eq!(
+        emu.command(r#"{"resume_reading": true}"#)["ok"],
+        "resume_reading"
+    );
+    let outcome = rt
+        .block_on(async { tokio::time::timeout(WAIT, pending).await })
+        .expect("answered once reading resumed")
+        .unwrap();
+    assert!(outcome.is_acked(), "{outcome:?}");
+    let ledger = emu.command(r#"{"ledger": null}"#)["ledger"].clone();
+    assert_eq!(ledger["total"]["downstream_received"], 2, "{ledger}");
+    assert_eq!(ledger["total"]["acked"], 2, "{ledger}");
+
+    rt.block_on(client.close(WAIT));
+    emu.stop();
+    std::fs::remove_dir_all(&dir).ok();
+}
