@@ -235,6 +235,35 @@ fn bench_rounds_report_medians_with_the_ceiling_ratio_of_each_round() {
 }
 
 #[test]
+fn bench_takes_the_peak_rss_at_the_checkpoint_of_a_long_enough_run() {
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "--count",
+            "3000",
+            "--json",
+            "--rss-checkpoint",
+            "2000",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(v["rss_checkpoint"], 2000);
+    let at_checkpoint = v["peak_rss_kib_after_1m"]
+        .as_u64()
+        .expect("a figure at the checkpoint");
+    let at_end = v["peak_rss_kib"].as_u64().unwrap();
+    assert!(at_checkpoint > 1000, "{v}");
+    assert!(at_checkpoint <= at_end, "a peak only grows: {v}");
+}
+
+#[test]
 fn an_unreachable_server_is_retried_until_the_connect_timeout_then_reported() {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
