@@ -168,23 +168,29 @@ fn the_key_never_comes_from_argv() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("CCS_API_KEY"));
 }
 
-#[test]
-fn bench_finishes_with_sane_figures_and_leaves_no_file_behind() {
-    // Its own temporary directory: the emulator's certificate goes there, and must be gone.
-    let tmp = std::env::temp_dir().join(format!("ccs-cli-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let out = Command::new(BIN)
-        .args(["bench", "--count", "3000", "--json"])
-        .env("TMPDIR", &tmp)
-        .output()
-        .unwrap();
+/// Runs `ccs bench` with these arguments (and `--json`), expects success, and gives its one
+/// JSON line.
+fn bench_json(args: &[&str], tmpdir: Option<&std::path::Path>) -> serde_json::Value {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("bench").args(args).arg("--json");
+    if let Some(dir) = tmpdir {
+        cmd.env("TMPDIR", dir);
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value =
-        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap()
+}
+
+#[test]
+fn bench_finishes_with_sane_figures_and_leaves_no_file_behind() {
+    // Its own temporary directory: the emulator's certificate goes there, and must be gone.
+    let tmp = std::env::temp_dir().join(format!("ccs-cli-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let v = bench_json(&["--count", "3000"], Some(&tmp));
     assert_eq!(v["sent"], 3000);
     assert_eq!(v["acked"], 3000);
     assert_eq!(v["nacked"], 0);
@@ -202,25 +208,7 @@ fn bench_finishes_with_sane_figures_and_leaves_no_file_behind() {
 
 #[test]
 fn bench_rounds_report_medians_with_the_ceiling_ratio_of_each_round() {
-    let out = Command::new(BIN)
-        .args([
-            "bench",
-            "--count",
-            "500",
-            "--rounds",
-            "3",
-            "--ceiling",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value =
-        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    let v = bench_json(&["--count", "500", "--rounds", "3", "--ceiling"], None);
     assert_eq!(v["rounds"], 3);
     assert_eq!(v["acked"], 500, "every round acked every message");
     let rate = v["msgs_per_s"].as_f64().unwrap();
@@ -236,24 +224,7 @@ fn bench_rounds_report_medians_with_the_ceiling_ratio_of_each_round() {
 
 #[test]
 fn bench_takes_the_peak_rss_at_the_checkpoint_of_a_long_enough_run() {
-    let out = Command::new(BIN)
-        .args([
-            "bench",
-            "--count",
-            "3000",
-            "--json",
-            "--rss-checkpoint",
-            "2000",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value =
-        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    let v = bench_json(&["--count", "3000", "--rss-checkpoint", "2000"], None);
     assert_eq!(v["rss_checkpoint"], 2000);
     let at_checkpoint = v["peak_rss_kib_after_1m"]
         .as_u64()
