@@ -814,6 +814,39 @@ async fn a_reserved_place_counts_toward_the_queue_until_used_or_dropped(rt: Runt
     emu.shutdown().await;
 }
 
+async fn reserve_waits_for_room_and_gives_up_when_the_client_closes(rt: Runtime) {
+    let emu = emulator(|_| {}).await;
+    let config = config_for(&emu).max_queue(1);
+    let client = within("connect", connect(rt, config)).await.unwrap();
+    let poll_now = |f: &mut std::pin::Pin<
+        Box<dyn Future<Output = Option<ccs_net::QueuePlace>> + Send + '_>,
+    >| {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(r) => Some(r),
+            std::task::Poll::Pending => None,
+        }
+    };
+    // The one place, held: a second `reserve` waits...
+    let first = within("room at once", client.reserve()).await.unwrap();
+    let mut second: std::pin::Pin<Box<dyn Future<Output = _> + Send + '_>> =
+        Box::pin(client.reserve());
+    assert!(poll_now(&mut second).is_none(), "a place beyond max_queue");
+    // ... until the place is given back.
+    drop(first);
+    let second = within("room once the place is back", second).await;
+    let second = second.expect("a place");
+    // Full again; closing ends the wait with no place.
+    let third = client.reserve();
+    let closing = client.clone();
+    let (third, _) = tokio::join!(within("an answer while closing", third), async {
+        closing.close(Duration::from_secs(5)).await
+    });
+    assert!(third.is_none(), "no place once the client is closing");
+    drop(second);
+    emu.shutdown().await;
+}
+
 async fn the_events_channel_ends_after_the_client_closed(rt: Runtime) {
     let emu = emulator(|_| {}).await;
     let client = within("connect", connect(rt, config_for(&emu)))
@@ -1025,6 +1058,7 @@ ccs_conformance::for_every_runtime!(
     a_dropped_batch_publishes_every_outcome,
     a_priority_reply_overtakes_a_bulk_backlog,
     a_reserved_place_counts_toward_the_queue_until_used_or_dropped,
+    reserve_waits_for_room_and_gives_up_when_the_client_closes,
     the_events_channel_ends_after_the_client_closed,
     hundred_thousand_messages_window_100,
     hundred_thousand_messages_window_1000,

@@ -155,15 +155,6 @@ pub(crate) struct HandleShared {
 }
 
 impl HandleShared {
-    /// Takes one place in the queue; `false` if it is full.
-    fn reserve(&self, max_queue: usize) -> bool {
-        self.load
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max_queue).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
     /// Takes up to `want` places in the queue; how many it took (0 if it is full).
     fn reserve_up_to(&self, max_queue: usize, want: usize) -> usize {
         match self
@@ -272,29 +263,10 @@ impl Handle {
     /// client is closing. Dropping the future, or the [`QueuePlace`], gives the place back;
     /// so a caller that stops waiting (at a deadline of its own) still has its message.
     pub async fn reserve(&self) -> Option<QueuePlace> {
-        let shared = &self.inner.shared;
-        let place = || QueuePlace {
+        self.reserve_many(1).await.map(|_| QueuePlace {
             handle: self.clone(),
             held: true,
-        };
-        // The common case first, without a listener.
-        if shared.closing.load(Ordering::Acquire) {
-            return None;
-        }
-        if shared.reserve(self.inner.max_queue) {
-            return Some(place());
-        }
-        loop {
-            // Listening before looking: room made between the look and the wait is not missed.
-            let listener = shared.room.listen();
-            if shared.closing.load(Ordering::Acquire) {
-                return None;
-            }
-            if shared.reserve(self.inner.max_queue) {
-                return Some(place());
-            }
-            listener.await;
-        }
+        })
     }
 
     /// Puts a message whose place is reserved into the submit channel.
@@ -397,27 +369,20 @@ impl Handle {
     /// client is closing.
     async fn reserve_many(&self, want: usize) -> Option<usize> {
         let shared = &self.inner.shared;
-        let max = self.inner.max_queue;
-        if shared.closing.load(Ordering::Acquire) {
-            return None;
-        }
+        // The common case, room at once, takes no listener. Every wait is on a listener made
+        // before the last look, so room made between that look and the wait is not missed.
+        let mut listener = None;
         loop {
-            let places = shared.reserve_up_to(max, want);
-            if places > 0 {
-                return Some(places);
-            }
-            // Listening before looking again: room made between the looks is not missed.
-            let listener = shared.room.listen();
             if shared.closing.load(Ordering::Acquire) {
                 return None;
             }
-            let places = shared.reserve_up_to(max, want);
+            let places = shared.reserve_up_to(self.inner.max_queue, want);
             if places > 0 {
                 return Some(places);
             }
-            listener.await;
-            if shared.closing.load(Ordering::Acquire) {
-                return None;
+            match listener.take() {
+                None => listener = Some(shared.room.listen()),
+                Some(l) => l.await,
             }
         }
     }
@@ -438,7 +403,7 @@ impl Handle {
         if self.inner.shared.closing.load(Ordering::Acquire) {
             return Err(refused(SendErrorKind::Closing, message));
         }
-        if !self.inner.shared.reserve(self.inner.max_queue) {
+        if self.inner.shared.reserve_up_to(self.inner.max_queue, 1) == 0 {
             let full = SendErrorKind::QueueFull {
                 limit: self.inner.max_queue,
             };
