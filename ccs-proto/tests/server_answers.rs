@@ -130,7 +130,12 @@ fn acks_naming_another_device_strict_and_lenient() {
             .0
             .unwrap();
         let step = h.send(&app_ack("DEV-B", "u1"));
-        assert!(matches!(step.event(), ServerEvent::AppAck(_)));
+        // The event names the message acked as it was sent (DEV-A), not the ack's `to`.
+        assert!(
+            matches!(step.event(), ServerEvent::AppAck(a) if a.to == "DEV-A" && a.message_id.as_str() == "u1"),
+            "{:?}",
+            step.event()
+        );
         assert_eq!(h.conn.unacked_upstream().count(), 0);
         // Ambiguous: two devices chose the same id.
         h.cmd(|c| c.send_upstream(&upstream("u2", "DEV-A")))

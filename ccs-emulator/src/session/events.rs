@@ -116,24 +116,10 @@ impl Session {
                     }
                 }
             }
-            ServerEvent::AppAck(ack) => {
-                // Strict acks name the message's own key; a lenient one may name another
-                // `to` (the core accepted it because its id named one message).
-                let key = if self.sent_up.contains_key(&ack) {
-                    Some(ack)
-                } else {
-                    let mut same_id = self
-                        .sent_up
-                        .keys()
-                        .filter(|k| k.message_id == ack.message_id);
-                    match (same_id.next(), same_id.next()) {
-                        (Some(k), None) => Some(k.clone()),
-                        _ => None,
-                    }
-                };
-                if let Some(key) = key
-                    && let Some(sent) = self.sent_up.remove(&key)
-                {
+            ServerEvent::AppAck(key) => {
+                // The core names the message acked by its own key, also for a lenient ack
+                // that named another `to`.
+                if let Some(sent) = self.sent_up.remove(&key) {
                     st.ledger
                         .upstream_acked(conn, &key.to, key.message_id.as_str(), sent.receipt);
                 }

@@ -116,7 +116,9 @@ pub enum ServerEvent {
         window: usize,
     },
     /// The client acked an upstream message or receipt this connection sent; it is no
-    /// longer in [`ServerConnection::unacked_upstream`].
+    /// longer in [`ServerConnection::unacked_upstream`]. It names the message acked, as this
+    /// connection sent it: in lenient mode an ack may name another `to`, and the event still
+    /// gives the message's own (so it can be looked up by what was sent).
     AppAck(AppAck),
     /// The client acked a `message_id` this connection has not sent (or already had
     /// acked). The real server answered a malformed ack with a `BAD_ACK` nack:

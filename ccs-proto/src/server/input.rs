@@ -338,10 +338,10 @@ impl ServerConnection {
         } else {
             self.lenient_key(&ack)
         };
-        match key.and_then(|k| self.unacked_by_id.remove(&k)) {
-            Some(seq) => {
+        match key.and_then(|k| self.unacked_by_id.remove(&k).map(|seq| (k, seq))) {
+            Some((key, seq)) => {
                 self.unacked.remove(&seq);
-                self.events.push_back(ServerEvent::AppAck(ack));
+                self.events.push_back(ServerEvent::AppAck(key));
             }
             None => self.events.push_back(ServerEvent::UnknownAck(ack)),
         }
