@@ -4,12 +4,12 @@
 
 use std::collections::VecDeque;
 
-use crate::hash::FastMap;
 use std::time::{Duration, Instant};
 
 use crate::connection::{ConnId, ConnectionSendErrorKind, later};
 use crate::message::{Downstream, MessageId, Nack, NackCode, RetryClass};
 
+use super::live::{Key, Live};
 use super::{
     Client, ClientEvent, CloseReport, ExpiryKind, FailReason, Lifecycle, MessageTicket, Outcome,
     UNKNOWN_NACK_CODES, backoff,
@@ -43,21 +43,21 @@ pub(super) enum MsgState {
 /// messages answered meanwhile are dropped lazily.
 #[derive(Debug, Default)]
 pub(super) struct Deadlines {
-    pub(super) q: VecDeque<(Instant, MessageId, u64)>,
+    pub(super) q: VecDeque<(Instant, Key, u64)>,
 }
 
 impl Deadlines {
-    pub(super) fn push(&mut self, at: Instant, id: MessageId, tag: u64) {
-        self.q.push_back((at, id, tag));
+    pub(super) fn push(&mut self, at: Instant, key: Key, tag: u64) {
+        self.q.push_back((at, key, tag));
     }
 
     pub(super) fn front(&self) -> Option<Instant> {
         self.q.front().map(|e| e.0)
     }
 
-    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(MessageId, u64)> {
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Key, u64)> {
         if self.q.front().is_some_and(|e| e.0 <= now) {
-            self.q.pop_front().map(|(_, id, tag)| (id, tag))
+            self.q.pop_front().map(|(_, key, tag)| (key, tag))
         } else {
             None
         }
@@ -65,12 +65,16 @@ impl Deadlines {
 
     /// Drops stale entries at the front (so `front` wakes nobody for nothing), and all of
     /// them when they outnumber the live ones (so memory stays bounded).
-    pub(super) fn trim(&mut self, live: usize, valid: impl Fn(&MessageId, u64) -> bool) {
-        while self.q.front().is_some_and(|(_, id, tag)| !valid(id, *tag)) {
+    pub(super) fn trim(&mut self, live: usize, valid: impl Fn(Key, u64) -> bool) {
+        while self
+            .q
+            .front()
+            .is_some_and(|&(_, key, tag)| !valid(key, tag))
+        {
             self.q.pop_front();
         }
         if self.q.len() > 2 * live.max(512) {
-            self.q.retain(|(_, id, tag)| valid(id, *tag));
+            self.q.retain(|&(_, key, tag)| valid(key, tag));
         }
     }
 }
@@ -99,7 +103,7 @@ impl Client {
             let Some(message) = self.queue.pop_front() else {
                 break;
             };
-            let Some(meta) = self.live.get_mut(message.message_id()) else {
+            let Some((key, meta)) = self.live.get_keyed_mut(message.message_id()) else {
                 // Every queued message has its record; without one it could not be reported.
                 debug_assert!(false, "queued message without a record");
                 continue;
@@ -108,10 +112,8 @@ impl Client {
                 self.expire_unsent(message);
                 continue;
             }
-            let ack_deadline = self.config.ack_timeout.map(|t| {
-                // Only the id: on expiry the connection hands the message over itself.
-                (later(now, t), message.message_id().clone())
-            });
+            // Only the record's key: on expiry the connection hands the message over itself.
+            let ack_deadline = self.config.ack_timeout.map(|t| later(now, t));
             // Its size was checked when it was accepted.
             match conn.send_sized(now, message, None) {
                 Ok(()) => {
@@ -123,8 +125,8 @@ impl Client {
                         self.stats.resent += 1;
                     }
                     self.stats.sent += 1;
-                    if let Some((at, mid)) = ack_deadline {
-                        self.ack_deadlines.push(at, mid, meta.generation);
+                    if let Some(at) = ack_deadline {
+                        self.ack_deadlines.push(at, key, meta.generation);
                     }
                     if !entry.dirty {
                         entry.dirty = true;
@@ -354,8 +356,8 @@ impl Client {
     }
 
     pub(super) fn expire_acks(&mut self, now: Instant) {
-        while let Some((id, generation)) = self.ack_deadlines.pop_due(now) {
-            let Some(meta) = self.live.get_mut(&id) else {
+        while let Some((key, generation)) = self.ack_deadlines.pop_due(now) {
+            let Some((id, meta)) = self.live.by_key_mut(key) else {
                 continue;
             };
             let MsgState::InFlight(c) = meta.state else {
@@ -371,12 +373,12 @@ impl Client {
                 continue;
             };
             // The connection hands the message over and keeps its place in the window.
-            let Some(message) = conn.expire(&id) else {
+            let Some(message) = conn.expire(id) else {
                 continue;
             };
             meta.state = MsgState::Expired(c);
             let (ticket, sends) = (meta.ticket, meta.sends);
-            e.expired.insert(id);
+            e.expired.insert(id.clone());
             if conn.in_flight() >= conn.window() && e.expired.len() >= conn.in_flight() {
                 // Stuck: its whole window is taken by messages nobody answers. Replace it.
                 conn.close(now, now);
@@ -390,8 +392,8 @@ impl Client {
 
     pub(super) fn expire_queued(&mut self, now: Instant) {
         let mut any = false;
-        while let Some((id, ticket)) = self.queue_deadlines.pop_due(now) {
-            if let Some(meta) = self.live.get_mut(&id)
+        while let Some((key, ticket)) = self.queue_deadlines.pop_due(now) {
+            if let Some((_, meta)) = self.live.by_key_mut(key)
                 && meta.ticket.0 == ticket
                 && matches!(meta.state, MsgState::Queued | MsgState::Delayed)
             {
@@ -402,7 +404,7 @@ impl Client {
         if !any {
             return;
         }
-        let marked = |live: &FastMap<MessageId, Meta>, m: &Downstream| {
+        let marked = |live: &Live, m: &Downstream| {
             live.get(m.message_id()).is_some_and(|meta| meta.expire_now)
         };
         let mut expired = self.queue.take_where(|m| marked(&self.live, m));

@@ -160,25 +160,26 @@ mod book;
 mod config;
 mod dedup;
 mod event;
+mod live;
 mod queue;
 mod slots;
 mod upstream;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::hash::FastMap;
 use std::time::Instant;
 
 use crate::connection::{AckError, AckHandle, ConnId, Connection, ConnectionEvent, State, later};
 #[cfg(doc)]
 use crate::connection::{Anomaly, config::ConnectionConfig};
 use crate::error::UsageError;
-use crate::message::{Downstream, MessageId, NackCode};
+use crate::message::{Downstream, NackCode};
 use crate::rng::SplitMix64;
 use crate::timer::TimerQueue;
 
 use book::{Deadlines, Meta, MsgState};
 use dedup::Dedup;
+use live::Live;
 use queue::{Lane, Queue};
 use slots::{Entry, Slot};
 use upstream::Held;
@@ -228,7 +229,7 @@ pub struct Client {
     /// Messages waiting for their retry.
     delayed: TimerQueue<Box<Downstream>>,
     /// Every message accepted and not yet reported (plus expired ones still in flight).
-    live: FastMap<MessageId, Meta>,
+    live: Live,
     ack_deadlines: Deadlines,
     queue_deadlines: Deadlines,
     dedup: Dedup<Held>,
@@ -272,7 +273,7 @@ impl Client {
             connecting: 0,
             queue: Queue::default(),
             delayed: TimerQueue::new(),
-            live: FastMap::default(),
+            live: Live::default(),
             ack_deadlines: Deadlines::default(),
             queue_deadlines: Deadlines::default(),
             outputs: VecDeque::new(),
@@ -619,13 +620,13 @@ impl Client {
             }
         }
         let live = &self.live;
-        self.ack_deadlines.trim(live.len(), |id, generation| {
-            live.get(id).is_some_and(|m| {
+        self.ack_deadlines.trim(live.len(), |key, generation| {
+            live.by_key(key).is_some_and(|m| {
                 m.generation == generation && matches!(m.state, MsgState::InFlight(_))
             })
         });
-        self.queue_deadlines.trim(live.len(), |id, ticket| {
-            live.get(id).is_some_and(|m| m.ticket.0 == ticket)
+        self.queue_deadlines.trim(live.len(), |key, ticket| {
+            live.by_key(key).is_some_and(|m| m.ticket.0 == ticket)
         });
         if self.queue_was_full
             && self.lifecycle == Lifecycle::Running

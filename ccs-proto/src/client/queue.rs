@@ -116,11 +116,8 @@ impl Client {
             return refuse(SendErrorKind::QueueFull { limit }, message);
         }
         // One lookup for the duplicate check and the record.
-        let slot = match self.live.entry(message.message_id().clone()) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                return refuse(SendErrorKind::DuplicateId, message);
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => slot,
+        let Some(slot) = self.live.vacant(message.message_id().clone()) else {
+            return refuse(SendErrorKind::DuplicateId, message);
         };
         if let Some(limit) = self.config.connection.max_payload_bytes {
             // Counted without a copy; the connection writes it once, unchecked.
@@ -131,11 +128,7 @@ impl Client {
         }
         let ticket = MessageTicket(self.next_ticket);
         self.next_ticket += 1;
-        if let Some(limit) = self.config.max_queue_time {
-            self.queue_deadlines
-                .push(later(now, limit), slot.key().clone(), ticket.0);
-        }
-        slot.insert(Meta {
+        let key = slot.insert(Meta {
             ticket,
             accepted_at: now,
             nacks: 0,
@@ -145,6 +138,9 @@ impl Client {
             requeued: false,
             expire_now: false,
         });
+        if let Some(limit) = self.config.max_queue_time {
+            self.queue_deadlines.push(later(now, limit), key, ticket.0);
+        }
         self.queue.push_back(lane, message);
         self.stats.queued += 1;
         self.pump(now);
