@@ -91,9 +91,46 @@ pub(crate) fn echo_of(message: &Upstream) -> Result<Downstream, String> {
     )
 }
 
-/// Echoes on their way, by upstream `message_id`: each copy that arrives meanwhile waits on
-/// the receiver for whether the first copy's echo was handled (`Some(true)`) or not.
-type OnTheirWay = Mutex<HashMap<MessageId, watch::Receiver<Option<bool>>>>;
+/// Echoes on their way, by upstream `message_id`. The first copy of a message sends its echo;
+/// each copy that arrives meanwhile (a redelivery) shares that echo's fate: it is acked only
+/// if the echo was handled, so an echo that ends `Expired` or `Unsent` leaves every copy
+/// unacked, for the server to deliver again.
+#[derive(Default)]
+struct OnTheirWay(Mutex<HashMap<MessageId, watch::Receiver<Option<bool>>>>);
+
+/// What [`OnTheirWay::begin`] gives a copy of a message.
+enum Turn {
+    /// The first copy: send the echo, then [`OnTheirWay::finish`].
+    First(watch::Sender<Option<bool>>),
+    /// A later copy: whether the first copy's echo was handled.
+    Copy(watch::Receiver<Option<bool>>),
+}
+
+impl OnTheirWay {
+    fn begin(&self, id: &MessageId) -> Turn {
+        let mut on = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match on.get(id) {
+            Some(rx) => Turn::Copy(rx.clone()),
+            None => {
+                let (tx, rx) = watch::channel(None);
+                on.insert(id.clone(), rx);
+                Turn::First(tx)
+            }
+        }
+    }
+
+    /// The first copy's echo is done: `handled` or not, for every copy waiting.
+    fn finish(&self, id: &MessageId, tx: watch::Sender<Option<bool>>, handled: bool) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let _ = tx.send(Some(handled));
+    }
+
+    /// A copy's fate: the first copy's (a first copy gone without a word: not handled).
+    async fn fate_of_copy(mut rx: watch::Receiver<Option<bool>>) -> bool {
+        let handled = rx.wait_for(Option::is_some).await.ok().and_then(|v| *v);
+        handled.unwrap_or(false)
+    }
+}
 
 /// Runs the echo server until the stream ends (the client closed).
 pub(crate) async fn serve(client: Handle, mut upstream: UpstreamStream, stats: Arc<EchoStats>) {
@@ -118,28 +155,13 @@ async fn handle(client: &Handle, item: UpstreamItem, stats: &EchoStats, on: &OnT
         UpstreamItem::Message { message, .. } => {
             bump(&stats.upstream);
             let id = message.message_id.clone();
-            let first = {
-                let mut on = on.lock().unwrap_or_else(|e| e.into_inner());
-                match on.get(&id) {
-                    Some(rx) => Err(rx.clone()),
-                    None => {
-                        let (tx, rx) = watch::channel(None);
-                        on.insert(id.clone(), rx);
-                        Ok(tx)
-                    }
-                }
-            };
-            match first {
+            match on.begin(&id) {
                 // A copy of a message whose echo is on its way: that echo's fate is this
-                // copy's (a sender gone without a word counts as not handled).
-                Err(mut rx) => {
-                    let handled = rx.wait_for(Option::is_some).await.ok().and_then(|v| *v);
-                    handled.unwrap_or(false)
-                }
-                Ok(tx) => {
+                // copy's.
+                Turn::Copy(rx) => OnTheirWay::fate_of_copy(rx).await,
+                Turn::First(tx) => {
                     let handled = echo(client, &message, stats).await;
-                    on.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-                    let _ = tx.send(Some(handled));
+                    on.finish(&id, tx, handled);
                     handled
                 }
             }
@@ -232,4 +254,49 @@ pub(crate) async fn run(args: EchoArgs) -> Result<ExitCode, String> {
         eprintln!("ccs echo: left un-acked for the server to redeliver: {ids:?}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> MessageId {
+        MessageId::new(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_copy_is_acked_only_if_the_first_copys_echo_was_handled() {
+        let on = OnTheirWay::default();
+        for handled in [false, true] {
+            let Turn::First(tx) = on.begin(&id("u-1")) else {
+                panic!("the first copy sends the echo");
+            };
+            let (Turn::Copy(a), Turn::Copy(b)) = (on.begin(&id("u-1")), on.begin(&id("u-1")))
+            else {
+                panic!("copies meanwhile wait for it");
+            };
+            assert!(
+                matches!(on.begin(&id("u-2")), Turn::First(_)),
+                "another message is its own first"
+            );
+            let waiting = tokio::spawn(async move {
+                (
+                    OnTheirWay::fate_of_copy(a).await,
+                    OnTheirWay::fate_of_copy(b).await,
+                )
+            });
+            on.finish(&id("u-1"), tx, handled);
+            assert_eq!(waiting.await.unwrap(), (handled, handled));
+            on.finish(&id("u-2"), watch::channel(None).0, true);
+        }
+        // A first copy gone without a word (its task ended): its copies are not handled.
+        let Turn::First(tx) = on.begin(&id("u-3")) else {
+            panic!("first");
+        };
+        let Turn::Copy(rx) = on.begin(&id("u-3")) else {
+            panic!("copy");
+        };
+        drop(tx);
+        assert!(!OnTheirWay::fate_of_copy(rx).await);
+    }
 }
