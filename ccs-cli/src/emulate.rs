@@ -27,7 +27,7 @@
 //!   End of stdin ends the control channel, not the emulator. Stdin is read only with
 //!   `--control stdin`, so a background run with stdin on /dev/null is unaffected.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,9 +37,8 @@ use ccs_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Ledger, UpstreamGen
 use ccs_proto::message::{MessageId, Upstream};
 use clap::Args;
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
 
-use crate::common::CredArgs;
+use crate::common::{CredArgs, Lines, spawn_line_reader};
 
 /// The end of `ccs emulate --help`: what it does while it runs, and the control protocol.
 /// (Not `long_about`: the subcommand's doc comment in main.rs sets that, after these
@@ -303,48 +302,33 @@ fn print_line(value: &Value) {
 /// A line of stdin: its text, or why it has none (not UTF-8, a read error).
 type InputLine = Result<String, String>;
 
-/// Reads stdin on a thread of its own (the runtime has no async stdin here), line by line,
-/// into a small channel: a controller that writes faster than commands are handled blocks.
-fn read_stdin_lines() -> Result<mpsc::Receiver<InputLine>, String> {
-    let (tx, rx) = mpsc::channel(16);
-    std::thread::Builder::new()
-        .name("ccs-emulate-stdin".into())
-        .spawn(move || {
-            let mut stdin = std::io::stdin().lock();
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                let line = match stdin.read_until(b'\n', &mut buf) {
-                    Ok(0) => return,
-                    Ok(_) => {
-                        if buf.last() == Some(&b'\n') {
-                            buf.pop();
-                        }
-                        if buf.last() == Some(&b'\r') {
-                            buf.pop();
-                        }
-                        String::from_utf8(std::mem::take(&mut buf))
-                            .map_err(|_| "the line is not UTF-8".to_owned())
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(format!("cannot read stdin: {e}")));
-                        return;
-                    }
-                };
-                if tx.blocking_send(line).is_err() {
-                    return;
-                }
-            }
-        })
-        .map_err(|e| format!("cannot start the thread that reads stdin: {e}"))?;
-    Ok(rx)
+/// Commands waiting to be handled: a controller that writes faster blocks.
+const CONTROL_LINES_AHEAD: usize = 16;
+
+/// Reads stdin on a thread of its own (the runtime has no async stdin here), line by line.
+fn read_stdin_lines() -> Result<Lines, String> {
+    spawn_line_reader("ccs-emulate-stdin", CONTROL_LINES_AHEAD, || {
+        std::io::stdin().lock()
+    })
+    .map_err(|e| format!("cannot start the thread that reads stdin: {e}"))
+}
+
+/// A line as read (with its line end) as a command's text, without the line end.
+fn input_line(read: std::io::Result<Vec<u8>>) -> InputLine {
+    let mut line = read.map_err(|e| format!("cannot read stdin: {e}"))?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    String::from_utf8(line).map_err(|_| "the line is not UTF-8".to_owned())
 }
 
 /// The next control line; `None` at the end of stdin; never, without a control channel.
-async fn next_line(control: &mut Option<mpsc::Receiver<InputLine>>) -> Option<InputLine> {
+async fn next_line(control: &mut Option<Lines>) -> Option<InputLine> {
     match control {
-        Some(rx) => rx.recv().await,
+        Some(rx) => rx.recv().await.map(input_line),
         None => std::future::pending().await,
     }
 }
