@@ -166,26 +166,6 @@ pub(crate) fn spawn_line_reader<R: BufRead>(
     Ok(rx)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn interrupted() -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term =
-            signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-        tokio::select! {
-            _ = term.recv() => Ok(()),
-            r = tokio::signal::ctrl_c() => r.map_err(|e| format!("cannot watch Ctrl-C: {e}")),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .map_err(|e| format!("cannot watch Ctrl-C: {e}"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::queue_limit;

@@ -39,6 +39,7 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 
 use crate::common::{CredArgs, Lines, spawn_line_reader};
+use crate::signals::{SignalEvent, Signals};
 
 /// The end of `ccs emulate --help`: what it does while it runs, and the control protocol.
 /// (Not `long_about`: the subcommand's doc comment in main.rs sets that, after these
@@ -460,62 +461,5 @@ fn expect_true(name: &str, arg: &Value) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("\"{name}\" takes true: {{\"{name}\": true}}"))
-    }
-}
-
-/// A signal the main loop acts on.
-enum SignalEvent {
-    /// SIGTERM or Ctrl-C: shut down.
-    Stop,
-    /// SIGUSR1: write the ledger now.
-    WriteLedger,
-}
-
-/// The signals `ccs emulate` listens for, installed once (so none sent after the startup
-/// line is lost, and SIGUSR1 never takes the default action of ending the process).
-struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    usr1: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn listen() -> Result<Self, String> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let install = |kind: SignalKind, name: &str| {
-                signal(kind).map_err(|e| format!("cannot listen for {name}: {e}"))
-            };
-            Ok(Self {
-                term: install(SignalKind::terminate(), "SIGTERM")?,
-                interrupt: install(SignalKind::interrupt(), "SIGINT")?,
-                usr1: install(SignalKind::user_defined1(), "SIGUSR1")?,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Self {})
-        }
-    }
-
-    /// The next signal. Cancel-safe.
-    async fn next(&mut self) -> SignalEvent {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.term.recv() => SignalEvent::Stop,
-                _ = self.interrupt.recv() => SignalEvent::Stop,
-                _ = self.usr1.recv() => SignalEvent::WriteLedger,
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            SignalEvent::Stop
-        }
     }
 }

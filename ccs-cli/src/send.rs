@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use self::progress::Progress;
 use crate::common::{ConnArgs, Lines, queue_limit, spawn_line_reader};
+use crate::signals::interrupt;
 
 /// Flags of `ccs send`.
 #[derive(Debug, Args)]
@@ -308,7 +309,8 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, String> {
     let mut input = source.spawn_reader()?;
     // Lines read so far (blank ones included): the number of the last one.
     let mut number = 0;
-    let mut interrupted = interrupt();
+    let mut interrupted =
+        interrupt("ccs send: interrupted twice: quitting; outcomes not printed are lost");
     // Each queued message's outcome, awaited on a task of its own: at most the queue and
     // the windows of the connections are in flight, whatever the input's length.
     let mut in_flight: JoinSet<Line> = JoinSet::new();
@@ -409,24 +411,6 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Resolves at the first Ctrl-C; the second one ends the process at once.
-fn interrupt() -> tokio::sync::oneshot::Receiver<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            // No handler: the default (the process ends) stays in force. Keep the sender,
-            // so the interrupt branch never fires.
-            std::future::pending::<()>().await;
-        }
-        let _ = tx.send(());
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("ccs send: interrupted twice: quitting; outcomes not printed are lost");
-            std::process::exit(130);
-        }
-    });
-    rx
 }
 
 fn unix_millis() -> u128 {
