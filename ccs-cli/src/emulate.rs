@@ -1,31 +1,10 @@
 //! `ccs emulate`: run the emulator until SIGTERM or Ctrl-C, then write its ledger.
 //!
-//! While it runs:
-//!
-//! - SIGUSR1 writes the ledger to `--ledger PATH` now (through a temporary file renamed into
-//!   place, so a reader never sees half a ledger) and says so on stderr.
-//! - With `--control stdin`, each line of stdin is one command, a JSON object with one key,
-//!   answered by exactly one JSON line on stdout (after the startup lines), in order. Every
-//!   answer carries `"line"`, the number of the input line (from 1; blank lines count and get
-//!   no answer). A bad line gets `{"error": "...", "line": N}`; the emulator keeps going.
-//!   - `{"upstream": {"from": TOKEN, "data": {...}, "message_id": ID, "category": CAT}}`:
-//!     queue an upstream message as if device TOKEN had sent it. Only `from` is required;
-//!     `data` defaults to `{}`, `category` to the emulator's (`com.example.app`),
-//!     `message_id` to a fresh `ctl-up-N` (N counts from 1 in this run).
-//!     Answer `{"ok": "upstream", "message_id": ID}`. It goes to the next bound connection
-//!     with room, or waits in the queue while no client is connected, and is redelivered
-//!     until a client acks it.
-//!   - `{"drain": true}`: send `CONNECTION_DRAINING` on every open connection. Answer
-//!     `{"ok": "drain", "connections": N}` (the live connections).
-//!   - `{"ledger": "/path.json"}`: write the ledger there now; answer
-//!     `{"ok": "ledger", "path": "/path.json"}`. `{"ledger": null}`: answer
-//!     `{"ok": "ledger", "ledger": {...}}`, the ledger itself on that one line.
-//!   - `{"pause_reading": true}` / `{"resume_reading": true}`: stop / resume reading from
-//!     every connection (a server that stalls). Answer `{"ok": "pause_reading"}` /
-//!     `{"ok": "resume_reading"}`.
-//!
-//!   End of stdin ends the control channel, not the emulator. Stdin is read only with
-//!   `--control stdin`, so a background run with stdin on /dev/null is unaffected.
+//! What it does while it runs (SIGUSR1, the upstream queue, the `--control stdin` protocol:
+//! one JSON command per line, one JSON answer per command) is documented once, for users, in
+//! [`RUNNING_HELP`], the end of `ccs emulate --help`; the code that carries it out is
+//! [`ControlSession`]. Keep that text true when a command changes
+//! (`tests/emulate_control.rs` checks that it names each one).
 
 use std::io::Write;
 use std::net::SocketAddr;
