@@ -476,17 +476,9 @@ async fn one_at_a_time(
             .await
             .map_err(|e| format!("send refused: {e}"))?;
         pending.push_back(p);
-        while let Some(front) = pending.front_mut() {
-            match poll_once(front) {
-                Some(r) => {
-                    tally.add(r);
-                    pending.pop_front();
-                }
-                None => break,
-            }
-        }
+        take_ready(&mut pending, |r| tally.add(r));
     }
-    while let Some(p) = pending.pop_front() {
+    for p in pending {
         tally.add(p.await);
     }
     Ok(())
@@ -503,28 +495,31 @@ async fn in_batches(
     tally: &mut Tally,
 ) -> Result<(), String> {
     let mut pending = VecDeque::new();
-    let mut next = 0;
-    while next < count {
-        let end = count.min(next + batch);
-        let messages = (next..end)
+    for start in (0..count).step_by(batch) {
+        let messages = (start..count.min(start + batch))
             .map(|i| bench_message(prefix, i))
             .collect::<Result<Vec<_>, _>>()?;
         pending.push_back(client.enqueue_batch(messages, false).await);
-        next = end;
-        while let Some(front) = pending.front_mut() {
-            match poll_once(front) {
-                Some(outcomes) => {
-                    outcomes.into_iter().for_each(|r| tally.add(r));
-                    pending.pop_front();
-                }
-                None => break,
-            }
-        }
+        take_ready(&mut pending, |outcomes| {
+            outcomes.into_iter().for_each(|r| tally.add(r));
+        });
     }
-    while let Some(b) = pending.pop_front() {
+    for b in pending {
         b.await.into_iter().for_each(|r| tally.add(r));
     }
     Ok(())
+}
+
+/// Hands the outputs of the oldest `pending` futures that are complete to `take`, oldest
+/// first, stopping at the first that is not (without waiting for it).
+fn take_ready<F: std::future::Future + Unpin>(
+    pending: &mut VecDeque<F>,
+    mut take: impl FnMut(F::Output),
+) {
+    while let Some(output) = pending.front_mut().and_then(poll_once) {
+        pending.pop_front();
+        take(output);
+    }
 }
 
 /// The outcomes of a run so far.

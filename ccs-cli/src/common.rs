@@ -1,5 +1,7 @@
-//! Flags and helpers shared by the subcommands: endpoint, TLS trust, credentials.
+//! Flags and helpers shared by the subcommands: endpoint, TLS trust, credentials, reading
+//! input lines.
 
+use std::io::BufRead;
 use std::path::PathBuf;
 
 use ccs_proto::credentials::{SenderId, ServerKey};
@@ -126,24 +128,42 @@ pub(crate) fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn interrupted() -> Result<(), String> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term =
-            signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-        tokio::select! {
-            _ = term.recv() => Ok(()),
-            r = tokio::signal::ctrl_c() => r.map_err(|e| format!("cannot watch Ctrl-C: {e}")),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .map_err(|e| format!("cannot watch Ctrl-C: {e}"))
-    }
+/// The lines [`spawn_line_reader`] reads: each one's bytes, or the error that ended them.
+pub(crate) type Lines = tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>;
+
+/// Reads lines on a thread of its own (blocking reads: a terminal, a pipe that stays open)
+/// into a channel of `capacity` lines, so a writer that runs ahead of the consumer waits,
+/// and memory does not grow with the input. Each item is a line's bytes with its newline
+/// (the last line may have none), or the read error that ends the input; the channel closes
+/// at the end of the input. A plain thread, not `spawn_blocking`: such a read cannot be
+/// cancelled, and the runtime's shutdown would wait for it; the process exit ends it.
+///
+/// `open` runs on that thread (a locked stdin cannot move between threads).
+pub(crate) fn spawn_line_reader<R: BufRead>(
+    thread_name: &str,
+    capacity: usize,
+    open: impl FnOnce() -> R + Send + 'static,
+) -> std::io::Result<Lines> {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+    std::thread::Builder::new()
+        .name(thread_name.into())
+        .spawn(move || {
+            let mut input = open();
+            loop {
+                let mut line = Vec::new();
+                let item = match input.read_until(b'\n', &mut line) {
+                    Ok(0) => return,
+                    Ok(_) => Ok(line),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
+            }
+        })?;
+    Ok(rx)
 }
 
 #[cfg(test)]

@@ -229,7 +229,7 @@ pub(crate) async fn run(args: EchoArgs) -> Result<ExitCode, String> {
     let stats = Arc::new(EchoStats::default());
     eprintln!("ccs echo: connected; echoing upstream messages until Ctrl-C or SIGTERM");
     let server = tokio::spawn(serve(client.clone(), upstream, Arc::clone(&stats)));
-    crate::common::interrupted().await?;
+    crate::signals::interrupted().await?;
     eprintln!("ccs echo: closing");
     let report = client.close(Duration::from_secs(args.close_timeout)).await;
     let _ = server.await;

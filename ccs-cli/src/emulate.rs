@@ -1,33 +1,12 @@
 //! `ccs emulate`: run the emulator until SIGTERM or Ctrl-C, then write its ledger.
 //!
-//! While it runs:
-//!
-//! - SIGUSR1 writes the ledger to `--ledger PATH` now (through a temporary file renamed into
-//!   place, so a reader never sees half a ledger) and says so on stderr.
-//! - With `--control stdin`, each line of stdin is one command, a JSON object with one key,
-//!   answered by exactly one JSON line on stdout (after the startup lines), in order. Every
-//!   answer carries `"line"`, the number of the input line (from 1; blank lines count and get
-//!   no answer). A bad line gets `{"error": "...", "line": N}`; the emulator keeps going.
-//!   - `{"upstream": {"from": TOKEN, "data": {...}, "message_id": ID, "category": CAT}}`:
-//!     queue an upstream message as if device TOKEN had sent it. Only `from` is required;
-//!     `data` defaults to `{}`, `category` to the emulator's (`com.example.app`),
-//!     `message_id` to a fresh `ctl-up-N` (N counts from 1 in this run).
-//!     Answer `{"ok": "upstream", "message_id": ID}`. It goes to the next bound connection
-//!     with room, or waits in the queue while no client is connected, and is redelivered
-//!     until a client acks it.
-//!   - `{"drain": true}`: send `CONNECTION_DRAINING` on every open connection. Answer
-//!     `{"ok": "drain", "connections": N}` (the live connections).
-//!   - `{"ledger": "/path.json"}`: write the ledger there now; answer
-//!     `{"ok": "ledger", "path": "/path.json"}`. `{"ledger": null}`: answer
-//!     `{"ok": "ledger", "ledger": {...}}`, the ledger itself on that one line.
-//!   - `{"pause_reading": true}` / `{"resume_reading": true}`: stop / resume reading from
-//!     every connection (a server that stalls). Answer `{"ok": "pause_reading"}` /
-//!     `{"ok": "resume_reading"}`.
-//!
-//!   End of stdin ends the control channel, not the emulator. Stdin is read only with
-//!   `--control stdin`, so a background run with stdin on /dev/null is unaffected.
+//! What it does while it runs (SIGUSR1, the upstream queue, the `--control stdin` protocol:
+//! one JSON command per line, one JSON answer per command) is documented once, for users, in
+//! [`RUNNING_HELP`], the end of `ccs emulate --help`; the code that carries it out is
+//! [`ControlSession`]. Keep that text true when a command changes
+//! (`tests/emulate_control.rs` checks that it names each one).
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,9 +16,9 @@ use ccs_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Ledger, UpstreamGen
 use ccs_proto::message::{MessageId, Upstream};
 use clap::Args;
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
 
-use crate::common::CredArgs;
+use crate::common::{CredArgs, Lines, spawn_line_reader};
+use crate::signals::{SignalEvent, Signals};
 
 /// The end of `ccs emulate --help`: what it does while it runs, and the control protocol.
 /// (Not `long_about`: the subcommand's doc comment in main.rs sets that, after these
@@ -303,48 +282,33 @@ fn print_line(value: &Value) {
 /// A line of stdin: its text, or why it has none (not UTF-8, a read error).
 type InputLine = Result<String, String>;
 
-/// Reads stdin on a thread of its own (the runtime has no async stdin here), line by line,
-/// into a small channel: a controller that writes faster than commands are handled blocks.
-fn read_stdin_lines() -> Result<mpsc::Receiver<InputLine>, String> {
-    let (tx, rx) = mpsc::channel(16);
-    std::thread::Builder::new()
-        .name("ccs-emulate-stdin".into())
-        .spawn(move || {
-            let mut stdin = std::io::stdin().lock();
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                let line = match stdin.read_until(b'\n', &mut buf) {
-                    Ok(0) => return,
-                    Ok(_) => {
-                        if buf.last() == Some(&b'\n') {
-                            buf.pop();
-                        }
-                        if buf.last() == Some(&b'\r') {
-                            buf.pop();
-                        }
-                        String::from_utf8(std::mem::take(&mut buf))
-                            .map_err(|_| "the line is not UTF-8".to_owned())
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(format!("cannot read stdin: {e}")));
-                        return;
-                    }
-                };
-                if tx.blocking_send(line).is_err() {
-                    return;
-                }
-            }
-        })
-        .map_err(|e| format!("cannot start the thread that reads stdin: {e}"))?;
-    Ok(rx)
+/// Commands waiting to be handled: a controller that writes faster blocks.
+const CONTROL_LINES_AHEAD: usize = 16;
+
+/// Reads stdin on a thread of its own (the runtime has no async stdin here), line by line.
+fn read_stdin_lines() -> Result<Lines, String> {
+    spawn_line_reader("ccs-emulate-stdin", CONTROL_LINES_AHEAD, || {
+        std::io::stdin().lock()
+    })
+    .map_err(|e| format!("cannot start the thread that reads stdin: {e}"))
+}
+
+/// A line as read (with its line end) as a command's text, without the line end.
+fn input_line(read: std::io::Result<Vec<u8>>) -> InputLine {
+    let mut line = read.map_err(|e| format!("cannot read stdin: {e}"))?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    String::from_utf8(line).map_err(|_| "the line is not UTF-8".to_owned())
 }
 
 /// The next control line; `None` at the end of stdin; never, without a control channel.
-async fn next_line(control: &mut Option<mpsc::Receiver<InputLine>>) -> Option<InputLine> {
+async fn next_line(control: &mut Option<Lines>) -> Option<InputLine> {
     match control {
-        Some(rx) => rx.recv().await,
+        Some(rx) => rx.recv().await.map(input_line),
         None => std::future::pending().await,
     }
 }
@@ -476,62 +440,5 @@ fn expect_true(name: &str, arg: &Value) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("\"{name}\" takes true: {{\"{name}\": true}}"))
-    }
-}
-
-/// A signal the main loop acts on.
-enum SignalEvent {
-    /// SIGTERM or Ctrl-C: shut down.
-    Stop,
-    /// SIGUSR1: write the ledger now.
-    WriteLedger,
-}
-
-/// The signals `ccs emulate` listens for, installed once (so none sent after the startup
-/// line is lost, and SIGUSR1 never takes the default action of ending the process).
-struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    usr1: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn listen() -> Result<Self, String> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let install = |kind: SignalKind, name: &str| {
-                signal(kind).map_err(|e| format!("cannot listen for {name}: {e}"))
-            };
-            Ok(Self {
-                term: install(SignalKind::terminate(), "SIGTERM")?,
-                interrupt: install(SignalKind::interrupt(), "SIGINT")?,
-                usr1: install(SignalKind::user_defined1(), "SIGUSR1")?,
-            })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(Self {})
-        }
-    }
-
-    /// The next signal. Cancel-safe.
-    async fn next(&mut self) -> SignalEvent {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.term.recv() => SignalEvent::Stop,
-                _ = self.interrupt.recv() => SignalEvent::Stop,
-                _ = self.usr1.recv() => SignalEvent::WriteLedger,
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            SignalEvent::Stop
-        }
     }
 }

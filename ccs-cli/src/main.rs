@@ -19,6 +19,7 @@ mod echo;
 mod emulate;
 mod runtime;
 mod send;
+mod signals;
 
 use std::process::ExitCode;
 

@@ -4,7 +4,7 @@
 
 mod progress;
 
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,7 +17,8 @@ use serde_json::{Map, Value, json};
 use tokio::task::JoinSet;
 
 use self::progress::Progress;
-use crate::common::{ConnArgs, queue_limit};
+use crate::common::{ConnArgs, Lines, queue_limit, spawn_line_reader};
+use crate::signals::interrupt;
 
 /// Flags of `ccs send`.
 #[derive(Debug, Args)]
@@ -187,14 +188,6 @@ fn parse_line(
 /// Lines read ahead of the queue: the reader thread waits while this many are unread.
 const READ_AHEAD: usize = 256;
 
-/// What the reader thread hands over.
-enum Input {
-    /// Line `number` (from 1), its bytes with the newline.
-    Line { number: usize, text: Vec<u8> },
-    /// Reading failed: the input ends here.
-    Failed(String),
-}
-
 /// Where the lines come from.
 enum Source {
     Stdin,
@@ -223,40 +216,26 @@ impl Source {
         matches!(self, Source::Stdin) && std::io::IsTerminal::is_terminal(&std::io::stdin())
     }
 
-    /// Reads lines on a thread of its own into a bounded channel: the thread waits while
-    /// [`READ_AHEAD`] lines are unread, so memory does not grow with the input. A plain
-    /// thread, not `spawn_blocking`: a read of a terminal or of a pipe that stays open cannot
-    /// be cancelled, and the runtime's shutdown would wait for it; the process exit ends it.
-    fn spawn_reader(self) -> Result<tokio::sync::mpsc::Receiver<Input>, String> {
-        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
-        std::thread::Builder::new()
-            .name("ccs-send-input".into())
-            .spawn(move || match self {
-                Source::Stdin => read_lines(std::io::stdin().lock(), &tx, "standard input"),
-                Source::File(f) => read_lines(BufReader::new(f), &tx, "the input file"),
-            })
-            .map_err(|e| format!("cannot start the input thread: {e}"))?;
-        Ok(rx)
-    }
-}
-
-fn read_lines(mut input: impl BufRead, tx: &tokio::sync::mpsc::Sender<Input>, what: &str) {
-    let mut number = 0;
-    loop {
-        let mut text = Vec::new();
-        let item = match input.read_until(b'\n', &mut text) {
-            Ok(0) => return,
-            Ok(_) => {
-                number += 1;
-                Input::Line { number, text }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => Input::Failed(format!("cannot read {what} after line {number}: {e}")),
-        };
-        let failed = matches!(item, Input::Failed(_));
-        if tx.blocking_send(item).is_err() || failed {
-            return;
+    /// What the input is called in an error message.
+    fn name(&self) -> &'static str {
+        match self {
+            Source::Stdin => "standard input",
+            Source::File(_) => "the input file",
         }
+    }
+
+    /// Reads lines on a thread of its own: it waits while [`READ_AHEAD`] lines are unread,
+    /// so memory does not grow with the input.
+    fn spawn_reader(self) -> Result<Lines, String> {
+        let lines = match self {
+            Source::Stdin => {
+                spawn_line_reader("ccs-send-input", READ_AHEAD, || std::io::stdin().lock())
+            }
+            Source::File(f) => {
+                spawn_line_reader("ccs-send-input", READ_AHEAD, move || BufReader::new(f))
+            }
+        };
+        lines.map_err(|e| format!("cannot start the input thread: {e}"))
     }
 }
 
@@ -326,8 +305,12 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, String> {
         all_acked: true,
         progress: Progress::new(source.size(), source.is_terminal()),
     };
+    let input_name = source.name();
     let mut input = source.spawn_reader()?;
-    let mut interrupted = interrupt();
+    // Lines read so far (blank ones included): the number of the last one.
+    let mut number = 0;
+    let mut interrupted =
+        interrupt("ccs send: interrupted twice: quitting; outcomes not printed are lost");
     // Each queued message's outcome, awaited on a task of its own: at most the queue and
     // the windows of the connections are in flight, whatever the input's length.
     let mut in_flight: JoinSet<Line> = JoinSet::new();
@@ -381,11 +364,12 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, String> {
             }
             item = input.recv(), if reading && waiting.is_none() => match item {
                 None => reading = false,
-                Some(Input::Failed(e)) => {
-                    problem = Some(e);
+                Some(Err(e)) => {
+                    problem = Some(format!("cannot read {input_name} after line {number}: {e}"));
                     reading = false;
                 }
-                Some(Input::Line { number, text }) => {
+                Some(Ok(text)) => {
+                    number += 1;
                     output.progress.read(text.len());
                     let Ok(text) = std::str::from_utf8(&text) else {
                         output.line(Line::invalid(number, None, "not valid UTF-8".into()), false)?;
@@ -427,24 +411,6 @@ pub(crate) async fn run(args: SendArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Resolves at the first Ctrl-C; the second one ends the process at once.
-fn interrupt() -> tokio::sync::oneshot::Receiver<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            // No handler: the default (the process ends) stays in force. Keep the sender,
-            // so the interrupt branch never fires.
-            std::future::pending::<()>().await;
-        }
-        let _ = tx.send(());
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("ccs send: interrupted twice: quitting; outcomes not printed are lost");
-            std::process::exit(130);
-        }
-    });
-    rx
 }
 
 fn unix_millis() -> u128 {

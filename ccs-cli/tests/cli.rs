@@ -207,6 +207,16 @@ fn bench_finishes_with_sane_figures_and_leaves_no_file_behind() {
 }
 
 #[test]
+fn bench_accounts_for_every_message_one_at_a_time_and_with_a_short_last_batch() {
+    // `--batch 1`: one `enqueue` per message; `--batch 7` of 500: 71 batches and one of 3.
+    for batch in ["1", "7"] {
+        let v = bench_json(&["--count", "500", "--batch", batch], None);
+        assert_eq!(v["sent"], 500, "--batch {batch}: {v}");
+        assert_eq!(v["acked"], 500, "--batch {batch}: {v}");
+    }
+}
+
+#[test]
 fn bench_rounds_report_medians_with_the_ceiling_ratio_of_each_round() {
     let v = bench_json(&["--count", "500", "--rounds", "3", "--ceiling"], None);
     assert_eq!(v["rounds"], 3);

@@ -12,58 +12,27 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ccs");
+mod support;
+use support::{BIN, Emu};
 
-/// `ccs emulate` as a child process, killed on drop.
-struct Emulator {
-    child: Child,
-    addr: String,
-    cert: String,
+/// `ccs emulate` for these tests: ids not remembered, so a long run's ledger stays small.
+fn emulator(extra: &[&str]) -> Emu {
+    Emu::start(&[&["--no-track-ids"], extra].concat())
 }
 
-impl Emulator {
-    fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["emulate", "--json", "--no-track-ids", "--sender-id", "42"])
-            .args(extra)
-            .env("CCS_API_KEY", "test-key")
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&first).unwrap();
-        Self {
-            child,
-            addr: v["listening"].as_str().unwrap().to_owned(),
-            cert: v["cert"].as_str().unwrap().to_owned(),
-        }
-    }
-
-    /// `ccs send --json` against this emulator, every stream piped.
-    fn send(&self, extra: &[&str]) -> Child {
-        Command::new(BIN)
-            .args(["send", "--json", "--sender-id", "42"])
-            .args(["--server-name", "localhost"])
-            .args(["--endpoint", &self.addr, "--ca-file", &self.cert])
-            .args(extra)
-            .env("CCS_API_KEY", "test-key")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `ccs send --json` against `emu`, every stream piped.
+fn send(emu: &Emu, extra: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(["send", "--json", "--sender-id", "42"])
+        .args(["--server-name", "localhost"])
+        .args(["--endpoint", &emu.addr, "--ca-file", &emu.cert])
+        .args(extra)
+        .env("CCS_API_KEY", "test-key")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// Runs `body` on a thread; if it has not finished within `limit`, kills process `pid` (so
@@ -122,8 +91,8 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 #[test]
 fn outcomes_come_out_while_the_input_pipe_stays_open() {
-    let emu = Emulator::start(&[]);
-    let mut child = emu.send(&[]);
+    let emu = emulator(&[]);
+    let mut child = send(&emu, &[]);
     let pid = child.id();
     within(Duration::from_secs(60), pid, move || {
         let mut stdin = child.stdin.take().unwrap();
@@ -157,8 +126,8 @@ fn a_large_input_goes_through_in_bounded_memory_without_progress_output_when_pip
     // stream stays near 20 MB, its queue of at most 1000 messages.
     const LINES: usize = 200_000;
     const LIMIT_KIB: u64 = 64 * 1024;
-    let emu = Emulator::start(&[]);
-    let mut child = emu.send(&[]);
+    let emu = emulator(&[]);
+    let mut child = send(&emu, &[]);
     let pid = child.id();
     within(Duration::from_secs(600), pid, move || {
         let stdin = child.stdin.take().unwrap();
@@ -205,8 +174,8 @@ fn a_large_input_goes_through_in_bounded_memory_without_progress_output_when_pip
 
 #[test]
 fn json_fields_are_unchanged() {
-    let emu = Emulator::start(&["--unregistered", "gone", "--canonical", "old=new"]);
-    let mut child = emu.send(&[]);
+    let emu = emulator(&["--unregistered", "gone", "--canonical", "old=new"]);
+    let mut child = send(&emu, &[]);
     let pid = child.id();
     let input = concat!(
         "{\"to\":\"tok\",\"message_id\":\"m-1\"}\n",
@@ -267,8 +236,8 @@ fn json_fields_are_unchanged() {
 
 #[test]
 fn answers_still_missing_at_the_end_are_reported_unsent_after_the_close_timeout() {
-    let emu = Emulator::start(&["--missing-ack-probability", "1"]);
-    let mut child = emu.send(&["--close-timeout", "1"]);
+    let emu = emulator(&["--missing-ack-probability", "1"]);
+    let mut child = send(&emu, &["--close-timeout", "1"]);
     let pid = child.id();
     let (status, stdout) = within(Duration::from_secs(60), pid, move || {
         let mut stdin = child.stdin.take().unwrap();
