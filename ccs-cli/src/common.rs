@@ -128,6 +128,10 @@ pub(crate) fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// The longest line [`spawn_line_reader`] takes, in bytes (1 MiB: a downstream message, or a
+/// control command, is a few kilobytes).
+pub(crate) const MAX_LINE: usize = 1 << 20;
+
 /// The lines [`spawn_line_reader`] reads: each one's bytes, or the error that ended them.
 pub(crate) type Lines = tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>;
 
@@ -137,6 +141,9 @@ pub(crate) type Lines = tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>;
 /// (the last line may have none), or the read error that ends the input; the channel closes
 /// at the end of the input. A plain thread, not `spawn_blocking`: such a read cannot be
 /// cancelled, and the runtime's shutdown would wait for it; the process exit ends it.
+///
+/// A line longer than [`MAX_LINE`] bytes (its newline not counted) ends the input with an
+/// `InvalidData` error instead of growing without bound.
 ///
 /// `open` runs on that thread (a locked stdin cannot move between threads).
 pub(crate) fn spawn_line_reader<R: BufRead>(
@@ -151,8 +158,16 @@ pub(crate) fn spawn_line_reader<R: BufRead>(
             let mut input = open();
             loop {
                 let mut line = Vec::new();
-                let item = match input.read_until(b'\n', &mut line) {
+                let limit = MAX_LINE as u64 + 1;
+                let item = match std::io::Read::take(&mut input, limit).read_until(b'\n', &mut line)
+                {
                     Ok(0) => return,
+                    Ok(n) if n > MAX_LINE && line.last() != Some(&b'\n') => {
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("a line longer than {MAX_LINE} bytes"),
+                        ))
+                    }
                     Ok(_) => Ok(line),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => Err(e),
@@ -168,7 +183,30 @@ pub(crate) fn spawn_line_reader<R: BufRead>(
 
 #[cfg(test)]
 mod tests {
-    use super::queue_limit;
+    use super::{MAX_LINE, queue_limit, spawn_line_reader};
+
+    #[test]
+    fn a_line_over_the_limit_ends_the_input_with_an_error_and_memory_stays_bounded() {
+        let mut input = b"short\n".to_vec();
+        input.extend(std::iter::repeat_n(b'a', MAX_LINE));
+        input.extend(b"\n"); // exactly the limit: taken
+        input.extend(std::iter::repeat_n(b'b', MAX_LINE + 1));
+        input.extend(b"\nnever read\n");
+        let mut lines =
+            spawn_line_reader("test-lines", 4, move || std::io::Cursor::new(input)).unwrap();
+        assert_eq!(lines.blocking_recv().unwrap().unwrap(), b"short\n");
+        assert_eq!(lines.blocking_recv().unwrap().unwrap().len(), MAX_LINE + 1);
+        let e = lines.blocking_recv().unwrap().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("longer than"), "{e}");
+        assert!(lines.blocking_recv().is_none(), "the input ends there");
+        // The last line may have no newline.
+        let mut lines =
+            spawn_line_reader("test-lines", 4, || std::io::Cursor::new(b"a\nb".to_vec())).unwrap();
+        assert_eq!(lines.blocking_recv().unwrap().unwrap(), b"a\n");
+        assert_eq!(lines.blocking_recv().unwrap().unwrap(), b"b");
+        assert!(lines.blocking_recv().is_none());
+    }
 
     #[test]
     fn the_queue_holds_one_window_per_connection_and_at_least_1000() {

@@ -46,8 +46,9 @@ Streaming: lines are read as room in the client's queue allows (a pipe that stay
 as `tail -f queue.jsonl | ccs send`, works), and each outcome is printed as soon as it is \
 known, in completion order, not input order: every outcome carries its input line number \
 (`line N:`, or the \"line\" field with --json). Memory is bounded by the queue and the \
-windows (at most max(1000, 4 x window x connections) messages are queued), not by the \
-input's length. Blank lines are skipped (their numbers are kept); a line \
+windows (at most max(1000, window x connections) messages are queued), not by the \
+input's length; a line longer than 1 MiB ends the input with an error. Blank lines are \
+skipped (their numbers are kept); a line \
 that is not a downstream message is reported as invalid. At the end of the input (or at \
 Ctrl-C) the answers still missing are awaited up to --close-timeout, the rest reported as \
 unsent. On a terminal, a progress bar is drawn on standard error for runs longer than a \
