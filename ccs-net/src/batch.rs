@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 
 use ccs_proto::client::Outcome;
 
-use crate::control::lock;
+use crate::sync::lock;
 use crate::types::Answer;
 use crate::{Event, SendError};
 
