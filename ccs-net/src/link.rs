@@ -15,7 +15,7 @@ use ccs_proto::client::ConnectFailure;
 use ccs_proto::connection::ConnId;
 use rustls::pki_types::ServerName;
 
-use crate::sync::lock;
+use crate::sync::{lock, register};
 use crate::tls::Endpoint;
 
 /// Messages from every connection to the engine in flight at once. A reader that finds the
@@ -73,12 +73,7 @@ impl Future for Listener {
         if self.0.pending.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        {
-            let mut waker = lock(&self.0.waker);
-            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *waker = Some(cx.waker().clone());
-            }
-        }
+        register(&mut lock(&self.0.waker), cx.waker());
         // A notification between the first look and the waker's registration found no
         // waker to wake: it is seen here.
         if self.0.pending.load(Ordering::Acquire) {
@@ -355,9 +350,7 @@ impl Outbox {
                 st.writer = None;
                 return Poll::Ready(st.closing);
             }
-            if !st.writer.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                st.writer = Some(cx.waker().clone());
-            }
+            register(&mut st.writer, cx.waker());
             Poll::Pending
         })
         .await
