@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 
 use ccs_proto::client::Outcome;
 
-use crate::control::lock;
+use crate::sync::{lock, register};
 use crate::types::Answer;
 use crate::{Event, SendError};
 
@@ -85,9 +85,7 @@ impl Future for PendingBatch {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut st = lock(&self.shared.state);
         if st.missing > 0 {
-            if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                st.waker = Some(cx.waker().clone());
-            }
+            register(&mut st.waker, cx.waker());
             return Poll::Pending;
         }
         let answers = std::mem::take(&mut st.answers);

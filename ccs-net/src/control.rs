@@ -1,13 +1,14 @@
 //! The control channel: what the application asks of the engine besides sending (acks,
 //! close, stats), and the bookkeeping of ack handles out of the engine's hands ([`Tokens`]).
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ccs_proto::connection::{AckError, AckHandle};
 use futures_channel::oneshot;
 
 use crate::link::Wake;
+use crate::sync::lock;
 use crate::{Report, Stats};
 
 /// Commands in the control channel at once; a caller finding it full waits for room.
@@ -100,9 +101,4 @@ impl Drop for TokenGuard {
             self.tokens.wake.notify();
         }
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these locks; a poisoned one still holds valid data.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -16,8 +16,9 @@ use event_listener::Event as Notify;
 use futures_channel::oneshot;
 
 use crate::batch::{BatchShared, BatchSlot, PendingBatch};
-use crate::control::{Command, lock};
+use crate::control::Command;
 use crate::link::Inbox;
+use crate::sync::lock;
 use crate::types::Answer;
 use crate::upstream::{StreamShared, UpstreamStream};
 use crate::{Event, Report, SendError, Stats};

@@ -85,6 +85,7 @@ mod delegate;
 pub mod engine;
 mod handle;
 mod link;
+mod sync;
 pub mod tls;
 mod types;
 mod upstream;

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use ccs_proto::client::ConnectFailure;
 use ccs_proto::connection::ConnId;
 use rustls::pki_types::ServerName;
 
+use crate::sync::{lock, register};
 use crate::tls::Endpoint;
 
 /// Messages from every connection to the engine in flight at once. A reader that finds the
@@ -45,7 +46,7 @@ struct WakeState {
 impl Wake {
     pub(crate) fn notify(&self) {
         if !self.0.pending.swap(true, Ordering::AcqRel) {
-            let waker = self.0.lock().take();
+            let waker = lock(&self.0.waker).take();
             if let Some(w) = waker {
                 w.wake();
             }
@@ -55,13 +56,6 @@ impl Wake {
     pub(crate) fn listen(&self) -> Listener {
         self.0.pending.store(false, Ordering::Release);
         Listener(Arc::clone(&self.0))
-    }
-}
-
-impl WakeState {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
-        // Nothing panics while holding the lock; a poisoned one still holds a valid waker.
-        self.waker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -79,12 +73,7 @@ impl Future for Listener {
         if self.0.pending.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        {
-            let mut waker = self.0.lock();
-            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *waker = Some(cx.waker().clone());
-            }
-        }
+        register(&mut lock(&self.0.waker), cx.waker());
         // A notification between the first look and the waker's registration found no
         // waker to wake: it is seen here.
         if self.0.pending.load(Ordering::Acquire) {
@@ -180,7 +169,7 @@ impl Orphans {
     }
 
     pub(crate) fn take(&self) -> Vec<ConnId> {
-        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ids = lock(&self.ids);
         if ids.is_empty() {
             Vec::new()
         } else {
@@ -192,11 +181,7 @@ impl Orphans {
 impl Drop for Link {
     fn drop(&mut self) {
         if !self.ended.load(Ordering::Acquire) {
-            self.orphans
-                .ids
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(self.id);
+            lock(&self.orphans.ids).push(self.id);
             self.orphans.wake.notify();
         }
     }
@@ -322,7 +307,7 @@ impl Outbox {
     /// the limit in the queue: the writer is not keeping up. Bytes pushed after
     /// [`Outbox::close`] are dropped: the connection is over.
     pub(crate) fn push(&self, data: &[u8]) -> bool {
-        let mut st = self.lock();
+        let mut st = lock(&self.state);
         if st.closing {
             return true;
         }
@@ -346,7 +331,7 @@ impl Outbox {
     /// Asks the writer to write what is queued, then close its side of the connection.
     pub(crate) fn close(&self) {
         let writer = {
-            let mut st = self.lock();
+            let mut st = lock(&self.state);
             st.closing = true;
             st.writer.take()
         };
@@ -359,23 +344,16 @@ impl Outbox {
     /// would take the first one's place).
     async fn take(&self, batch: &mut Vec<u8>) -> bool {
         std::future::poll_fn(|cx| {
-            let mut st = self.lock();
+            let mut st = lock(&self.state);
             if !st.bytes.is_empty() || st.closing {
                 std::mem::swap(&mut st.bytes, batch);
                 st.writer = None;
                 return Poll::Ready(st.closing);
             }
-            if !st.writer.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                st.writer = Some(cx.waker().clone());
-            }
+            register(&mut st.writer, cx.waker());
             Poll::Pending
         })
         .await
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
-        // Nothing panics while holding the lock; should it, the bytes are still consistent.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

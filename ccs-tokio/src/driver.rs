@@ -117,14 +117,19 @@ struct Conns {
 /// One connection as the loop holds it.
 struct Conn {
     id: ConnId,
-    /// Its IO, until it ends (or is dropped, which closes the socket).
-    io: Option<Pin<Box<dyn Future<Output = bool> + Send>>>,
+    state: ConnState,
     wake: Arc<ConnWake>,
     waker: Waker,
-    /// How it ended: whether gracefully.
-    ended: Option<bool>,
     /// Retired: stopped at this deadline unless it has ended by then.
     retire_by: Option<Instant>,
+}
+
+/// A connection's IO: running, or ended and how.
+enum ConnState {
+    /// Its IO, until it ends (or is dropped, which closes the socket).
+    Running(Pin<Box<dyn Future<Output = bool> + Send>>),
+    /// Ended: whether gracefully.
+    Ended(bool),
 }
 
 impl Conns {
@@ -136,10 +141,9 @@ impl Conns {
         });
         self.list.push(Conn {
             id,
-            io: Some(Box::pin(io)),
+            state: ConnState::Running(Box::pin(io)),
             waker: Waker::from(Arc::clone(&wake)),
             wake,
-            ended: None,
             retire_by: None,
         });
     }
@@ -159,7 +163,7 @@ impl Conns {
     fn next_retire_deadline(&self) -> Option<Instant> {
         self.list
             .iter()
-            .filter(|c| c.ended.is_none())
+            .filter(|c| matches!(c.state, ConnState::Running(_)))
             .filter_map(|c| c.retire_by)
             .min()
     }
@@ -172,7 +176,7 @@ impl Conns {
             if !c.wake.woken.swap(false, Ordering::AcqRel) {
                 continue;
             }
-            let Some(io) = c.io.as_mut() else {
+            let ConnState::Running(io) = &mut c.state else {
                 continue;
             };
             let mut own = Context::from_waker(&c.waker);
@@ -187,8 +191,7 @@ impl Conns {
                     false
                 }
             };
-            c.io = None;
-            c.ended = Some(graceful);
+            c.state = ConnState::Ended(graceful);
             ended = true;
         }
         ended
@@ -203,17 +206,16 @@ impl Conns {
             let Some(by) = c.retire_by else {
                 return true;
             };
-            if c.ended.is_none() && by <= now {
+            if matches!(c.state, ConnState::Running(_)) && by <= now {
                 // Dropping the future closes its socket.
-                c.io = None;
-                c.ended = Some(false);
+                c.state = ConnState::Ended(false);
             }
-            match c.ended {
-                Some(graceful) => {
+            match c.state {
+                ConnState::Ended(graceful) => {
                     engine.socket_closed(c.id, graceful);
                     false
                 }
-                None => true,
+                ConnState::Running(_) => true,
             }
         });
         self.list.len() != before
