@@ -9,34 +9,11 @@ use std::time::{Duration, Instant};
 use crate::connection::{ConnId, ConnectionSendErrorKind, later};
 use crate::message::{Downstream, MessageId, Nack, NackCode, RetryClass};
 
-use super::live::{Key, Live};
+use super::live::{Key, Live, Meta, MsgState};
 use super::{
     Client, ClientEvent, CloseReport, ExpiryKind, FailReason, Lifecycle, MessageTicket, Outcome,
     UNKNOWN_NACK_CODES, backoff,
 };
-
-#[derive(Debug)]
-pub(super) struct Meta {
-    pub(super) ticket: MessageTicket,
-    pub(super) accepted_at: Instant,
-    pub(super) nacks: u32,
-    pub(super) sends: u32,
-    /// Bumped at every send: tells a stale ack deadline from the current one.
-    pub(super) generation: u64,
-    pub(super) state: MsgState,
-    /// Sent again after its connection ended or returned it (for the `resent` counter).
-    pub(super) requeued: bool,
-    pub(super) expire_now: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum MsgState {
-    Queued,
-    Delayed,
-    InFlight(ConnId),
-    /// Reported expired while in flight on this connection.
-    Expired(ConnId),
-}
 
 /// Deadlines in the order they were set. A fixed limit added to a `now` that never goes
 /// back gives non-decreasing deadlines, so a FIFO is a priority queue here. Entries of

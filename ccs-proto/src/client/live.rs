@@ -3,10 +3,37 @@
 //! a deadline is still current costs an index and a compare, not a hash of the id, and a
 //! deadline holds no clone of the id.
 
+use std::time::Instant;
+
+use crate::connection::ConnId;
 use crate::hash::FastMap;
 use crate::message::MessageId;
 
-use super::book::Meta;
+use super::MessageTicket;
+
+/// What the client knows of a message between `send` and its outcome.
+#[derive(Debug)]
+pub(super) struct Meta {
+    pub(super) ticket: MessageTicket,
+    pub(super) accepted_at: Instant,
+    pub(super) nacks: u32,
+    pub(super) sends: u32,
+    /// Bumped at every send: tells a stale ack deadline from the current one.
+    pub(super) generation: u64,
+    pub(super) state: MsgState,
+    /// Sent again after its connection ended or returned it (for the `resent` counter).
+    pub(super) requeued: bool,
+    pub(super) expire_now: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MsgState {
+    Queued,
+    Delayed,
+    InFlight(ConnId),
+    /// Reported expired while in flight on this connection.
+    Expired(ConnId),
+}
 
 /// Where a record lives, and which record it was: a slot is reused once its record is gone,
 /// with a new stamp, so the key of a record that is gone finds nothing.
@@ -137,11 +164,7 @@ impl Vacant<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
-    use crate::client::MessageTicket;
-    use crate::client::book::MsgState;
 
     #[allow(clippy::disallowed_methods, reason = "a test's own clock reading")]
     fn meta(ticket: u64) -> Meta {

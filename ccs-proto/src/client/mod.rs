@@ -177,9 +177,9 @@ use crate::message::{Downstream, NackCode};
 use crate::rng::SplitMix64;
 use crate::timer::TimerQueue;
 
-use book::{Deadlines, Meta, MsgState};
+use book::Deadlines;
 use dedup::Dedup;
-use live::Live;
+use live::{Live, Meta, MsgState};
 use queue::{Lane, Queue};
 use slots::{Entry, Slot};
 use upstream::Held;

@@ -14,7 +14,7 @@ use crate::connection::later;
 use crate::message::Downstream;
 use crate::xml::write;
 
-use super::book::{Meta, MsgState};
+use super::live::{Meta, MsgState};
 use super::{Client, Lifecycle, MessageTicket, SendError, SendErrorKind};
 
 /// Where [`Client::enqueue`] puts a new message.

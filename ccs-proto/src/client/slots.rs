@@ -11,7 +11,7 @@ use crate::message::{Downstream, MessageId};
 
 #[cfg(doc)]
 use super::ClientConfig;
-use super::book::{Meta, MsgState};
+use super::live::{Meta, MsgState};
 use super::{Client, ClientEvent, DownReason, Lifecycle, Output, backoff};
 
 #[derive(Debug, Default)]
