@@ -26,6 +26,22 @@ pub(super) struct Meta {
     pub(super) expire_now: bool,
 }
 
+impl Meta {
+    /// The record of a message accepted `now` with this ticket: queued, never sent.
+    pub(super) fn new(ticket: MessageTicket, now: Instant) -> Self {
+        Self {
+            ticket,
+            accepted_at: now,
+            nacks: 0,
+            sends: 0,
+            generation: 0,
+            state: MsgState::Queued,
+            requeued: false,
+            expire_now: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum MsgState {
     Queued,
@@ -168,16 +184,7 @@ mod tests {
 
     #[allow(clippy::disallowed_methods, reason = "a test's own clock reading")]
     fn meta(ticket: u64) -> Meta {
-        Meta {
-            ticket: MessageTicket(ticket),
-            accepted_at: Instant::now(),
-            nacks: 0,
-            sends: 0,
-            generation: 0,
-            state: MsgState::Queued,
-            requeued: false,
-            expire_now: false,
-        }
+        Meta::new(MessageTicket(ticket), Instant::now())
     }
 
     fn id(s: &str) -> MessageId {

@@ -14,7 +14,7 @@ use crate::connection::later;
 use crate::message::Downstream;
 use crate::xml::write;
 
-use super::live::{Meta, MsgState};
+use super::live::Meta;
 use super::{Client, Lifecycle, MessageTicket, SendError, SendErrorKind};
 
 /// Where [`Client::enqueue`] puts a new message.
@@ -128,16 +128,7 @@ impl Client {
         }
         let ticket = MessageTicket(self.next_ticket);
         self.next_ticket += 1;
-        let key = slot.insert(Meta {
-            ticket,
-            accepted_at: now,
-            nacks: 0,
-            sends: 0,
-            generation: 0,
-            state: MsgState::Queued,
-            requeued: false,
-            expire_now: false,
-        });
+        let key = slot.insert(Meta::new(ticket, now));
         if let Some(limit) = self.config.max_queue_time {
             self.queue_deadlines.push(later(now, limit), key, ticket.0);
         }
