@@ -77,10 +77,10 @@ impl Client {
                 continue;
             };
             idle = 0;
-            let Some(message) = self.queue.pop_front() else {
+            let Some((key, message)) = self.queue.pop_front() else {
                 break;
             };
-            let Some((key, meta)) = self.live.get_keyed_mut(message.message_id()) else {
+            let Some((_, meta)) = self.live.by_key_mut(key) else {
                 // Every queued message has its record; without one it could not be reported.
                 debug_assert!(false, "queued message without a record");
                 continue;
@@ -120,7 +120,7 @@ impl Client {
                     }
                     // `can_send` said yes, so nothing else can come back; keep the message.
                     _ => {
-                        self.queue.push_front(e.message);
+                        self.queue.push_front(key, e.message);
                         break;
                     }
                 },
@@ -163,10 +163,13 @@ impl Client {
         }
         let released = !due.is_empty();
         for message in due.into_iter().rev() {
-            if let Some(meta) = self.live.get_mut(message.message_id()) {
-                meta.state = MsgState::Queued;
-            }
-            self.queue.push_front(message);
+            // Every delayed message has its record (a retry is scheduled only for one).
+            let Some((key, meta)) = self.live.get_keyed_mut(message.message_id()) else {
+                debug_assert!(false, "delayed message without a record");
+                continue;
+            };
+            meta.state = MsgState::Queued;
+            self.queue.push_front(key, message);
         }
         released
     }
@@ -311,7 +314,7 @@ impl Client {
     pub(super) fn take_back(&mut self, now: Instant, messages: Vec<Box<Downstream>>) {
         let mut back = Vec::with_capacity(messages.len());
         for message in messages {
-            let Some(meta) = self.live.get_mut(message.message_id()) else {
+            let Some((key, meta)) = self.live.get_keyed_mut(message.message_id()) else {
                 continue;
             };
             if let MsgState::Expired(_) = meta.state {
@@ -325,10 +328,10 @@ impl Client {
             }
             meta.state = MsgState::Queued;
             meta.requeued = true;
-            back.push(message);
+            back.push((key, message));
         }
-        for message in back.into_iter().rev() {
-            self.queue.push_front(message);
+        for (key, message) in back.into_iter().rev() {
+            self.queue.push_front(key, message);
         }
     }
 

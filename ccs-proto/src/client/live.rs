@@ -59,6 +59,14 @@ pub(super) struct Key {
     stamp: u64,
 }
 
+#[cfg(test)]
+impl Key {
+    /// A key for tests of the structures that carry keys.
+    pub(super) fn for_test(slot: u32) -> Self {
+        Self { slot, stamp: 0 }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Slot {
     stamp: u64,

@@ -14,7 +14,7 @@ use crate::connection::later;
 use crate::message::Downstream;
 use crate::xml::write;
 
-use super::live::Meta;
+use super::live::{Key, Meta};
 use super::{Client, Lifecycle, MessageTicket, SendError, SendErrorKind};
 
 /// Where [`Client::enqueue`] puts a new message.
@@ -24,12 +24,16 @@ pub(super) enum Lane {
     Priority,
 }
 
+/// A queued message with the key of its record ([`super::live`]), so that dispatch finds the
+/// record without hashing the id.
+type Entry = (Key, Box<Downstream>);
+
 #[derive(Debug, Default)]
 pub(super) struct Queue {
     /// Put back at the front: taken back from a connection, or released for a retry.
-    front: VecDeque<Box<Downstream>>,
-    priority: VecDeque<Box<Downstream>>,
-    normal: VecDeque<Box<Downstream>>,
+    front: VecDeque<Entry>,
+    priority: VecDeque<Entry>,
+    normal: VecDeque<Entry>,
 }
 
 impl Queue {
@@ -42,20 +46,20 @@ impl Queue {
     }
 
     /// A new message, behind the others of its lane.
-    pub(super) fn push_back(&mut self, lane: Lane, message: Box<Downstream>) {
+    pub(super) fn push_back(&mut self, lane: Lane, key: Key, message: Box<Downstream>) {
         match lane {
-            Lane::Normal => self.normal.push_back(message),
-            Lane::Priority => self.priority.push_back(message),
+            Lane::Normal => self.normal.push_back((key, message)),
+            Lane::Priority => self.priority.push_back((key, message)),
         }
     }
 
     /// A message put back: ahead of everything.
-    pub(super) fn push_front(&mut self, message: Box<Downstream>) {
-        self.front.push_front(message);
+    pub(super) fn push_front(&mut self, key: Key, message: Box<Downstream>) {
+        self.front.push_front((key, message));
     }
 
-    /// The next message to send.
-    pub(super) fn pop_front(&mut self) -> Option<Box<Downstream>> {
+    /// The next message to send, with its record's key.
+    pub(super) fn pop_front(&mut self) -> Option<Entry> {
         self.front
             .pop_front()
             .or_else(|| self.priority.pop_front())
@@ -69,7 +73,7 @@ impl Queue {
             std::mem::take(&mut self.priority),
             std::mem::take(&mut self.normal),
         ];
-        lanes.into_iter().flatten()
+        lanes.into_iter().flatten().map(|(_, message)| message)
     }
 
     /// Takes out the messages `pick` chooses, in dispatch order; the others keep their places.
@@ -83,11 +87,11 @@ impl Queue {
     ) -> Vec<Box<Downstream>> {
         let mut picked = Vec::new();
         for lane in [&mut self.front, &mut self.priority, &mut self.normal] {
-            for message in std::mem::take(lane) {
+            for (key, message) in std::mem::take(lane) {
                 if pick(&message) {
                     picked.push(message);
                 } else {
-                    lane.push_back(message);
+                    lane.push_back((key, message));
                 }
             }
         }
@@ -132,7 +136,7 @@ impl Client {
         if let Some(limit) = self.config.max_queue_time {
             self.queue_deadlines.push(later(now, limit), key, ticket.0);
         }
-        self.queue.push_back(lane, message);
+        self.queue.push_back(lane, key, message);
         self.stats.queued += 1;
         self.pump(now);
         Ok(ticket)
@@ -154,14 +158,15 @@ mod tests {
             .collect()
     }
 
+    /// Each message with a key of its own (slot `n`), to check that they travel together.
     fn filled() -> Queue {
         let mut q = Queue::default();
-        q.push_back(Lane::Normal, m("n-0"));
-        q.push_back(Lane::Priority, m("p-0"));
-        q.push_back(Lane::Normal, m("n-1"));
-        q.push_back(Lane::Priority, m("p-1"));
-        q.push_front(m("f-1"));
-        q.push_front(m("f-0"));
+        q.push_back(Lane::Normal, Key::for_test(10), m("n-0"));
+        q.push_back(Lane::Priority, Key::for_test(20), m("p-0"));
+        q.push_back(Lane::Normal, Key::for_test(11), m("n-1"));
+        q.push_back(Lane::Priority, Key::for_test(21), m("p-1"));
+        q.push_front(Key::for_test(1), m("f-1"));
+        q.push_front(Key::for_test(0), m("f-0"));
         q
     }
 
@@ -170,11 +175,15 @@ mod tests {
         let mut q = filled();
         assert_eq!(q.len(), 6);
         let mut popped = Vec::new();
-        while let Some(message) = q.pop_front() {
+        let mut keys = Vec::new();
+        while let Some((key, message)) = q.pop_front() {
+            keys.push(key);
             popped.push(message);
         }
         assert!(q.is_empty());
         assert_eq!(ids(popped), ["f-0", "f-1", "p-0", "p-1", "n-0", "n-1"]);
+        let expected = [0, 1, 20, 21, 10, 11].map(Key::for_test);
+        assert_eq!(keys, expected, "each message comes out with its own key");
         assert_eq!(
             ids(filled().drain_in_order()),
             ["f-0", "f-1", "p-0", "p-1", "n-0", "n-1"]
@@ -186,7 +195,14 @@ mod tests {
         let mut q = filled();
         let taken = q.take_where(|m| m.message_id().as_str().ends_with('1'));
         assert_eq!(ids(taken), ["f-1", "p-1", "n-1"]);
-        assert_eq!(ids(q.drain_in_order()), ["f-0", "p-0", "n-0"]);
+        let rest: Vec<_> = std::iter::from_fn(|| q.pop_front()).collect();
+        let keys: Vec<_> = rest.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            [0, 20, 10].map(Key::for_test),
+            "the rest keep their keys"
+        );
+        assert_eq!(ids(rest.into_iter().map(|(_, m)| m)), ["f-0", "p-0", "n-0"]);
         assert!(q.is_empty());
     }
 }
