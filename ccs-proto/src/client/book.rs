@@ -384,7 +384,7 @@ impl Client {
         if !any {
             return;
         }
-        let marked = |live: &Live, m: &Downstream| {
+        let marked = |live: &Live<Meta>, m: &Downstream| {
             live.get(m.message_id()).is_some_and(|meta| meta.expire_now)
         };
         let mut expired = self.queue.take_where(|m| marked(&self.live, m));

@@ -67,22 +67,32 @@ impl Key {
     }
 }
 
-#[derive(Debug, Default)]
-struct Slot {
+#[derive(Debug)]
+struct Slot<T> {
     stamp: u64,
-    record: Option<(MessageId, Meta)>,
+    record: Option<(MessageId, T)>,
 }
 
-/// The records, by message id and by [`Key`].
-#[derive(Debug, Default)]
-pub(super) struct Live {
+/// The records (the client's are [`Meta`]), by message id and by [`Key`].
+#[derive(Debug)]
+pub(super) struct Live<T> {
     index: FastMap<MessageId, u32>,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<T>>,
     /// Slots without a record, to reuse.
     free: Vec<u32>,
 }
 
-impl Live {
+impl<T> Default for Live<T> {
+    fn default() -> Self {
+        Self {
+            index: FastMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<T> Live<T> {
     pub(super) fn len(&self) -> usize {
         self.index.len()
     }
@@ -99,24 +109,24 @@ impl Live {
         }
     }
 
-    pub(super) fn get(&self, id: &MessageId) -> Option<&Meta> {
+    pub(super) fn get(&self, id: &MessageId) -> Option<&T> {
         let &slot = self.index.get(id)?;
         self.slots[slot as usize].record.as_ref().map(|(_, m)| m)
     }
 
-    pub(super) fn get_mut(&mut self, id: &MessageId) -> Option<&mut Meta> {
+    pub(super) fn get_mut(&mut self, id: &MessageId) -> Option<&mut T> {
         self.get_keyed_mut(id).map(|(_, m)| m)
     }
 
     /// The record and its key (for a deadline).
-    pub(super) fn get_keyed_mut(&mut self, id: &MessageId) -> Option<(Key, &mut Meta)> {
+    pub(super) fn get_keyed_mut(&mut self, id: &MessageId) -> Option<(Key, &mut T)> {
         let &slot = self.index.get(id)?;
         let s = &mut self.slots[slot as usize];
         let stamp = s.stamp;
         s.record.as_mut().map(|(_, m)| (Key { slot, stamp }, m))
     }
 
-    pub(super) fn remove(&mut self, id: &MessageId) -> Option<Meta> {
+    pub(super) fn remove(&mut self, id: &MessageId) -> Option<T> {
         let slot = self.index.remove(id)?;
         let s = &mut self.slots[slot as usize];
         s.stamp = s.stamp.wrapping_add(1);
@@ -125,7 +135,7 @@ impl Live {
     }
 
     /// The record with this key, if it is still there.
-    pub(super) fn by_key(&self, key: Key) -> Option<&Meta> {
+    pub(super) fn by_key(&self, key: Key) -> Option<&T> {
         let s = self.slots.get(key.slot as usize)?;
         if s.stamp != key.stamp {
             return None;
@@ -134,7 +144,7 @@ impl Live {
     }
 
     /// The record with this key, if it is still there, with its message id.
-    pub(super) fn by_key_mut(&mut self, key: Key) -> Option<(&MessageId, &mut Meta)> {
+    pub(super) fn by_key_mut(&mut self, key: Key) -> Option<(&MessageId, &mut T)> {
         let s = self.slots.get_mut(key.slot as usize)?;
         if s.stamp != key.stamp {
             return None;
@@ -144,7 +154,7 @@ impl Live {
 
     /// The place for a record of `id`, `None` if there is one already: one lookup for the
     /// duplicate check and the insert.
-    pub(super) fn vacant(&mut self, id: MessageId) -> Option<Vacant<'_>> {
+    pub(super) fn vacant(&mut self, id: MessageId) -> Option<Vacant<'_, T>> {
         match self.index.entry(id) {
             std::collections::hash_map::Entry::Occupied(_) => None,
             std::collections::hash_map::Entry::Vacant(entry) => Some(Vacant {
@@ -157,26 +167,29 @@ impl Live {
 }
 
 /// A free place for a record, from [`Live::vacant`]; dropping it records nothing.
-pub(super) struct Vacant<'a> {
+pub(super) struct Vacant<'a, T> {
     entry: std::collections::hash_map::VacantEntry<'a, MessageId, u32>,
-    slots: &'a mut Vec<Slot>,
+    slots: &'a mut Vec<Slot<T>>,
     free: &'a mut Vec<u32>,
 }
 
-impl Vacant<'_> {
-    /// Records `meta`; its key.
-    pub(super) fn insert(self, meta: Meta) -> Key {
+impl<T> Vacant<'_, T> {
+    /// Records `record`; its key.
+    pub(super) fn insert(self, record: T) -> Key {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
                 // More records than `u32::MAX` cannot be: `max_queue` bounds them far below.
                 let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-                self.slots.push(Slot::default());
+                self.slots.push(Slot {
+                    stamp: 0,
+                    record: None,
+                });
                 slot
             }
         };
         let s = &mut self.slots[slot as usize];
-        s.record = Some((self.entry.key().clone(), meta));
+        s.record = Some((self.entry.key().clone(), record));
         let key = Key {
             slot,
             stamp: s.stamp,
@@ -190,43 +203,41 @@ impl Vacant<'_> {
 mod tests {
     use super::*;
 
-    #[allow(clippy::disallowed_methods, reason = "a test's own clock reading")]
-    fn meta(ticket: u64) -> Meta {
-        Meta::new(MessageTicket(ticket), Instant::now())
-    }
-
     fn id(s: &str) -> MessageId {
         MessageId::new(s).unwrap()
     }
 
     #[test]
     fn a_key_finds_its_record_and_nothing_once_the_record_is_gone() {
-        let mut live = Live::default();
-        let a = live.vacant(id("a")).unwrap().insert(meta(1));
+        let mut live: Live<u64> = Live::default();
+        let a = live.vacant(id("a")).unwrap().insert(1);
         assert!(live.vacant(id("a")).is_none(), "one record per id");
-        let b = live.vacant(id("b")).unwrap().insert(meta(2));
+        let b = live.vacant(id("b")).unwrap().insert(2);
         assert_eq!(live.len(), 2);
-        assert_eq!(live.by_key(a).unwrap().ticket, MessageTicket(1));
-        assert_eq!(live.get(&id("b")).unwrap().ticket, MessageTicket(2));
-        let (found, m) = live.by_key_mut(b).unwrap();
+        assert_eq!(live.by_key(a), Some(&1));
+        assert_eq!(live.get(&id("b")), Some(&2));
+        let (found, record) = live.by_key_mut(b).unwrap();
         assert_eq!(found.as_str(), "b");
-        m.nacks = 3;
+        *record = 20;
         assert_eq!(live.get_keyed_mut(&id("b")).unwrap().0, b);
 
-        assert_eq!(live.remove(&id("a")).unwrap().ticket, MessageTicket(1));
+        assert_eq!(live.remove(&id("a")), Some(1));
         assert!(live.by_key(a).is_none());
         assert!(live.remove(&id("a")).is_none());
         // The slot is reused for the next record, which the old key does not find.
-        let c = live.vacant(id("c")).unwrap().insert(meta(3));
+        let c = live.vacant(id("c")).unwrap().insert(3);
         assert!(live.by_key(a).is_none());
-        assert_eq!(live.by_key(c).unwrap().ticket, MessageTicket(3));
-        assert_eq!(live.get(&id("b")).unwrap().nacks, 3);
+        assert_eq!(live.by_key(c), Some(&3));
+        assert_eq!(live.get_mut(&id("b")).copied(), Some(20));
         // A place given up records nothing.
         drop(live.vacant(id("d")));
         assert!(live.get(&id("d")).is_none());
         assert_eq!(live.len(), 2);
         live.clear();
         assert_eq!(live.len(), 0);
-        assert!(live.by_key(c).is_none());
+        assert!(live.by_key(c).is_none(), "a key finds nothing after clear");
+        let d = live.vacant(id("d")).unwrap().insert(4);
+        assert!(live.by_key(b).is_none() && live.by_key(c).is_none());
+        assert_eq!(live.by_key(d), Some(&4));
     }
 }

@@ -229,7 +229,7 @@ pub struct Client {
     /// Messages waiting for their retry.
     delayed: TimerQueue<Box<Downstream>>,
     /// Every message accepted and not yet reported (plus expired ones still in flight).
-    live: Live,
+    live: Live<Meta>,
     ack_deadlines: Deadlines,
     queue_deadlines: Deadlines,
     dedup: Dedup<Held>,
