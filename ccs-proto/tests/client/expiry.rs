@@ -54,6 +54,43 @@ fn an_unanswered_message_expires_and_a_late_answer_is_not_a_second_outcome() {
     net.send(msg("m"));
 }
 
+/// A message's ack deadline is its own: one sent again with the id of a message already
+/// answered is not expired at the first one's deadline, even while that deadline is still
+/// queued behind an earlier message's.
+#[test]
+fn a_message_sent_again_with_an_answered_id_gets_its_own_ack_deadline() {
+    let mut c = config();
+    c.ack_timeout = Some(secs(10));
+    let mut net = net_up(c);
+    let conn = net.only_conn();
+    // "a" is never answered: its deadline stays at the front of the queue of deadlines.
+    net.send(msg("a"));
+    net.send(msg("m"));
+    net.drive();
+    net.server(conn).ack("m", None).unwrap();
+    net.drive();
+    assert_eq!(net.client.stats().acked, 1);
+    net.advance(secs(5));
+    // The id is free again; this message has until 15 s.
+    net.send(msg("m"));
+    net.drive();
+    assert_eq!(net.pending(conn), ["a", "m"]);
+    net.advance(secs(5) + ms(1));
+    assert_eq!(
+        expired(&net.client_events),
+        [("a".into(), ExpiryKind::AckTimeout, 1)],
+        "only a: m was sent 5 s later"
+    );
+    net.advance(secs(5));
+    assert_eq!(
+        expired(&net.client_events),
+        [
+            ("a".into(), ExpiryKind::AckTimeout, 1),
+            ("m".into(), ExpiryKind::AckTimeout, 1)
+        ]
+    );
+}
+
 #[test]
 fn a_window_full_of_expired_messages_gets_the_connection_replaced() {
     let mut c = config();
