@@ -337,7 +337,8 @@ impl Handle {
                 break;
             };
             let messages = if places == rest.len() {
-                // All the rest at once: into the item without copying (in-place collect).
+                // All the rest at once, each boxed here, on the caller's thread (the boxes
+                // reuse the batch's own allocation for their pointers: in-place collect).
                 std::mem::take(&mut rest).map(Box::new).collect()
             } else {
                 rest.by_ref().take(places).map(Box::new).collect()
