@@ -14,7 +14,7 @@
 use std::hint::black_box;
 
 use ccs_proto::message::{Downstream, Incoming, IncomingRef};
-use ccs_proto::stanza::Stanza;
+use ccs_proto::stanza::{Message, Stanza};
 use ccs_proto::xml::{Event, Frame, Framer, FramerConfig, StreamReader, write};
 use criterion::{Criterion, Throughput};
 
@@ -76,16 +76,16 @@ fn measure_framer(stream: &[u8]) {
     assert_eq!(n, N);
 }
 
-/// The stream through framer and stanza decoder: typed `Message`s.
-#[inline(never)]
-fn measure_stanza(stream: &[u8]) {
+/// Reads the stream as a connection does, `READ` bytes at a time, and hands each decoded
+/// `<message>` to `each`; checks that all `N` came.
+fn each_message(stream: &[u8], mut each: impl FnMut(Message)) {
     let mut r = StreamReader::new(FramerConfig::default());
     let mut n = 0;
     for chunk in stream.chunks(READ) {
         r.push(chunk);
         while let Some(ev) = r.next_event().unwrap() {
             if let Event::Stanza(Stanza::Message(m)) = ev {
-                black_box(m);
+                each(m);
                 n += 1;
             }
         }
@@ -93,44 +93,34 @@ fn measure_stanza(stream: &[u8]) {
     assert_eq!(n, N);
 }
 
+/// The stream through framer and stanza decoder: typed `Message`s.
+#[inline(never)]
+fn measure_stanza(stream: &[u8]) {
+    each_message(stream, |m| {
+        black_box(m);
+    });
+}
+
 /// The stream through framer, stanza decoder and `Incoming::from_json`: owned `Ack`s.
 #[inline(never)]
 fn measure_acks(stream: &[u8]) {
-    let mut r = StreamReader::new(FramerConfig::default());
-    let mut n = 0;
-    for chunk in stream.chunks(READ) {
-        r.push(chunk);
-        while let Some(ev) = r.next_event().unwrap() {
-            if let Event::Stanza(Stanza::Message(m)) = ev {
-                let inc = Incoming::from_json(m.gcm.as_deref().unwrap()).unwrap();
-                assert!(matches!(inc, Incoming::Ack(_)));
-                black_box(inc);
-                n += 1;
-            }
-        }
-    }
-    assert_eq!(n, N);
+    each_message(stream, |m| {
+        let inc = Incoming::from_json(m.gcm.as_deref().unwrap()).unwrap();
+        assert!(matches!(inc, Incoming::Ack(_)));
+        black_box(inc);
+    });
 }
 
 /// The stream through framer, stanza decoder and `IncomingRef::parse`: borrowed acks, as
 /// `Connection` reads them (no copy of `from` and `message_id`).
 #[inline(never)]
 fn measure_acks_borrowed(stream: &[u8]) {
-    let mut r = StreamReader::new(FramerConfig::default());
-    let mut n = 0;
-    for chunk in stream.chunks(READ) {
-        r.push(chunk);
-        while let Some(ev) = r.next_event().unwrap() {
-            if let Event::Stanza(Stanza::Message(m)) = ev {
-                let json = m.gcm.as_deref().unwrap();
-                let ack = IncomingRef::parse(json).unwrap();
-                assert!(matches!(ack, IncomingRef::Ack(_)));
-                black_box(ack);
-                n += 1;
-            }
-        }
-    }
-    assert_eq!(n, N);
+    each_message(stream, |m| {
+        let json = m.gcm.as_deref().unwrap();
+        let ack = IncomingRef::parse(json).unwrap();
+        assert!(matches!(ack, IncomingRef::Ack(_)));
+        black_box(ack);
+    });
 }
 
 /// The messages encoded, 64 at a time into one transmit buffer.
