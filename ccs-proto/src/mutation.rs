@@ -134,3 +134,23 @@ pub(crate) fn edit_alphabet() -> Vec<char> {
         ])
         .collect()
 }
+
+/// How many of 1,000 values drawn from `strategy` the fast path takes, and declines: `agree`
+/// holds it to the general path and says whether it took the value (a disagreement panics).
+/// A property proves little unless the strategy makes the fast path do both often.
+pub(crate) fn outcomes<T: std::fmt::Debug>(
+    strategy: impl Strategy<Value = T>,
+    mut agree: impl FnMut(&T) -> Result<bool, TestCaseError>,
+) -> (usize, usize) {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut took, mut declined) = (0, 0);
+    for _ in 0..1000 {
+        match agree(&strategy.new_tree(&mut runner).unwrap().current()) {
+            Ok(true) => took += 1,
+            Ok(false) => declined += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (took, declined)
+}

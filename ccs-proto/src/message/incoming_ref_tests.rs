@@ -4,8 +4,6 @@
 //! general) always equals the general path, errors included.
 
 use proptest::prelude::*;
-use proptest::strategy::ValueTree;
-use proptest::test_runner::TestRunner;
 
 use super::{Incoming, IncomingRef, NackCode};
 use crate::mutation::{apply, ops};
@@ -187,16 +185,7 @@ proptest! {
 
 /// How many of 1,000 texts drawn from `strategy` the fast path takes, and declines.
 fn outcomes(strategy: impl Strategy<Value = String>) -> (usize, usize) {
-    let mut runner = TestRunner::deterministic();
-    let (mut took, mut declined) = (0, 0);
-    for _ in 0..1000 {
-        match agree(&strategy.new_tree(&mut runner).unwrap().current()) {
-            Ok(true) => took += 1,
-            Ok(false) => declined += 1,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    (took, declined)
+    crate::mutation::outcomes(strategy, |text: &String| agree(text))
 }
 
 #[test]

@@ -4,8 +4,6 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use proptest::strategy::ValueTree;
-use proptest::test_runner::TestRunner;
 
 use super::fast;
 use super::header::parse_header;
@@ -190,17 +188,9 @@ proptest! {
 
 /// How many of 1,000 inputs drawn from `strategy` the fast path takes, and declines.
 fn outcomes(strategy: impl Strategy<Value = (Vec<u8>, usize)>) -> (usize, usize) {
-    let mut runner = TestRunner::deterministic();
-    let (mut took, mut declined) = (0, 0);
-    for _ in 0..1000 {
-        let (input, header) = strategy.new_tree(&mut runner).unwrap().current();
-        match agree(&input, headers()[header].as_ref()) {
-            Ok(true) => took += 1,
-            Ok(false) => declined += 1,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    (took, declined)
+    crate::mutation::outcomes(strategy, |(input, header)| {
+        agree(input, headers()[*header].as_ref())
+    })
 }
 
 #[test]
