@@ -270,7 +270,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
                     "client_cpu_us_per_msg": r.cpu_us, "peak_rss_kib": rss,
                     "peak_rss_kib_after_1m": r.rss_at_checkpoint,
                     "window": args.window, "connections": args.connections, "batch": batch,
-                    "rounds": args.rounds, "rss_checkpoint": args.rss_checkpoint,
+                    "rounds": args.rounds, "msgs_per_s_per_round": r.rates,
+                    "rss_checkpoint": args.rss_checkpoint,
                     "ceiling_msgs_per_s": ceiling.map(f64::round),
                     "of_ceiling": r.of_ceiling,
                     "ceiling_cpu_us_per_msg": ceiling_cpu,
@@ -329,6 +330,8 @@ struct Summary {
     other: usize,
     elapsed_s: f64,
     rate: f64,
+    /// Messages per second in each round, in order (the spread behind `rate`).
+    rates: Vec<f64>,
     of_ceiling: Option<f64>,
     cpu_us: Option<f64>,
     cpu_of_ceiling: Option<f64>,
@@ -348,6 +351,7 @@ impl Summary {
             other: rounds.iter().map(|r| r.other).max().unwrap_or(0),
             elapsed_s: median(rounds.iter().map(|r| Some(r.elapsed.as_secs_f64()))).unwrap_or(0.0),
             rate: median(rounds.iter().map(|r| Some(rate(r)))).unwrap_or(0.0),
+            rates: rounds.iter().map(|r| rate(r).round()).collect(),
             of_ceiling: median(paired().map(|(r, c)| Some(rate(r) / c.msgs_per_s))),
             cpu_us: median(rounds.iter().map(cpu_us)),
             cpu_of_ceiling: median(paired().map(|(r, c)| {

@@ -222,6 +222,19 @@ fn bench_rounds_report_medians_with_the_ceiling_ratio_of_each_round() {
     assert_eq!(v["rounds"], 3);
     assert_eq!(v["acked"], 500, "every round acked every message");
     let rate = v["msgs_per_s"].as_f64().unwrap();
+    // Three rounds really ran, and the figure is their median.
+    let mut per_round: Vec<f64> = v["msgs_per_s_per_round"]
+        .as_array()
+        .expect("one figure per round")
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .collect();
+    assert_eq!(per_round.len(), 3, "{v}");
+    per_round.sort_by(f64::total_cmp);
+    assert!(
+        (rate - per_round[1]).abs() <= 1.0,
+        "the median of {per_round:?}: {v}"
+    );
     let ceiling = v["ceiling_msgs_per_s"].as_f64().unwrap();
     let of = v["of_ceiling"].as_f64().unwrap();
     assert!(rate > 0.0 && ceiling > 0.0 && of > 0.0, "{v}");
